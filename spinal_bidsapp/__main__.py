@@ -1,0 +1,5 @@
+"""Allow ``python -m spinal_bidsapp``."""
+
+from spinal_bidsapp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""NIfTI input and output: the one place that opens and saves images.
+
+Algorithms work on :class:`Volume` (array + affine); this module turns files into volumes with
+clear errors for the inputs that users actually feed a pipeline (4-D series, 2-D images, corrupt
+gzip, NaN-filled data, masks on another grid), and writes volumes back atomically.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from spinal_bidsapp.errors import InputDataError, MissingInputError
+from spinal_bidsapp.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+Affine = NDArray[np.float64]
+"""(4, 4) float voxel-to-world (RAS+, mm) matrix."""
+
+_AFFINE_ATOL_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image: voxel array and its voxel-to-world (RAS+ mm) affine."""
+
+    data: NDArray
+    affine: Affine
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.data.shape[:3])  # type: ignore[return-value]
+
+    @property
+    def zooms(self) -> NDArray[np.float64]:
+        """Voxel sizes in mm along the three array axes."""
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        return nib.aff2axcodes(self.affine)  # type: ignore[return-value]
+
+    def with_data(self, data: NDArray) -> Volume:
+        """Same grid, new voxel values."""
+        if data.shape[:3] != self.data.shape[:3]:
+            raise ValueError(f"shape {data.shape} does not match grid {self.data.shape}")
+        return Volume(data=data, affine=self.affine)
+
+
+def best_affine(img: nib.Nifti1Image, *, path: Path | None = None) -> Affine:
+    """sform when set, else qform; warn when both are set and disagree (nibabel's choice, made loud)."""
+    header = img.header
+    sform, sform_code = header.get_sform(coded=True)
+    qform, qform_code = header.get_qform(coded=True)
+    if sform_code and qform_code and not np.allclose(sform, qform, atol=_AFFINE_ATOL_MM):
+        logger.warning("%s: sform and qform disagree; using the sform (code %d)",
+                       path or "image", int(sform_code))
+    if sform_code:
+        return np.asarray(sform, dtype=np.float64)
+    if qform_code:
+        return np.asarray(qform, dtype=np.float64)
+    return np.asarray(img.affine, dtype=np.float64)
+
+
+def load_volume(path: Path, *, dtype: DTypeLike = np.float32) -> Volume:
+    """Read a 3-D NIfTI (a trailing singleton 4th axis is dropped).
+
+    Raises
+    ------
+    MissingInputError
+        The file does not exist.
+    InputDataError
+        The file is not a readable NIfTI, is not 3-D, is empty, or holds non-finite values only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"image not found: {path}")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
+            ValueError) as exc:
+        raise InputDataError(
+            f"cannot read {path}: {exc.__class__.__name__}: {exc}; the file is truncated or not a "
+            "NIfTI image, re-export or re-download it"
+        ) from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputDataError(f"{path} is not a NIfTI image ({type(img).__name__})")
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputDataError(
+            f"{path} has {data.ndim} dimensions {data.shape}; a 3-D anatomical image is required "
+            "(split a 4-D series or choose another image)"
+        )
+    if min(data.shape) < 1 or data.size == 0:
+        raise InputDataError(f"{path} has an empty grid {data.shape}")
+    data = data.astype(dtype, copy=False)
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        if not finite.any():
+            raise InputDataError(f"{path} contains no finite values (all NaN/Inf)")
+        if not finite.all():
+            logger.warning("%s: %d non-finite voxels set to 0", path, int((~finite).sum()))
+            data = np.where(finite, data, 0).astype(dtype, copy=False)
+    affine = best_affine(img, path=path)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputDataError(f"{path} has a singular affine; fix the header (qform/sform)")
+    return Volume(data=data, affine=affine)
+
+
+def load_mask(path: Path, *, reference: Volume | None = None, reference_path: Path | None = None,
+              allow_empty: bool = False) -> Volume:
+    """Read a label or mask image (integer values), optionally checking that it shares a grid.
+
+    Raises
+    ------
+    InputDataError
+        Different grid from ``reference``, or empty mask when ``allow_empty`` is false.
+    """
+    vol = load_volume(path, dtype=np.float32)
+    data = np.rint(vol.data).astype(np.int32)
+    if reference is not None and not same_grid(vol, reference):
+        raise InputDataError(
+            f"{path} is not on the grid of {reference_path or 'its image'} "
+            f"(shape {vol.shape} vs {reference.shape}); resample the label onto the image grid"
+        )
+    if not allow_empty and not data.any():
+        raise InputDataError(f"{path} is empty (no non-zero voxel); provide a non-empty label")
+    return Volume(data=data, affine=vol.affine)
+
+
+def same_grid(a: Volume, b: Volume, *, atol_mm: float = _AFFINE_ATOL_MM * 10) -> bool:
+    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=atol_mm)
+
+
+def reorient(volume: Volume, axcodes: tuple[str, str, str] = ("R", "A", "S")) -> Volume:
+    """Permute and flip the voxel axes to ``axcodes`` without resampling."""
+    current = nib.orientations.io_orientation(volume.affine)
+    target = nib.orientations.axcodes2ornt(axcodes)
+    transform = nib.orientations.ornt_transform(current, target)
+    data = nib.orientations.apply_orientation(volume.data, transform)
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, volume.shape)
+    return Volume(data=np.ascontiguousarray(data), affine=affine)
+
+
+def save_volume(volume: Volume, path: Path, *, dtype: DTypeLike | None = None,
+                intent: str | None = None) -> Path:
+    """Write ``volume`` atomically as NIfTI-1 with matching qform and sform (code 1, scanner)."""
+    data = volume.data if dtype is None else volume.data.astype(dtype)
+    img = nib.Nifti1Image(data, volume.affine)
+    img.set_qform(volume.affine, code=1)
+    img.set_sform(volume.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    if intent is not None:
+        img.header.set_intent(intent)
+    with atomic_path(Path(path)) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def vox_to_mm(affine: Affine, ijk: NDArray) -> NDArray[np.float64]:
+    """Voxel indices (N, 3) to world coordinates (N, 3), mm, RAS+.
+
+    >>> vox_to_mm(np.diag([2.0, 2.0, 2.0, 1.0]), np.array([[1, 2, 3]]))
+    array([[2., 4., 6.]])
+    """
+    ijk = np.atleast_2d(np.asarray(ijk, dtype=np.float64))
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def mm_to_vox(affine: Affine, xyz: NDArray) -> NDArray[np.float64]:
+    """World coordinates (N, 3), mm, RAS+ to continuous voxel indices (N, 3).
+
+    >>> mm_to_vox(np.diag([2.0, 2.0, 2.0, 1.0]), np.array([[2.0, 4.0, 6.0]]))
+    array([[1., 2., 3.]])
+    """
+    xyz = np.atleast_2d(np.asarray(xyz, dtype=np.float64))
+    inv = np.linalg.inv(affine)
+    return xyz @ inv[:3, :3].T + inv[:3, 3]
