@@ -1,0 +1,362 @@
+"""PAM50 resolution order and the download path, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spinal_bidsapp.errors import (
+    ConfigError,
+    InputDataError,
+    MissingInputError,
+    TemporaryFailure,
+)
+from spinal_bidsapp.templates import (
+    PAM50_MANIFEST_NAME,
+    PAM50_PIN,
+    Pam50Pin,
+    load_pam50_pin,
+    read_pam50_folder,
+    resolve_pam50,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+RELEASE = "r-test"
+
+
+def _need(folder: Path) -> Path:
+    if not folder.is_dir():
+        pytest.skip(f"test data {folder} absent (set SPINAL_BIDSAPP_TEST_DATA)")
+    return folder
+
+
+def _template_from_small(dest: Path) -> Path:
+    """SCT layout built from PAM50_small: ``dest/template/PAM50_<name>`` (renamed from _small_)."""
+    small = _need(DATA / "PAM50_small")
+    (dest / "template").mkdir(parents=True)
+    for src in sorted(small.glob("PAM50_small_*.nii.gz")):
+        shutil.copyfile(src, dest / "template" / src.name.replace("PAM50_small_", "PAM50_"))
+    return dest
+
+
+def _masks_only(dest: Path) -> Path:
+    full = _need(DATA / "PAM50")
+    (dest / "template").mkdir(parents=True)
+    for src in sorted(full.glob("PAM50_*.nii.gz")):
+        shutil.copyfile(src, dest / "template" / src.name)
+    return dest
+
+
+# ----------------------------------------------------------------------------- local folders
+
+
+def test_template_dir_in_sct_layout_lists_every_file(tmp_path: Path) -> None:
+    root = _template_from_small(tmp_path / "PAM50")
+    pam50 = resolve_pam50(template_dir=root, sct_dir=None, cache_dir=tmp_path / "cache",
+                          allow_download=False, progress=False)
+    folder = root / "template"
+    assert pam50.template_folder == folder
+    assert pam50.cord == folder / "PAM50_cord.nii.gz"
+    assert pam50.label_disc == folder / "PAM50_label_disc.nii.gz"
+    assert pam50.t2 == folder / "PAM50_t2.nii.gz"
+    assert pam50.levels == folder / "PAM50_levels.nii.gz"
+    assert pam50.label_disc_posterior == folder / "PAM50_label_discPosterior.nii.gz"
+    assert pam50.centerline is None
+    assert pam50.source == "template-dir"
+    assert pam50.version == "unknown"
+    assert pam50.sct_dir == root
+    assert not (tmp_path / "cache").exists()
+
+
+def test_template_dir_may_be_the_template_folder_itself(tmp_path: Path) -> None:
+    root = _template_from_small(tmp_path / "PAM50")
+    pam50 = resolve_pam50(template_dir=root / "template", sct_dir=None,
+                          cache_dir=tmp_path / "cache", allow_download=False, progress=False)
+    assert pam50.template_folder == root / "template"
+    assert pam50.cord.is_file()
+
+
+def test_masks_only_folder_has_no_t2(tmp_path: Path) -> None:
+    root = _masks_only(tmp_path / "PAM50")
+    pam50 = read_pam50_folder(root, source="template-dir", version="unknown")
+    assert pam50.t2 is None
+    assert pam50.centerline == root / "template" / "PAM50_centerline.nii.gz"
+    assert pam50.csf is not None and pam50.wm is not None
+
+
+def test_missing_required_files_name_folder_and_files(tmp_path: Path) -> None:
+    root = _template_from_small(tmp_path / "PAM50")
+    (root / "template" / "PAM50_cord.nii.gz").unlink()
+    (root / "template" / "PAM50_label_disc.nii.gz").unlink()
+    with pytest.raises(MissingInputError) as excinfo:
+        resolve_pam50(template_dir=root, sct_dir=None, cache_dir=tmp_path / "cache",
+                      allow_download=False, progress=False)
+    message = str(excinfo.value)
+    assert str(root / "template") in message
+    assert "PAM50_cord.nii.gz" in message and "PAM50_label_disc.nii.gz" in message
+    assert excinfo.value.exit_code == 66
+
+
+def test_nonexistent_template_dir_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    sct_dir = tmp_path / "sct"
+    _template_from_small(sct_dir / "data" / "PAM50")
+    with pytest.raises(MissingInputError, match="does not exist"):
+        resolve_pam50(template_dir=tmp_path / "nowhere", sct_dir=sct_dir,
+                      cache_dir=tmp_path / "cache", allow_download=False, progress=False)
+
+
+def test_resolution_order_template_dir_then_sct_then_cache(tmp_path: Path) -> None:
+    user = _template_from_small(tmp_path / "user")
+    sct_dir = tmp_path / "sct"
+    _template_from_small(sct_dir / "data" / "PAM50")
+    cache = tmp_path / "cache"
+    _template_from_small(cache / "PAM50")
+
+    def resolve(template_dir: Path | None, sct: Path | None) -> str:
+        return resolve_pam50(template_dir=template_dir, sct_dir=sct, cache_dir=cache,
+                             allow_download=False, progress=False).source
+
+    assert resolve(user, sct_dir) == "template-dir"
+    assert resolve(None, sct_dir) == "sct"
+    assert resolve(None, tmp_path / "sct-without-data") == "cache"
+    assert resolve(None, None) == "cache"
+
+
+def test_incomplete_sct_copy_falls_through_to_cache(tmp_path: Path) -> None:
+    sct_dir = tmp_path / "sct"
+    _template_from_small(sct_dir / "data" / "PAM50")
+    (sct_dir / "data" / "PAM50" / "template" / "PAM50_cord.nii.gz").unlink()
+    cache = tmp_path / "cache"
+    _template_from_small(cache / "PAM50")
+    pam50 = resolve_pam50(template_dir=None, sct_dir=sct_dir, cache_dir=cache,
+                          allow_download=False, progress=False)
+    assert pam50.source == "cache"
+    assert pam50.template_folder == cache / "PAM50" / "template"
+
+
+def test_nothing_found_without_download_explains_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(MissingInputError) as excinfo:
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=tmp_path / "cache",
+                      allow_download=False, progress=False)
+    message = str(excinfo.value)
+    assert "--template-dir" in message and PAM50_PIN.url in message
+    assert "\n" not in message
+
+
+def test_download_without_known_checksum_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MissingInputError, match="no checksum is recorded"):
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=tmp_path / "cache",
+                      allow_download=True, progress=False)
+    assert not (tmp_path / "cache" / "PAM50").exists()
+
+
+def test_manifest_must_hold_release_url_and_sha256(tmp_path: Path) -> None:
+    manifest = tmp_path / PAM50_MANIFEST_NAME
+    manifest.write_text(json.dumps({"release": "r1", "url": "http://x/y.zip"}))
+    with pytest.raises(ConfigError, match="sha256"):
+        load_pam50_pin(manifest)
+    manifest.write_text(json.dumps({"release": "r1", "url": "http://x/y.zip", "sha256": "ab"}))
+    with pytest.raises(ConfigError, match="64 hex"):
+        load_pam50_pin(manifest)
+
+
+# ----------------------------------------------------------------------------- download path
+
+
+class _Server:
+    """A real HTTP server on 127.0.0.1 that serves fixed bytes, optionally cut short."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, bytes] = {}
+        self.truncate_to: int | None = None
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = server.routes.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.truncate_to is None:
+                    self.wfile.write(body)
+                else:
+                    self.wfile.write(body[: server.truncate_to])
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def release_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """Zip in the release layout (``PAM50-<tag>/template/PAM50_*``) made from data/PAM50."""
+    full = _need(DATA / "PAM50")
+    path = tmp_path_factory.mktemp("zip") / "PAM50.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for src in sorted(full.glob("PAM50_*.nii.gz")):
+            zf.write(src, f"PAM50-{RELEASE}/template/{src.name}")
+        zf.writestr(f"PAM50-{RELEASE}/README.md", "test release\n")
+    return path.read_bytes()
+
+
+def _pin(url: str, body: bytes) -> Pam50Pin:
+    return Pam50Pin(release=RELEASE, url=url, sha256=hashlib.sha256(body).hexdigest())
+
+
+def _leftovers(cache: Path) -> list[str]:
+    """Everything in the cache except the lock file."""
+    if not cache.exists():
+        return []
+    return sorted(p.name for p in cache.iterdir() if p.name != ".PAM50.lock")
+
+
+def test_download_verifies_extracts_and_is_reused(server: _Server, release_zip: bytes,
+                                                  tmp_path: Path) -> None:
+    server.routes["/PAM50.zip"] = release_zip
+    cache = tmp_path / "cache"
+    pin = _pin(server.url("/PAM50.zip"), release_zip)
+    pam50 = resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                          progress=True, pin=pin, timeout_s=10)
+    assert pam50.source == "download"
+    assert pam50.version == RELEASE
+    assert pam50.template_folder == cache / "PAM50" / "template"
+    assert pam50.cord.read_bytes() == (DATA / "PAM50" / "PAM50_cord.nii.gz").read_bytes()
+    assert pam50.t2 is None
+    assert (cache / "PAM50" / "README.md").is_file()
+    assert _leftovers(cache) == ["PAM50"]
+    server.close()  # the second resolution must not touch the network
+    again = resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                          progress=False, pin=pin, timeout_s=1)
+    assert again.source == "cache"
+    assert again.version == RELEASE
+    assert again.cord == pam50.cord
+
+
+def test_manifest_in_cache_supplies_the_checksum(server: _Server, release_zip: bytes,
+                                                 tmp_path: Path) -> None:
+    server.routes["/release.zip"] = release_zip
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    pin = _pin(server.url("/release.zip"), release_zip)
+    (cache / PAM50_MANIFEST_NAME).write_text(
+        json.dumps({"release": pin.release, "url": pin.url, "sha256": pin.sha256}))
+    pam50 = resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                          progress=False, timeout_s=10)
+    assert pam50.source == "download" and pam50.version == RELEASE
+
+
+def test_checksum_mismatch_leaves_nothing_in_the_cache(server: _Server, release_zip: bytes,
+                                                       tmp_path: Path) -> None:
+    server.routes["/PAM50.zip"] = release_zip
+    cache = tmp_path / "cache"
+    pin = Pam50Pin(release=RELEASE, url=server.url("/PAM50.zip"), sha256="0" * 64)
+    with pytest.raises(InputDataError) as excinfo:
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                      progress=False, pin=pin, timeout_s=10)
+    assert "SHA-256" in str(excinfo.value) and pin.url in str(excinfo.value)
+    assert _leftovers(cache) == []
+
+
+def test_server_down_gives_one_line_offline_error(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and has no listener now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/PAM50.zip"
+    cache = tmp_path / "cache"
+    with pytest.raises(TemporaryFailure) as excinfo:
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                      progress=False, pin=Pam50Pin(release=RELEASE, url=url, sha256="0" * 64),
+                      timeout_s=5)
+    message = str(excinfo.value)
+    assert url in message and "--template-dir" in message and "offline" in message
+    assert "\n" not in message
+    assert _leftovers(cache) == []
+
+
+def test_http_error_is_reported_with_status(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(TemporaryFailure, match="HTTP 404"):
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=tmp_path / "cache",
+                      allow_download=True, progress=False,
+                      pin=Pam50Pin(release=RELEASE, url=server.url("/gone.zip"), sha256="0" * 64),
+                      timeout_s=5)
+    assert _leftovers(tmp_path / "cache") == []
+
+
+def test_interrupted_download_leaves_no_partial_file(server: _Server, release_zip: bytes,
+                                                     tmp_path: Path) -> None:
+    server.routes["/PAM50.zip"] = release_zip
+    server.truncate_to = len(release_zip) // 3
+    cache = tmp_path / "cache"
+    with pytest.raises(TemporaryFailure, match="interrupted"):
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                      progress=False, pin=_pin(server.url("/PAM50.zip"), release_zip),
+                      timeout_s=10)
+    assert _leftovers(cache) == []
+    server.truncate_to = None  # a retry then succeeds from scratch
+    pam50 = resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                          progress=False, pin=_pin(server.url("/PAM50.zip"), release_zip),
+                          timeout_s=10)
+    assert pam50.source == "download"
+
+
+def test_archive_without_template_is_rejected(server: _Server, tmp_path: Path) -> None:
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("something/else.txt", "not a template\n")
+    body = path.read_bytes()
+    server.routes["/other.zip"] = body
+    cache = tmp_path / "cache"
+    with pytest.raises(InputDataError, match="no PAM50 template"):
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                      progress=False, pin=_pin(server.url("/other.zip"), body), timeout_s=10)
+    assert _leftovers(cache) == []
+
+
+def test_archive_with_escaping_member_is_rejected(server: _Server, tmp_path: Path) -> None:
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("../escaped.txt", "outside\n")
+    body = path.read_bytes()
+    server.routes["/evil.zip"] = body
+    cache = tmp_path / "cache"
+    with pytest.raises(InputDataError, match="unsafe member"):
+        resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
+                      progress=False, pin=_pin(server.url("/evil.zip"), body), timeout_s=10)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert _leftovers(cache) == []
