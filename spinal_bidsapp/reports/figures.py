@@ -1,0 +1,354 @@
+"""QC figures drawn with matplotlib and saved atomically as PNG.
+
+Functions take :class:`~spinal_bidsapp.image.Volume` objects (any storage orientation; they are
+reoriented to RAS here) and an output path chosen by the caller, and return that path. The
+geometry (slices, crops, outlines) comes from :mod:`spinal_bidsapp.reports.views`; this module
+only draws. matplotlib is imported inside the functions and drives an Agg canvas directly,
+so importing this module has no side effects and never touches pyplot's global state.
+
+Orientation on every figure: superior up; sagittal views show anterior on the left; axial views
+show anterior up and patient right on the left. Edge letters say so on each panel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spinal_bidsapp.files import atomic_path
+from spinal_bidsapp.image import Volume, reorient, same_grid, vox_to_mm
+from spinal_bidsapp.reports.views import (
+    BoxMM,
+    Panel,
+    axial_crop,
+    checkerboard,
+    choose_axial_slices,
+    find_disc_points,
+    intensity_window,
+    make_panel,
+    midcord_index,
+    normalize,
+    outline_segments,
+    vertebra_bands,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+DPI = 110
+CORD_COLOR = "#ff3b30"
+"""Subject cord outline (red)."""
+TEMPLATE_COLOR = "#00d5ff"
+"""Template cord outline and disc markers (cyan)."""
+BOX_COLOR = "#ffd60a"
+"""Crop box (yellow, dashed)."""
+_PANEL_BOX_IN = (6.0, 9.0)
+"""Largest (width, height), inches, of a single sagittal panel."""
+
+
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, facecolor="black")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, facecolor=fig.get_facecolor())
+    logger.debug("wrote %s", out)
+    return out
+
+
+def _panel_scale(panels_wide: int, width_mm: float, height_mm: float) -> float:
+    """Inches per mm so ``panels_wide`` panels fit the size budget."""
+    max_w, max_h = _PANEL_BOX_IN
+    return min(max_w * min(panels_wide, 2) / (panels_wide * width_mm), max_h / height_mm)
+
+
+def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
+                image: NDArray | None = None, letters: bool = True) -> None:
+    """Grey image with true aspect, orientation letters, a scale bar and no ticks."""
+    from matplotlib import patheffects
+
+    shown = normalize(panel.image if image is None else image, window)
+    ax.imshow(shown, cmap="gray", vmin=0.0, vmax=1.0, extent=panel.extent, origin="upper",
+              interpolation="nearest", aspect="equal")
+    ax.set_xlim(panel.extent[0], panel.extent[1])
+    ax.set_ylim(panel.extent[2], panel.extent[3])
+    ax.set_axis_off()
+    stroke = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    left, right, bottom, top = panel.extent
+    if letters:
+        pos = [(left, (bottom + top) / 2, "left", "center"),
+               (right, (bottom + top) / 2, "right", "center"),
+               ((left + right) / 2, top, "center", "top"),
+               ((left + right) / 2, bottom, "center", "bottom")]
+        for letter, (x, y, ha, va) in zip(panel.letters, pos, strict=True):
+            ax.text(x, y, f" {letter} ", color="white", ha=ha, va=va, fontsize=11,
+                    fontweight="bold", path_effects=stroke)
+    bar_mm = 10.0 if right - left < 150 else 50.0
+    x0, y0 = left + 0.04 * (right - left), bottom + 0.03 * (top - bottom)
+    ax.plot([x0, x0 + bar_mm], [y0, y0], color="white", linewidth=2.5, solid_capstyle="butt",
+            path_effects=stroke)
+    ax.text(x0 + bar_mm / 2, y0, f"{bar_mm:g} mm", color="white", ha="center", va="bottom",
+            fontsize=8, path_effects=stroke)
+
+
+def _draw_outline(ax: Axes, mask: NDArray[np.bool_] | None, panel: Panel, color: str,
+                  *, linewidth: float = 1.2) -> None:
+    from matplotlib.collections import LineCollection
+
+    if mask is None or not mask.any():
+        return
+    segments = outline_segments(mask, panel.pixel_mm)
+    ax.add_collection(LineCollection(list(segments), colors=color, linewidths=linewidth))
+
+
+def _title(fig: Figure, title: str | None) -> None:
+    if title:
+        fig.suptitle(title, color="white", fontsize=11, y=0.995, va="top")
+
+
+def plot_sagittal(image: Volume, out: Path, *, mask: Volume | None = None,
+                  discs: Volume | None = None, crop_box: BoxMM | None = None,
+                  title: str | None = None) -> Path:
+    """Mid-cord sagittal slice with the cord outline, disc labels and crop box.
+
+    Parameters
+    ----------
+    image
+        Anatomical image, any orientation.
+    out
+        PNG path, written atomically.
+    mask
+        Cord mask on the image grid; its outline is drawn in red and it picks the slice (median
+        R index of the cord), otherwise the middle slice is shown.
+    discs
+        Disc label image on the image grid (SCT values); each label is marked and named
+        (``C2/C3`` ...). Labels off the displayed slice are projected onto it.
+    crop_box
+        World box (RAS mm) drawn as a dashed yellow rectangle, e.g. the crop used downstream.
+    title
+        Text above the panel.
+    """
+    ras = reorient(image)
+    ras_mask = _on_grid(mask, ras, "mask")
+    index = midcord_index(ras_mask, ras.shape)
+    panel = make_panel(ras, ras_mask, axis=0, index=index)
+    width_mm, height_mm = panel.extent[1], panel.extent[3]
+    scale = _panel_scale(1, width_mm, height_mm)
+    fig = _new_figure(width_mm * scale + 0.2, height_mm * scale + (0.5 if title else 0.2))
+    ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - (0.3 / fig.get_figheight() if title else 0)))
+    _draw_panel(ax, panel, intensity_window(panel.image))
+    _draw_outline(ax, panel.mask, panel, CORD_COLOR)
+    if crop_box is not None:
+        _draw_box(ax, panel.box_to_rect(crop_box, ras.affine))
+    if discs is not None:
+        _draw_discs(ax, panel, _on_grid(discs, ras, "disc labels"))
+    _title(fig, title)
+    return _save(fig, out)
+
+
+def _on_grid(label: Volume | None, ras: Volume, what: str) -> Volume | None:
+    if label is None:
+        return None
+    ras_label = reorient(label)
+    if not same_grid(ras_label, ras):
+        raise ValueError(f"{what} is not on the image grid ({label.shape} vs image); resample it")
+    return ras_label
+
+
+def _draw_box(ax: Axes, rect: tuple[float, float, float, float]) -> None:
+    from matplotlib.patches import Rectangle
+
+    x, y, w, h = rect
+    ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=BOX_COLOR, linewidth=1.5,
+                           linestyle="--"))
+
+
+def _draw_discs(ax: Axes, panel: Panel, discs: Volume | None) -> None:
+    from matplotlib import patheffects
+
+    if discs is None:
+        return
+    stroke = [patheffects.withStroke(linewidth=3, foreground="black")]
+    for point in find_disc_points(discs):
+        x, y = panel.vox_to_xy(point.ijk[None])[0]
+        ax.plot([x], [y], marker="o", markersize=6, color=TEMPLATE_COLOR,
+                markeredgecolor="black", markeredgewidth=1.0)
+        ax.annotate(point.name, (x, y), xytext=(-8, 0), textcoords="offset points",
+                    color="white", fontsize=10, fontweight="bold", ha="right", va="center",
+                    path_effects=stroke)
+
+
+def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 12,
+                       half_width_mm: float = 15.0, columns: int = 6,
+                       title: str | None = None) -> Path:
+    """Montage of ``count`` axial slices spread along the cord, cropped around it, outlined.
+
+    Tiles run superior to inferior, left to right then top to bottom; each is labelled with its
+    superior (S) world coordinate. One intensity window is shared by all tiles.
+    """
+    ras = reorient(image)
+    ras_mask = _on_grid(mask, ras, "mask")
+    assert ras_mask is not None
+    slices = choose_axial_slices(ras_mask, count)
+    if not slices:
+        raise ValueError("the cord mask is empty; nothing to show in an axial montage")
+    panels = []
+    for k in slices:
+        rows, cols = axial_crop(ras_mask, k, half_width_mm=half_width_mm)
+        panels.append(make_panel(ras, ras_mask, axis=2, index=k, row_range=rows, col_range=cols))
+    window = intensity_window(np.concatenate([p.image.ravel() for p in panels]))
+    ncols = min(columns, len(panels))
+    nrows = -(-len(panels) // ncols)
+    tile_in = 1.8
+    fig = _new_figure(ncols * tile_in, nrows * tile_in + (0.35 if title else 0.0))
+    top = 1.0 - (0.35 / fig.get_figheight() if title else 0.0)
+    for n, (k, panel) in enumerate(zip(slices, panels, strict=True)):
+        r, c = divmod(n, ncols)
+        ax = fig.add_axes((c / ncols, top - (r + 1) * top / nrows, 1 / ncols, top / nrows))
+        _draw_panel(ax, panel, window, letters=n == 0)
+        _draw_outline(ax, panel.mask, panel, CORD_COLOR)
+        centre = np.array([[ras.shape[0] / 2, ras.shape[1] / 2, k]])
+        s_mm = vox_to_mm(ras.affine, centre)[0, 2]
+        ax.text(0.97, 0.97, f"S {s_mm:+.0f} mm", transform=ax.transAxes, color="yellow",
+                ha="right", va="top", fontsize=8)
+    _title(fig, title)
+    return _save(fig, out)
+
+
+def _registration_panels(fixed: Volume, moving: Volume, fixed_mask: Volume | None,
+                         moving_mask: Volume | None) -> tuple[Panel, Panel, NDArray | None]:
+    ras_fixed = reorient(fixed)
+    ras_moving = reorient(moving)
+    if not same_grid(ras_fixed, ras_moving):
+        raise ValueError(
+            f"registration overlay needs both images on one grid (shapes {fixed.shape} and "
+            f"{moving.shape}); warp the template to the subject (or the subject to the template)"
+        )
+    ras_fixed_mask = _on_grid(fixed_mask, ras_fixed, "fixed mask")
+    ras_moving_mask = _on_grid(moving_mask, ras_fixed, "moving mask")
+    index = midcord_index(ras_fixed_mask if ras_fixed_mask is not None else ras_moving_mask,
+                          ras_fixed.shape)
+    panel_fixed = make_panel(ras_fixed, ras_fixed_mask, axis=0, index=index)
+    panel_moving = make_panel(ras_moving, ras_moving_mask, axis=0, index=index)
+    return panel_fixed, panel_moving, panel_moving.mask
+
+
+def _draw_both_outlines(ax: Axes, panel_fixed: Panel, moving_outline: NDArray | None) -> None:
+    _draw_outline(ax, panel_fixed.mask, panel_fixed, CORD_COLOR)
+    _draw_outline(ax, moving_outline, panel_fixed, TEMPLATE_COLOR)
+
+
+def plot_registration(fixed: Volume, moving: Volume, out: Path, *,
+                      fixed_mask: Volume | None = None, moving_mask: Volume | None = None,
+                      names: tuple[str, str] = ("subject", "template"),
+                      title: str | None = None) -> Path:
+    """Side by side: fixed image, moving image resampled on it, and their checkerboard.
+
+    ``fixed`` and ``moving`` must share a grid: the template warped to subject space (or the
+    subject warped to template space). Both cord outlines (fixed red, moving cyan) are drawn on
+    all three panels so misalignment shows as a gap between the two lines.
+    """
+    panel_fixed, panel_moving, moving_outline = _registration_panels(
+        fixed, moving, fixed_mask, moving_mask)
+    window_fixed = intensity_window(panel_fixed.image)
+    window_moving = intensity_window(panel_moving.image)
+    board = checkerboard(normalize(panel_fixed.image, window_fixed),
+                         normalize(panel_moving.image, window_moving))
+    width_mm, height_mm = panel_fixed.extent[1], panel_fixed.extent[3]
+    scale = _panel_scale(3, width_mm, height_mm)
+    head = 0.3 + (0.3 if title else 0.0)
+    fig = _new_figure(3 * width_mm * scale + 0.3, height_mm * scale + head + 0.1)
+    top = 1.0 - head / fig.get_figheight()
+    captions = (names[0], f"{names[1]} (on {names[0]} grid)", "checkerboard")
+    for n, caption in enumerate(captions):
+        ax = fig.add_axes((n / 3 + 0.005, 0.01, 1 / 3 - 0.01, top - 0.01))
+        if n == 0:
+            _draw_panel(ax, panel_fixed, window_fixed)
+        elif n == 1:
+            _draw_panel(ax, panel_moving, window_moving)
+        else:
+            _draw_panel(ax, panel_fixed, (0.0, 1.0), image=board)
+        _draw_both_outlines(ax, panel_fixed, moving_outline)
+        ax.set_title(caption, color="white", fontsize=10)
+    _title(fig, title)
+    return _save(fig, out)
+
+
+def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_moving: Path, *,
+                        fixed_mask: Volume | None = None, moving_mask: Volume | None = None,
+                        names: tuple[str, str] = ("subject", "template")) -> tuple[Path, Path]:
+    """Two pixel-aligned PNGs (fixed, moving) for a hover/flicker comparison in HTML.
+
+    Both frames have the same size and geometry and carry the same two cord outlines, so
+    switching between them shows only the change of underlay.
+    """
+    panel_fixed, panel_moving, moving_outline = _registration_panels(
+        fixed, moving, fixed_mask, moving_mask)
+    width_mm, height_mm = panel_fixed.extent[1], panel_fixed.extent[3]
+    scale = _panel_scale(1, width_mm, height_mm)
+    written = []
+    for panel, name, out in ((panel_fixed, names[0], out_fixed),
+                             (panel_moving, names[1], out_moving)):
+        fig = _new_figure(width_mm * scale + 0.2, height_mm * scale + 0.5)
+        ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - 0.3 / fig.get_figheight()))
+        _draw_panel(ax, panel, intensity_window(panel.image))
+        _draw_both_outlines(ax, panel_fixed, moving_outline)
+        _title(fig, name)
+        written.append(_save(fig, out))
+    return written[0], written[1]
+
+
+def plot_csa(position_mm: NDArray, csa_mm2: NDArray, out: Path, *,
+             discs: Sequence[tuple[int, float]] = (), title: str | None = None) -> Path:
+    """Cross-sectional area along the cord, superior up, with vertebral bands.
+
+    Parameters
+    ----------
+    position_mm
+        (N,) float, mm: position of each measurement along the cord axis, larger = superior
+        (e.g. the S coordinate of each axial slice).
+    csa_mm2
+        (N,) float, mm²; NaN marks slices without a measurement (gaps in the line).
+    discs
+        ``(value, position_mm)`` SCT disc labels on the same axis; consecutive discs bound the
+        shaded, named vertebral bands.
+    """
+    position = np.asarray(position_mm, dtype=float)
+    csa = np.asarray(csa_mm2, dtype=float)
+    if position.shape != csa.shape or position.ndim != 1:
+        raise ValueError(f"position {position.shape} and CSA {csa.shape} must be equal (N,)")
+    order = np.argsort(position)
+    fig = _new_figure(5.0, 7.0)
+    fig.set_facecolor("white")
+    ax = fig.add_axes((0.17, 0.08, 0.68, 0.84))
+    for n, band in enumerate(vertebra_bands(discs)):
+        ax.axhspan(band.lo_mm, band.hi_mm, color="#d9e6f2" if n % 2 == 0 else "#f2f2f2", lw=0)
+        ax.text(1.02, (band.lo_mm + band.hi_mm) / 2, band.name, transform=ax.get_yaxis_transform(),
+                va="center", ha="left", fontsize=9)
+    for value, pos in discs:
+        if 1 <= value <= 30:
+            ax.axhline(pos, color="#7f7f7f", lw=0.6, ls=":")
+    ax.plot(csa[order], position[order], color="#1f4e79", lw=1.5, marker=".", markersize=3)
+    ax.set_xlabel("cross-sectional area (mm²)")
+    ax.set_ylabel("position along the cord (mm, superior up)")
+    if np.isfinite(csa).any():
+        ax.set_xlim(0, np.nanmax(csa) * 1.15)
+    ax.grid(axis="x", color="#cccccc", lw=0.5)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return _save(fig, out)
