@@ -1,0 +1,252 @@
+"""Dense displacement fields in the ITK/ANTs convention, held in RAS+ inside the package.
+
+A field lives on a reference grid and says where each reference point comes from:
+``out(p) = in(p + u(p))`` (ANTs "pull" semantics). Inside the package ``u`` is stored as RAS+ mm
+vectors; on disk (see :mod:`spinal_bidsapp.fieldio`) it is a 5-D NIfTI ``(nx, ny, nz, 1, 3)``
+float32 of LPS vectors ``(-ux, -uy, +uz)`` with intent ``vector`` (1007).
+
+Interpolation follows ITK's resampler: a sample is valid when its continuous voxel index lies in
+``[-0.5, n - 0.5]`` on every axis (neighbours clamped at the border), otherwise it gets ``cval``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_VOXELS = 1 << 19
+_RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class DisplacementField:
+    """Displacement vectors on a reference grid.
+
+    Attributes
+    ----------
+    data : (nx, ny, nz, 3) float32, mm, RAS+
+        ``u(p)``: the input-space point for reference point ``p`` is ``p + u(p)``.
+    affine : (4, 4) float64
+        Voxel to world (RAS+ mm) of the reference grid.
+    """
+
+    data: NDArray[np.float32]
+    affine: NDArray[np.float64]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (int(self.data.shape[0]), int(self.data.shape[1]), int(self.data.shape[2]))
+
+
+def field_to_itk_array(field: DisplacementField) -> NDArray[np.float32]:
+    """RAS field -> ``(nx, ny, nz, 1, 3)`` float32 LPS array as written in ITK/ANTs NIfTI files.
+
+    >>> f = DisplacementField(np.ones((1, 1, 1, 3), np.float32), np.eye(4))
+    >>> field_to_itk_array(f).reshape(-1).tolist()
+    [-1.0, -1.0, 1.0]
+    """
+    return (field.data.astype(np.float32) * _RAS_TO_LPS)[:, :, :, None, :]
+
+
+def field_from_itk_array(array: NDArray, affine: NDArray[np.float64]) -> DisplacementField:
+    """``(nx, ny, nz, 1, 3)`` (or ``(nx, ny, nz, 3)``) LPS array -> RAS :class:`DisplacementField`.
+
+    >>> field_from_itk_array(np.ones((1, 1, 1, 1, 3)), np.eye(4)).data.reshape(-1).tolist()
+    [-1.0, -1.0, 1.0]
+    """
+    arr = np.asarray(array, dtype=np.float32)
+    if arr.ndim == 5:
+        arr = arr[:, :, :, 0, :]
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"a displacement field must be (nx, ny, nz, 1, 3), got {array.shape}")
+    return DisplacementField(data=arr * _RAS_TO_LPS, affine=np.asarray(affine, dtype=np.float64))
+
+
+def grid_points(shape: tuple[int, int, int], affine: NDArray[np.float64], start: int, stop: int
+                ) -> NDArray[np.float64]:
+    """World coordinates (mm) of voxels of slices ``start:stop`` along the last axis, C order.
+
+    Returns
+    -------
+    (nx * ny * (stop - start), 3) float64, mm
+    """
+    i, j, k = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), np.arange(start, stop),
+                          indexing="ij")
+    aff = np.asarray(affine, dtype=np.float64)
+    return (aff[:3, 0] * i.reshape(-1, 1) + aff[:3, 1] * j.reshape(-1, 1)
+            + aff[:3, 2] * k.reshape(-1, 1) + aff[:3, 3])
+
+
+def slab_bounds(shape: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """Ranges of slices along the last axis holding about half a million voxels each."""
+    per_slice = max(shape[0] * shape[1], 1)
+    n = max(1, _CHUNK_VOXELS // per_slice)
+    return [(k, min(k + n, shape[2])) for k in range(0, shape[2], n)]
+
+
+def _to_voxels(affine: NDArray[np.float64], points: NDArray[np.float64]) -> NDArray[np.float64]:
+    inv = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    return (points @ inv[:3, :3].T + inv[:3, 3]).T
+
+
+def _sample(data: NDArray, vox: NDArray[np.float64], order: int, cval: float,
+            prefiltered: bool) -> NDArray:
+    values = ndimage.map_coordinates(data, vox, order=order, mode="nearest",
+                                     prefilter=not prefiltered and order > 1)
+    shape = np.asarray(data.shape[:3])[:, None]
+    outside = np.any((vox < -0.5) | (vox > shape - 0.5), axis=0)
+    values[outside] = cval
+    return values
+
+
+def sample_field(field: DisplacementField, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Trilinear displacement at world points; outside the grid the border value is used.
+
+    Returns
+    -------
+    (M, 3) float64, mm, RAS+
+    """
+    vox = _to_voxels(field.affine, np.atleast_2d(points_mm))
+    return np.stack([ndimage.map_coordinates(field.data[..., c], vox, order=1, mode="nearest")
+                     for c in range(3)], axis=1).astype(np.float64)
+
+
+def apply_field(data: NDArray, data_affine: NDArray[np.float64], field: DisplacementField, *,
+                order: int = 1, cval: float = 0.0) -> NDArray:
+    """Resample a volume onto the field's grid: ``out(p) = in(p + u(p))``.
+
+    Parameters
+    ----------
+    data : (nx, ny, nz) array
+        Input volume, voxel to world ``data_affine``.
+    field : DisplacementField
+        Its grid defines the output grid.
+    order : int
+        Spline order: 0 nearest (labels), 1 linear, 3 cubic B-spline.
+
+    Returns
+    -------
+    (field.shape) array, float32 (or ``data``'s dtype for ``order=0``)
+    """
+    src = np.asarray(data)
+    out_dtype = src.dtype if order == 0 else np.float32
+    if order > 1:
+        coeffs = ndimage.spline_filter(src.astype(np.float64), order=order, mode="nearest")
+    else:
+        coeffs = src if order == 0 else src.astype(np.float32, copy=False)
+    out = np.zeros(field.shape, dtype=out_dtype)
+    for start, stop in slab_bounds(field.shape):
+        p = grid_points(field.shape, field.affine, start, stop)
+        p += field.data[:, :, start:stop].reshape(-1, 3)
+        vals = _sample(coeffs, _to_voxels(data_affine, p), order, cval, prefiltered=order > 1)
+        out[:, :, start:stop] = vals.reshape(field.shape[0], field.shape[1], stop - start)
+    return out
+
+
+def transform_points(points_mm: NDArray[np.float64], field: DisplacementField
+                     ) -> NDArray[np.float64]:
+    """Reference-space points to input space: ``p + u(p)``.
+
+    >>> f = DisplacementField(np.full((2, 2, 2, 3), 1.5, np.float32), np.eye(4))
+    >>> transform_points(np.array([[0.5, 0.5, 0.5]]), f).tolist()
+    [[2.0, 2.0, 2.0]]
+    """
+    pts = np.atleast_2d(np.asarray(points_mm, dtype=np.float64))
+    return pts + sample_field(field, pts)
+
+
+def invert_points(points_mm: NDArray[np.float64], field: DisplacementField, *,
+                  n_iter: int = 50, tol_mm: float = 1e-4) -> NDArray[np.float64]:
+    """Input-space points to reference space: solve ``p + u(p) = x`` by fixed-point iteration.
+
+    Returns
+    -------
+    (M, 3) float64, mm
+    """
+    x = np.atleast_2d(np.asarray(points_mm, dtype=np.float64))
+    p = x - sample_field(field, x)
+    for _ in range(n_iter):
+        p_new = x - sample_field(field, p)
+        if np.max(np.abs(p_new - p), initial=0.0) < tol_mm:
+            return p_new
+        p = p_new
+    return p
+
+
+def apply_field_to_point_labels(labels: NDArray, labels_affine: NDArray[np.float64],
+                                field: DisplacementField
+                                ) -> tuple[NDArray, dict[int, NDArray[np.float64]]]:
+    """Move point labels exactly (no resampling): each value's centroid is mapped, then voxelised.
+
+    Returns
+    -------
+    labels_out : (field.shape) array, ``labels``' dtype
+        One voxel per label value (nearest voxel of the mapped point); points outside are dropped.
+    points_mm : dict int -> (3,) float64, mm
+        Exact mapped position of every label value.
+    """
+    arr = np.asarray(labels)
+    values = [v for v in np.unique(arr) if v != 0]
+    out = np.zeros(field.shape, dtype=arr.dtype)
+    if not values:
+        return out, {}
+    cents = ndimage.center_of_mass(np.ones(arr.shape), arr, values)
+    vox = np.asarray(cents, dtype=np.float64).reshape(-1, 3)
+    aff = np.asarray(labels_affine, dtype=np.float64)
+    mapped = invert_points(vox @ aff[:3, :3].T + aff[:3, 3], field)
+    ijk = np.rint(_to_voxels(field.affine, mapped).T).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < np.array(field.shape)), axis=1)
+    for value, idx, ok in zip(values, ijk, inside, strict=True):
+        if ok:
+            out[tuple(idx)] = value
+    return out, {int(v): m for v, m in zip(values, mapped, strict=True)}
+
+
+def compose_fields(first: DisplacementField, second: DisplacementField) -> DisplacementField:
+    """Field on ``first``'s grid applying ``first`` then ``second`` to reference points.
+
+    ``first`` maps its grid into the space where ``second``'s grid lives; the result is
+    ``u(p) = u1(p) + u2(p + u1(p))`` (ITK transform-list order: first listed, first applied).
+    """
+    out = np.empty(first.data.shape, dtype=np.float32)
+    for start, stop in slab_bounds(first.shape):
+        p = grid_points(first.shape, first.affine, start, stop)
+        u1 = first.data[:, :, start:stop].reshape(-1, 3).astype(np.float64)
+        u = u1 + sample_field(second, p + u1)
+        out[:, :, start:stop] = u.reshape(first.shape[0], first.shape[1], stop - start, 3)
+    return DisplacementField(data=out, affine=first.affine)
+
+
+def invert_field(field: DisplacementField, shape: tuple[int, int, int],
+                 affine: NDArray[np.float64], *, n_iter: int = 30, tol_mm: float = 1e-3
+                 ) -> DisplacementField:
+    """Inverse field on another grid: ``v(q) = -u(q + v(q))`` by fixed-point iteration.
+
+    Converges where the map is a contraction (displacement gradient norm below 1).
+
+    Parameters
+    ----------
+    field : DisplacementField
+        Maps its grid (reference) into the space of the new grid.
+    shape, affine
+        Grid of the inverse field (in the input space of ``field``).
+    """
+    out = np.empty((*shape, 3), dtype=np.float32)
+    for start, stop in slab_bounds(shape):
+        q = grid_points(shape, affine, start, stop)
+        v = -sample_field(field, q)
+        for _ in range(n_iter):
+            v_new = -sample_field(field, q + v)
+            done = np.max(np.abs(v_new - v), initial=0.0) < tol_mm
+            v = v_new
+            if done:
+                break
+        out[:, :, start:stop] = v.reshape(shape[0], shape[1], stop - start, 3)
+    logger.debug("inverted field onto grid %s", shape)
+    return DisplacementField(data=out, affine=np.asarray(affine, dtype=np.float64))
