@@ -67,3 +67,15 @@ class EngineUnavailable(UsageError):
 
 class ConfigError(UsageError):
     """The configuration file or a combination of options is invalid."""
+
+
+class SubjectFailed(SpinalBidsAppError):
+    """A single-subject run failed: keeps the exit code of the underlying error."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class InsufficientCoverageError(MissingInputError):
+    """The cord covers less than ``--min-cord-coverage`` mm of the image (exit 66)."""

@@ -1,7 +1,8 @@
 """Atomic file writes: a crash never leaves a truncated output behind.
 
 Every writer in the package goes through :func:`atomic_path`: write to a temporary name in the
-destination folder, then ``os.replace`` onto the final name (atomic on POSIX within one filesystem).
+destination folder, then ``os.replace`` onto the final name (atomic on POSIX within one
+filesystem).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class Volume:
 
     @property
     def axcodes(self) -> tuple[str, str, str]:
-        return nib.aff2axcodes(self.affine)  # type: ignore[return-value]
+        return nib.aff2axcodes(self.affine)
 
     def with_data(self, data: NDArray) -> Volume:
         """Same grid, new voxel values."""
@@ -56,7 +56,7 @@ class Volume:
 
 
 def best_affine(img: nib.Nifti1Image, *, path: Path | None = None) -> Affine:
-    """sform when set, else qform; warn when both are set and disagree (nibabel's choice, made loud)."""
+    """sform when set, else qform; warn when both are set and disagree (nibabel's rule, loud)."""
     header = img.header
     sform, sform_code = header.get_sform(coded=True)
     qform, qform_code = header.get_qform(coded=True)
@@ -85,7 +85,7 @@ def load_volume(path: Path, *, dtype: DTypeLike = np.float32) -> Volume:
         raise MissingInputError(f"image not found: {path}")
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError,
             ValueError) as exc:
         raise InputDataError(

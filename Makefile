@@ -1,0 +1,44 @@
+# Two commands for a fresh machine: `make demo` (end-to-end run on a synthetic dataset) and
+# `make test` (lint, type checks, test suite). Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo
+DEMO_SUBJECTS ?= 6
+NPROCS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: venv system-deps demo test lint typecheck benchmark clean
+
+$(BIN)/spinal_bidsapp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/spinal_bidsapp
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: venv
+	rm -rf $(DEMO_DIR)
+	$(BIN)/spinal_bidsapp-synth demo $(DEMO_DIR) --n-subjects $(DEMO_SUBJECTS) --seed 0
+	$(BIN)/spinal_bidsapp $(DEMO_DIR)/bids $(DEMO_DIR)/out participant --nprocs $(NPROCS)
+	@echo
+	@echo "Demo finished. Outputs: $(DEMO_DIR)/out  (per-subject reports: $(DEMO_DIR)/out/sub-*.html)"
+
+lint: venv
+	$(BIN)/ruff check spinal_bidsapp tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy spinal_bidsapp
+
+test: venv system-deps lint typecheck
+	$(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
+
+benchmark: venv
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,200 @@
+"""Command line: ``spinal_bidsapp BIDS_DIR OUTPUT_DIR {participant,group} [options]``.
+
+The only module that prints to the user and decides exit codes (BIDS Apps execution spec):
+0 ok, 1 unexpected error, 16 validation failed, 17 unknown analysis level, 18 selection matched
+nothing, 64 usage error, 65 unusable input, 66 required input missing, 73 cannot create output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from spinal_bidsapp import __version__
+from spinal_bidsapp.errors import (
+    ConfigError,
+    SpinalBidsAppError,
+    UnknownAnalysisLevel,
+    UsageError,
+)
+
+logger = logging.getLogger("spinal_bidsapp")
+
+ANALYSIS_LEVELS = ("participant", "group")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ``UsageError`` (exit 64) instead of exiting with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {value}")
+    return path
+
+
+def _derivative_pair(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    if not sep:
+        return Path(value).name, Path(value)
+    return name, Path(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spinal_bidsapp",
+        description="Spinal cord MRI BIDS App: per-subject cord reference (participant) and "
+        "unbiased population templates (group).",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset")
+    parser.add_argument("output_dir", type=Path, help="where derivatives are written")
+    parser.add_argument("analysis_level", metavar="{participant,group}",
+                        help="participant: per-subject processing; group: template building")
+    parser.add_argument("--version", action="version", version=f"spinal_bidsapp {__version__}")
+
+    sel = parser.add_argument_group("data selection")
+    sel.add_argument("--participant-label", "--participant_label", dest="participant_label",
+                     nargs="+", metavar="LABEL", help="subjects to process (01 or sub-01)")
+    sel.add_argument("--session-label", "--session_label", "--session-id", dest="session_label",
+                     nargs="+", metavar="LABEL", help="sessions to process (1 or ses-1)")
+    sel.add_argument("--bids-filter-file", dest="bids_filter_file", type=_existing_file,
+                     metavar="FILE",
+                     help='JSON of PyBIDS filters per contrast, e.g. {"T2w": {"acquisition": '
+                          '"sag"}}')
+    sel.add_argument("--contrast", "--suffix", dest="contrast", nargs="+",
+                     choices=["T2w", "T1w", "T2starw"],
+                     help="anatomy driving the pipeline, in order of preference "
+                          "(default: T2w T1w)")
+    sel.add_argument("--data-type", dest="data_type", help="BIDS datatype folder (default: anat)")
+    sel.add_argument("--first-disc", dest="first_disc", type=int,
+                     help="top disc to use (SCT numbering: 2 = C1/C2, 3 = C2/C3, ...)")
+    sel.add_argument("--last-disc", dest="last_disc", type=int, help="bottom disc to use")
+    sel.add_argument("-d", "--derivatives", dest="derivatives", nargs="+",
+                     type=_derivative_pair, metavar="NAME=PATH",
+                     help="extra derivative folders; 'labels=PATH' replaces derivatives/labels")
+
+    proc = parser.add_argument_group("processing")
+    proc.add_argument("--engine", dest="engine", choices=["auto", "builtin", "sct"],
+                      help="participant engine (default auto: SCT when installed, else builtin)")
+    proc.add_argument("--template-engine", dest="template_engine",
+                      choices=["auto", "builtin", "minc"],
+                      help="group template engine (default auto: MINC when installed)")
+    proc.add_argument("--template-dir", dest="template_dir", type=Path,
+                      help="PAM50 folder in SCT layout (default: $SCT_DIR/data/PAM50, cache)")
+    proc.add_argument("--min-cord-coverage", dest="min_cord_coverage_mm", type=float,
+                      metavar="MM", help="minimum cord length in the image (default: 20 mm)")
+    proc.add_argument("--template-name", dest="template_name",
+                      help="name of the group template (default: SpinalCord)")
+    proc.add_argument("--template-resolution", dest="template_resolution_mm", type=float,
+                      metavar="MM", help="template voxel size (default: 0.5 mm)")
+
+    run = parser.add_argument_group("execution")
+    run.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",
+                     help="JSON or TOML settings (also the seed pipeline's configuration.json)")
+    run.add_argument("-w", "--work-dir", dest="work_dir", type=Path,
+                     help="intermediate files, reused to resume (default: OUTPUT_DIR/work)")
+    run.add_argument("--nprocs", "--n-cpus", "--n_cpus", "--nthreads", dest="nprocs", type=int,
+                     help="processes to use (default: all available cores)")
+    run.add_argument("--omp-nthreads", dest="omp_nthreads", type=int,
+                     help="threads per process (ITK, BLAS)")
+    run.add_argument("--mem-gb", "--mem_gb", dest="mem_gb", type=float,
+                     help="memory budget in GB")
+    run.add_argument("--random-seed", dest="random_seed", type=int, help="seed (default 0)")
+    run.add_argument("--skip-bids-validation", "--skip_bids_validation", "--skip_bids_validator",
+                     dest="skip_bids_validation", action="store_true",
+                     help="do not run the BIDS validator on the input")
+    run.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true",
+                     help="abort at the first failing subject instead of finishing the others")
+    run.add_argument("--reports-only", dest="reports_only", action="store_true",
+                     help="only rebuild reports from existing outputs")
+    run.add_argument("--notrack", dest="notrack", action="store_true",
+                     help="accepted for NiPreps compatibility; spinal_bidsapp sends nothing")
+    run.add_argument("-v", "--verbose", dest="verbose", action="count",
+                     help="more log output; -v also shows tracebacks")
+    return parser
+
+
+def parse_config(argv: Sequence[str]) -> Any:
+    """argv -> ``RunConfig`` (raises ``UsageError``/``ConfigError`` on bad input)."""
+    from spinal_bidsapp.config import build_config
+
+    args = vars(build_parser().parse_args(list(argv)))
+    level = args.get("analysis_level")
+    if level not in ANALYSIS_LEVELS:
+        raise UnknownAnalysisLevel(
+            f"unknown analysis level {level!r}: choose 'participant' or 'group'"
+        )
+    args.pop("notrack", None)
+    config_file = args.pop("config_file", None)
+    filter_file = args.pop("bids_filter_file", None)
+    if filter_file is not None:
+        args["bids_filter"] = _read_filter_file(filter_file)
+    if "derivatives" in args:
+        args["derivatives"] = dict(args["derivatives"])
+    return build_config(args, config_file=config_file)
+
+
+def _read_filter_file(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--bids-filter-file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(
+            f"--bids-filter-file {path} must map contrasts to filters, e.g. "
+            '{"T2w": {"acquisition": "sag"}}'
+        )
+    return data
+
+
+def _verbosity(argv: Sequence[str]) -> int:
+    count = 0
+    for arg in argv:
+        if arg == "--verbose":
+            count += 1
+        elif arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) == {"v"}:
+            count += len(arg) - 1
+    return count
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = _verbosity(argv)
+    try:
+        config = parse_config(argv)
+        from spinal_bidsapp.run import run
+
+        return run(config)
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    except SpinalBidsAppError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"spinal_bidsapp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("spinal_bidsapp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        logger.exception("unexpected error")
+        if verbose:
+            traceback.print_exc()
+        print(f"spinal_bidsapp: unexpected error: {exc.__class__.__name__}: {exc} "
+              "(rerun with -v for the traceback; please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,341 @@
+"""The one run configuration: command line, config file and environment all feed ``RunConfig``.
+
+Precedence, lowest to highest: field defaults < ``--config-file`` < ``SPINAL_BIDSAPP_<FIELD>``
+environment variables < command-line flags. The resolved configuration is saved with every run
+(``<work>/<run_uuid>/config.json`` and ``<out>/logs/config-<run_uuid>.json``) and can be fed back
+with ``--config-file``. This module is the only place that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from spinal_bidsapp.errors import ConfigError, MissingInputError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+Contrast = Literal["T2w", "T1w", "T2starw"]
+ParticipantEngine = Literal["auto", "builtin", "sct"]
+TemplateEngine = Literal["auto", "builtin", "minc"]
+
+ENV_PREFIX = "SPINAL_BIDSAPP_"
+DEFAULT_CONTRASTS: tuple[Contrast, ...] = ("T2w", "T1w")
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def _strict() -> ConfigDict:
+    return ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _default_nprocs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class ExecutionConfig(BaseModel):
+    """Where data lives, what is selected, and how the run uses the machine."""
+
+    model_config = _strict()
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: Literal["participant", "group"]
+    work_dir: Path | None = None
+    """Intermediate files; default ``<output_dir>/work`` so reruns resume (in .bidsignore)."""
+    participant_label: list[str] | None = None
+    session_label: list[str] | None = None
+    bids_filter: dict[str, dict[str, Any]] | None = None
+    """PyBIDS-style filters per contrast, e.g. ``{"T2w": {"acquisition": "sag"}}``."""
+    derivatives: dict[str, Path] = Field(default_factory=dict)
+    """Extra derivative folders (``-d name=path``); ``labels`` overrides ``derivatives/labels``."""
+    nprocs: int = Field(default_factory=_default_nprocs, ge=1)
+    omp_nthreads: int | None = Field(default=None, ge=1)
+    """Threads per process (ITK, BLAS); default: nprocs divided among parallel subjects."""
+    mem_gb: float | None = Field(default=None, gt=0)
+    skip_bids_validation: bool = False
+    stop_on_first_crash: bool = False
+    reports_only: bool = False
+    verbose: int = Field(default=0, ge=0)
+    run_uuid: str = Field(
+        default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S_")
+        + uuid.uuid4().hex[:8]
+    )
+
+    @field_validator("participant_label", "session_label", mode="before")
+    @classmethod
+    def _strip_prefix(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = value.split()
+        prefix = "sub-" if info.field_name == "participant_label" else "ses-"
+        cleaned = []
+        for item in value:
+            label = str(item).strip()
+            label = label[len(prefix):] if label.startswith(prefix) else label
+            if not LABEL_PATTERN.match(label):
+                raise ValueError(
+                    f"invalid label {item!r}: BIDS labels contain only letters and digits"
+                )
+            cleaned.append(label)
+        return sorted(set(cleaned), key=cleaned.index) or None
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> ExecutionConfig:
+        bids = self.bids_dir.resolve()
+        out = self.output_dir.resolve()
+        if out == bids:
+            raise ValueError("the output directory must differ from the BIDS directory")
+        if bids in out.parents and (bids / "derivatives") not in (out, *out.parents):
+            raise ValueError(
+                f"the output directory {self.output_dir} is inside the input dataset; "
+                f"use a folder outside it or under {self.bids_dir / 'derivatives'}"
+            )
+        if self.work_dir is not None:
+            work = self.work_dir.resolve()
+            if work == bids or bids in work.parents:
+                raise ValueError(f"the work directory {self.work_dir} is inside the input dataset")
+        return self
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        return (self.work_dir or self.output_dir / "work").resolve()
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.derivatives.get("labels", self.bids_dir / "derivatives" / "labels")
+
+
+class ParticipantConfig(BaseModel):
+    """Options of the per-subject cord reference."""
+
+    model_config = _strict()
+
+    contrast: list[Contrast] = Field(default_factory=lambda: list(DEFAULT_CONTRASTS), min_length=1)
+    """Anatomy that drives the pipeline, in order of preference (first found wins)."""
+    data_type: str = "anat"
+    first_disc: int | None = Field(default=None, ge=1, le=60)
+    last_disc: int | None = Field(default=None, ge=1, le=60)
+    min_cord_coverage_mm: float = Field(default=20.0, gt=0)
+    engine: ParticipantEngine = "auto"
+    template_dir: Path | None = None
+    """A PAM50 folder in SCT's layout; else $SCT_DIR/data/PAM50, then the cache, then download."""
+
+    @model_validator(mode="after")
+    def _check_discs(self) -> ParticipantConfig:
+        if self.first_disc and self.last_disc and self.first_disc > self.last_disc:
+            raise ValueError(
+                f"first_disc ({self.first_disc}) must be above (<=) last_disc ({self.last_disc})"
+            )
+        return self
+
+
+class GroupConfig(BaseModel):
+    """Options of the population template."""
+
+    model_config = _strict()
+
+    template_engine: TemplateEngine = "auto"
+    template_name: str = Field(default="SpinalCord", pattern=r"^[A-Za-z0-9]+$")
+    template_resolution_mm: float = Field(default=0.5, gt=0, le=4)
+
+
+class SeedsConfig(BaseModel):
+    model_config = _strict()
+
+    random_seed: int = 0
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs; frozen so that no step can change it behind another's back."""
+
+    model_config = _strict()
+
+    execution: ExecutionConfig
+    participant: ParticipantConfig = Field(default_factory=ParticipantConfig)
+    group: GroupConfig = Field(default_factory=GroupConfig)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "execution": ExecutionConfig,
+    "participant": ParticipantConfig,
+    "group": GroupConfig,
+    "seeds": SeedsConfig,
+}
+FIELD_SECTION: dict[str, str] = {
+    name: section for section, model in SECTIONS.items() for name in model.model_fields
+}
+
+SEED_CONTRASTS = {"t1": "T1w", "t2": "T2w", "t2s": "T2starw"}
+"""``contrast`` values of the neuropoly template ``configuration.json`` (SCT contrast names)."""
+
+
+def map_seed_configuration(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate the neuropoly template ``configuration.json`` keys onto our field names.
+
+    >>> map_seed_configuration({"path_data": "/d", "include_list": "sub-01 sub-02",
+    ...                         "suffix_image": "_T2w", "last_disc": 8})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'bids_dir': '/d', 'participant_label': ['sub-01', 'sub-02'], 'contrast': ['T2w'],
+     'last_disc': 8}
+    """
+    mapped: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "path_data":
+            mapped["bids_dir"] = value
+        elif key == "include_list":
+            mapped["participant_label"] = value.split() if isinstance(value, str) else value
+        elif key == "suffix_image":
+            mapped["contrast"] = [str(value).lstrip("_")]
+        elif key == "contrast" and isinstance(value, str):
+            # the seed's SCT contrast name (t1/t2/t2s), or one BIDS suffix
+            if "suffix_image" not in data:
+                mapped["contrast"] = [SEED_CONTRASTS.get(value.lower(), value)]
+        else:
+            mapped[key] = value
+    return mapped
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Load a JSON or TOML config file into flat ``{field: value}`` (sections are flattened)."""
+    if not path.is_file():
+        raise MissingInputError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid {path.suffix.lstrip('.').upper()}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON/TOML object of settings")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    flat = map_seed_configuration(flat)
+    unknown = sorted(set(flat) - set(FIELD_SECTION))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, FIELD_SECTION, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(hints)}")
+    return flat
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SPINAL_BIDSAPP_<FIELD>`` variables; lists are space separated, JSON is accepted."""
+    values: dict[str, Any] = {}
+    for name in FIELD_SECTION:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        try:
+            values[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name] = raw.split() if name in {"participant_label", "session_label",
+                                                   "contrast"} else raw
+    return values
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p not in SECTIONS)
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+        parts.append(f"{loc or 'configuration'}: {msg}{shown}" if loc else msg)
+    return f"invalid {origin}: " + "; ".join(parts)
+
+
+def build_config(cli_values: Mapping[str, Any], *, config_file: Path | None = None,
+                 environ: Mapping[str, str] | None = None) -> RunConfig:
+    """Merge defaults, config file, environment and command line into one ``RunConfig``."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(read_config_file(config_file))
+    merged.update(read_environment(os.environ if environ is None else environ))
+    merged.update({k: v for k, v in cli_values.items() if v is not None})
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in merged.items():
+        if key not in FIELD_SECTION:
+            raise UsageError(f"unknown setting {key!r}")
+        sections[FIELD_SECTION[key]][key] = value
+    for required in ("bids_dir", "output_dir", "analysis_level"):
+        if required not in sections["execution"]:
+            raise UsageError(f"missing {required.replace('_', ' ')} (positional argument)")
+    origin = f"configuration ({config_file})" if config_file else "arguments"
+    try:
+        return RunConfig(**sections)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from exc
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that cap native thread pools (ITK, OpenMP, BLAS) at ``threads``."""
+    value = str(max(1, threads))
+    return {name: value for name in (
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+    )}
+
+
+def apply_thread_limits(threads: int) -> None:
+    """Cap thread pools of this process and its children (call before heavy imports)."""
+    os.environ.update(thread_environment(threads))
+
+
+def data_dir_from_environment(default: Path) -> Path:
+    """Shared test/benchmark data root (``SPINAL_BIDSAPP_TEST_DATA``)."""
+    return Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", str(default)))
+
+
+def user_cache_dir() -> Path:
+    """Template cache: ``$SPINAL_BIDSAPP_CACHE`` or ``$XDG_CACHE_HOME/spinal_bidsapp``."""
+    if "SPINAL_BIDSAPP_CACHE" in os.environ:
+        return Path(os.environ["SPINAL_BIDSAPP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "spinal_bidsapp"
+
+
+def sct_dir_from_environment() -> Path | None:
+    value = os.environ.get("SCT_DIR")
+    return Path(value) if value else None
+
+
+def container_from_environment() -> dict[str, str] | None:
+    """Container provenance set by our images (``SPINAL_BIDSAPP_CONTAINER_TYPE``/``_TAG``)."""
+    kind = os.environ.get("SPINAL_BIDSAPP_CONTAINER_TYPE")
+    tag = os.environ.get("SPINAL_BIDSAPP_CONTAINER_TAG")
+    if not kind:
+        return None
+    return {"Type": kind, "Tag": tag or "unknown"}

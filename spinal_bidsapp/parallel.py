@@ -1,0 +1,98 @@
+"""Run independent units (subjects, template registrations) in parallel, failures isolated.
+
+A local process pool by default; scoop futures when the program was started with
+``python -m scoop`` (multi-host runs with a hostfile on a shared filesystem). A failing unit never
+stops the others unless ``stop_on_first_crash`` is set; its error is returned as an ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from spinal_bidsapp.errors import SpinalBidsAppError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """Result of one unit: ``value`` on success, else ``exit_code`` and a one-line ``error``."""
+
+    label: str
+    value: R | None = None
+    exit_code: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def _call(fn: Callable[[T], R], item: T, label: str) -> Outcome[R]:
+    try:
+        return Outcome(label=label, value=fn(item))
+    except SpinalBidsAppError as exc:
+        logging.getLogger("spinal_bidsapp").debug("%s failed", label, exc_info=True)
+        return Outcome(label=label, exit_code=exc.exit_code, error=str(exc))
+    except Exception as exc:
+        logging.getLogger("spinal_bidsapp").error("%s crashed:\n%s", label,
+                                                  traceback.format_exc())
+        return Outcome(label=label, exit_code=1,
+                       error=f"unexpected {exc.__class__.__name__}: {exc}")
+
+
+def scoop_running() -> bool:
+    """True when started as ``python -m scoop ...`` (checked without importing scoop otherwise)."""
+    module = sys.modules.get("scoop")
+    return bool(module is not None and getattr(module, "IS_RUNNING", False))
+
+
+def map_isolated(fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str], *,
+                 nprocs: int, stop_on_first_crash: bool = False) -> list[Outcome[R]]:
+    """Apply ``fn`` to every item; returns outcomes in input order."""
+    if scoop_running():
+        from scoop import futures as scoop_futures
+
+        return list(scoop_futures.map(_call, [fn] * len(items), items, labels))
+    if nprocs <= 1 or len(items) <= 1:
+        outcomes: list[Outcome[R]] = []
+        for item, label in zip(items, labels, strict=True):
+            outcomes.append(_call(fn, item, label))
+            if stop_on_first_crash and not outcomes[-1].ok:
+                break
+        return outcomes
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    results: dict[int, Outcome[R]] = {}
+    with ProcessPoolExecutor(max_workers=min(nprocs, len(items)), mp_context=context) as pool:
+        futures: dict[Future[Outcome[R]], int] = {
+            pool.submit(_call, fn, item, label): index
+            for index, (item, label) in enumerate(zip(items, labels, strict=True))
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = futures[future]
+                try:
+                    results[index] = future.result()
+                except BrokenProcessPool:
+                    results[index] = Outcome(
+                        label=labels[index], exit_code=1,
+                        error="worker process died (killed, often out of memory: lower "
+                              "--nprocs or raise the memory limit)")
+                if stop_on_first_crash and not results[index].ok:
+                    for other in pending:
+                        other.cancel()
+                    pending = set()
+    return [results[i] for i in sorted(results)]

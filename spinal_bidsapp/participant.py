@@ -1,0 +1,107 @@
+"""Participant level: plan the work units, run them in parallel, summarise failures.
+
+A unit is one (subject, session) with its chosen anatomy and manual labels; the per-unit pipeline
+(``cordref.process_unit``) is an ordered list of resumable steps. Units never touch each other's
+files, so several processes (or SLURM array tasks) can share one output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from spinal_bidsapp.bids.dataset import (
+    SourceImage,
+    choose_anatomy,
+    find_anatomy,
+    index_dataset,
+    select_sessions,
+    select_subjects,
+)
+from spinal_bidsapp.bids.labels import ManualLabels, find_manual_labels, labelled_sources
+from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.errors import NoDataSelectedError, SubjectFailed
+from spinal_bidsapp.parallel import Outcome, map_isolated
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParticipantUnit:
+    """One subject/session to process: the driving anatomy and its manual labels."""
+
+    source: SourceImage
+    labels: ManualLabels
+
+    @property
+    def label(self) -> str:
+        return self.source.entity_prefix
+
+
+@dataclass(frozen=True)
+class UnitProblem:
+    """A subject/session that cannot even be planned (no anatomy)."""
+
+    label: str
+    message: str
+
+
+def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProblem]]:
+    """Discover the units of work (index once; one anatomy per subject/session)."""
+    ex, part = config.execution, config.participant
+    dataset = index_dataset(ex.bids_dir, database_dir=ex.resolved_work_dir / "bids_db")
+    units: list[ParticipantUnit] = []
+    problems: list[UnitProblem] = []
+    for subject in select_subjects(dataset, ex.participant_label):
+        for session in select_sessions(dataset, subject, ex.session_label):
+            where = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+            candidates = find_anatomy(dataset, subject, session, contrasts=part.contrast,
+                                      datatype=part.data_type, bids_filter=ex.bids_filter)
+            if not candidates:
+                problems.append(UnitProblem(
+                    where, f"no {' or '.join(part.contrast)} image in {part.data_type}/ "
+                    "(choose the contrast with --contrast)"))
+                continue
+            chosen = choose_anatomy(candidates,
+                                    labelled=labelled_sources(ex.labels_dir, candidates))
+            units.append(ParticipantUnit(chosen, find_manual_labels(ex.labels_dir, chosen)))
+    if ex.session_label and not units and not problems:
+        raise NoDataSelectedError(
+            f"session label(s) {', '.join(ex.session_label)} match no data in {ex.bids_dir}"
+        )
+    for unit in units:
+        found = [k for k in ("cord_mask", "discs", "centerline") if getattr(unit.labels, k)]
+        logger.info("%s: anatomy %s; manual labels: %s", unit.label, unit.source.path.name,
+                    ", ".join(found) or "none")
+    return units, problems
+
+
+def run_participant_level(config: RunConfig, *, engines: dict[str, str]) -> int:
+    """Process every selected unit; exit 0 if all succeeded, else the failure code."""
+    from spinal_bidsapp.cordref import process_unit, resolve_participant_engines
+
+    units, problems = plan_units(config)
+    engines.update(resolve_participant_engines(config))
+    ex = config.execution
+    workers = max(1, min(ex.nprocs, len(units)))
+    outcomes: list[Outcome[object]] = map_isolated(
+        partial(process_unit, config=config, threads=max(1, (ex.omp_nthreads or
+                                                              ex.nprocs // workers))),
+        units, [u.label for u in units], nprocs=workers,
+        stop_on_first_crash=ex.stop_on_first_crash,
+    )
+    failed = [o for o in outcomes if not o.ok]
+    for problem in problems:
+        logger.error("%s: %s", problem.label, problem.message)
+    for outcome in failed:
+        logger.error("%s failed: %s", outcome.label, outcome.error)
+    done = len(outcomes) - len(failed)
+    logger.info("Participant level finished: %d of %d succeeded", done,
+                len(units) + len(problems))
+    if len(units) + len(problems) == 1:
+        if problems:
+            raise NoDataSelectedError(f"{problems[0].label}: {problems[0].message}")
+        if failed:
+            raise SubjectFailed(f"{failed[0].label}: {failed[0].error}", failed[0].exit_code)
+    return 1 if failed or problems else 0

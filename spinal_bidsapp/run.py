@@ -1,0 +1,86 @@
+"""One run, end to end: prepare outputs and logs, validate, index, dispatch to a level.
+
+Dataset-level files (``dataset_description.json``, ``.bidsignore``, the saved configuration) are
+written in ``finally:`` so they exist even when subjects fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from spinal_bidsapp import __version__
+from spinal_bidsapp.config import RunConfig, apply_thread_limits
+from spinal_bidsapp.errors import MissingInputError, OutputNotWritableError
+from spinal_bidsapp.files import write_text
+from spinal_bidsapp.runlog import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create OUTPUT_DIR (exit 73 with a clear message when that is impossible)."""
+    if path.exists() and not path.is_dir():
+        raise OutputNotWritableError(f"output path {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"cannot create output folder {path}: {exc.strerror}; choose a writable location"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(
+            f"output folder {path} is not writable; fix its permissions or choose another folder"
+        )
+    return path.resolve()
+
+
+def _raw_subject_dirs(bids_dir: Path) -> list[str]:
+    return sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
+
+
+def run(config: RunConfig) -> int:
+    """Execute the configured analysis level; returns the process exit code."""
+    ex = config.execution
+    if not ex.bids_dir.is_dir():
+        raise MissingInputError(
+            f"BIDS directory not found: {ex.bids_dir}; give the path to a BIDS dataset"
+        )
+    out = prepare_output_dir(ex.output_dir)
+    run_dir = ex.resolved_work_dir / ex.run_uuid
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"cannot create work folder {run_dir}: {exc.strerror}"
+        ) from exc
+    setup_logging(out / "logs" / f"{ex.analysis_level}_{ex.run_uuid}.log", verbose=ex.verbose)
+    threads = ex.omp_nthreads or ex.nprocs
+    apply_thread_limits(threads)
+    write_text(run_dir / "config.json", config.to_json())
+    logger.info("spinal_bidsapp %s, %s level, run %s", __version__, ex.analysis_level, ex.run_uuid)
+    logger.info("input %s, output %s, work %s", ex.bids_dir, out, ex.resolved_work_dir)
+
+    engines: dict[str, str] = {}
+    try:
+        if not ex.skip_bids_validation:
+            from spinal_bidsapp.bids.validate import validate_dataset
+
+            selected = set(ex.participant_label or [])
+            ignored = [s for s in _raw_subject_dirs(ex.bids_dir) if selected and s not in selected]
+            validate_dataset(ex.bids_dir, work_dir=run_dir, ignore_subjects=ignored)
+        if ex.analysis_level == "participant":
+            from spinal_bidsapp.participant import run_participant_level
+
+            return run_participant_level(config, engines=engines)
+        from spinal_bidsapp.group import run_group_level
+
+        return run_group_level(config, engines=engines)
+    finally:
+        from spinal_bidsapp.bids.outputs import write_dataset_files
+        from spinal_bidsapp.config import container_from_environment
+
+        write_dataset_files(out, bids_dir=ex.bids_dir, engines=engines,
+                            container=container_from_environment())
+        write_text(out / "logs" / f"config-{ex.run_uuid}.json", config.to_json())

@@ -1,0 +1,77 @@
+"""Resumable steps: the runner, not the step, decides whether work can be skipped.
+
+A ledger (``<step work dir>/ledger.json``) records the SHA-256 of every input file, the parameters
+(with engine versions) and the SHA-256 of every output. A step is skipped when the ledger matches
+and every output still exists with the recorded hash, so an output edited by hand, a changed
+input or a new parameter value reruns the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinal_bidsapp.errors import SpinalBidsAppError
+from spinal_bidsapp.files import sha256_file, write_json
+
+logger = logging.getLogger(__name__)
+
+LEDGER_NAME = "ledger.json"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    skipped: bool
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _hashes(paths: Sequence[Path]) -> dict[str, str]:
+    return {str(p): sha256_file(p) for p in paths}
+
+
+def _ledger_matches(ledger_path: Path, inputs: Sequence[Path], digest: str,
+                    outputs: Sequence[Path]) -> bool:
+    if not ledger_path.is_file() or not all(p.is_file() for p in outputs):
+        return False
+    try:
+        ledger = json.loads(ledger_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (ledger.get("params") == digest
+            and ledger.get("inputs") == _hashes(inputs)
+            and ledger.get("outputs") == _hashes(outputs))
+
+
+def run_step(name: str, action: Callable[[], None], *, step_dir: Path, inputs: Sequence[Path],
+             params: Mapping[str, Any], outputs: Sequence[Path], label: str = "") -> StepRecord:
+    """Run ``action`` unless a matching ledger says its ``outputs`` are current.
+
+    ``action`` must create every path in ``outputs`` (atomically); a missing one is an error.
+    """
+    step_dir.mkdir(parents=True, exist_ok=True)
+    ledger_path = step_dir / LEDGER_NAME
+    digest = params_digest(params)
+    prefix = f"{label}: " if label else ""
+    if _ledger_matches(ledger_path, inputs, digest, outputs):
+        logger.info("%s%s: outputs are current, skipped", prefix, name)
+        return StepRecord(name=name, skipped=True)
+    ledger_path.unlink(missing_ok=True)
+    logger.info("%s%s: running", prefix, name)
+    action()
+    missing = [str(p) for p in outputs if not p.is_file()]
+    if missing:
+        raise SpinalBidsAppError(f"step {name} did not produce {', '.join(missing)}")
+    write_json(ledger_path, {"step": name, "params": digest, "inputs": _hashes(inputs),
+                             "outputs": _hashes(outputs)})
+    logger.info("%s%s: done", prefix, name)
+    return StepRecord(name=name, skipped=False)

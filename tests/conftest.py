@@ -1,0 +1,83 @@
+"""Shared fixtures: the read-only real data (checksummed per session) and tiny BIDS trees."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", str(REPO.parent / "shared" / "data")))
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    """The shared real data (bids-real, PAM50, sct-reference); unchanged by the tests."""
+    if not (DATA / "bids-real").is_dir():
+        pytest.skip(f"shared test data not found at {DATA} (set SPINAL_BIDSAPP_TEST_DATA)")
+    before = _tree_digest(DATA)
+    yield DATA
+    assert _tree_digest(DATA) == before, "a test modified the shared test data"
+
+
+@pytest.fixture(scope="session")
+def bids_real(data_dir: Path) -> Path:
+    return data_dir / "bids-real"
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, str(path))
+    return path
+
+
+def make_bids(root: Path, subjects: dict[str, list[str]], *,
+              shape: tuple[int, int, int] = (8, 8, 30), with_labels: bool = True) -> Path:
+    """A tiny valid BIDS dataset: ``subjects`` maps labels to suffixes (e.g. {"01": ["T2w"]})."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({
+        "Name": "tiny", "BIDSVersion": "1.10.0", "Authors": ["A", "B"], "License": "CC0"}))
+    (root / "README").write_text("Tiny dataset for spinal_bidsapp tests.\n" * 20)
+    rows = ["participant_id"] + [f"sub-{s}" for s in subjects]
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    rng = np.random.default_rng(0)
+    for subject, suffixes in subjects.items():
+        for suffix in suffixes:
+            anat = root / f"sub-{subject}" / "anat"
+            data = rng.normal(100, 10, shape).astype(np.float32)
+            write_nifti(anat / f"sub-{subject}_{suffix}.nii.gz", data)
+            (anat / f"sub-{subject}_{suffix}.json").write_text(json.dumps({
+                "MagneticFieldStrength": 3, "Manufacturer": "Test"}))
+            if with_labels:
+                mask = np.zeros(shape, np.uint8)
+                mask[3:5, 3:5, :] = 1
+                labels = root / "derivatives" / "labels" / f"sub-{subject}" / "anat"
+                write_nifti(labels / f"sub-{subject}_{suffix}_label-SC_mask.nii.gz", mask)
+    if with_labels:
+        (root / "derivatives" / "labels" / "dataset_description.json").write_text(json.dumps({
+            "Name": "labels", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "Manual"}]}))
+    return root
+
+
+@pytest.fixture
+def tiny_bids(tmp_path: Path) -> Path:
+    return make_bids(tmp_path / "bids", {"01": ["T2w"], "02": ["T2w", "T1w"], "03": ["T1w"]})
