@@ -33,13 +33,25 @@ class SegmentationResult:
 @dataclass(frozen=True)
 class DiscLabelResult:
     discs: Path
-    """Single-voxel disc labels on the input grid, SCT numbering (value N = disc above vertebra N)."""
+    """Single-voxel disc labels on the input grid, SCT numbering.
+
+    Value N = the disc just above vertebra N.
+    """
+
+
+@dataclass(frozen=True)
+class RootletResult:
+    rootlets: Path
+    """Rootlet segmentation on the input grid; value = spinal level (C1..C8 = 1..8, T1 = 9)."""
 
 
 @dataclass(frozen=True)
 class RegistrationResult:
     anat_to_template: Path
-    """ITK displacement field on the template grid (``_from-<contrast>_to-<template>_mode-image_xfm``)."""
+    """ITK displacement field on the template grid.
+
+    Stored as ``_from-<contrast>_to-<template>_mode-image_xfm``.
+    """
     template_to_anat: Path
     """ITK displacement field on the anatomical grid (the inverse mapping)."""
 
@@ -47,7 +59,8 @@ class RegistrationResult:
 class CordSegmenter(Protocol):
     info: EngineInfo
 
-    def segment_cord(self, image: Path, *, contrast: Contrast, out_dir: Path) -> SegmentationResult:
+    def segment_cord(self, image: Path, *, contrast: Contrast,
+                     out_dir: Path) -> SegmentationResult:
         ...
 
 
@@ -65,4 +78,11 @@ class TemplateRegistrar(Protocol):
     def register_to_template(self, image: Path, cord_mask: Path, discs: Path, *,
                              template_dir: Path, contrast: Contrast,
                              out_dir: Path) -> RegistrationResult:
+        ...
+
+
+class RootletSegmenter(Protocol):
+    info: EngineInfo
+
+    def segment_rootlets(self, image: Path, *, contrast: Contrast, out_dir: Path) -> RootletResult:
         ...

@@ -1,0 +1,452 @@
+"""Spinal Cord Toolbox (SCT) engine: cord, discs, rootlets, registration to PAM50, morphometry.
+
+Pinned release: **SCT 7.3** (:data:`SCT_PINNED_VERSION`). Why 7.3: it is the newest SCT
+release (2026-05-08; 7.4 is still a development version); it has the ``sct_deepseg TASK`` syntax
+(7.0+), the ``spine`` task with the stable ``<out>_totalspineseg_discs.nii.gz`` output (7.2+),
+``sct_process_segmentation -discfile`` (7.1+) and ``sct_register_to_template -lrootlet`` (7.0+);
+and it predates the sc-crop models that 7.4 downloads at first use (an offline-container hazard).
+It installs PAM50 ``r20250730``, the release :mod:`spinal_bidsapp.templates` pins.
+
+Commands per installed version (all built by the pure ``build_*_argv`` functions below):
+
+* cord: ``sct_deepseg spinalcord -i -o`` (7.0+); ``sct_deepseg_sc -i -c t2|t1|t2s -o`` (6.x).
+* discs, ``disc_method="auto"``: ``sct_deepseg spine -i -o OUT`` -> ``OUT_totalspineseg_discs``
+  and ``OUT_totalspineseg_all`` (7.2+); ``sct_deepseg totalspineseg -i -o OUT -step1-only 1`` ->
+  ``OUT_step1_levels`` (+ ``_step1_canal/_cord/_output``) (7.0-7.1);
+  ``sct_label_vertebrae -i -s -c t2|t1 -ofolder`` -> ``<seg>_labeled_discs`` (6.x, or any version
+  with ``disc_method="label_vertebrae"``).
+* rootlets: ``sct_deepseg rootlets -i -o`` (7.0+); ``sct_deepseg -task seg_spinal_rootlets_t2w``
+  (6.2-6.5).
+* registration: ``sct_register_to_template -i -s -ldisc -c t2|t1|t2s -t PAM50 -ofolder`` ->
+  ``warp_anat2template.nii.gz``, ``warp_template2anat.nii.gz`` (all versions); the rootlet variant
+  passes ``-lrootlet`` *instead of* ``-ldisc`` (7.0+; SCT ignores ``-ldisc`` when both are given).
+* morphometry: ``sct_process_segmentation -i -discfile -o CSV`` with ``-vert 1:30 -perlevel 1``
+  or ``-perslice 1 [-normalize-PAM50 1]`` (7.1+; older releases have no ``-discfile``).
+
+The task was renamed ``totalspineseg`` -> ``spine`` in **7.2** (SCT ``CHANGES.md`` 7.2, PR #5097,
+checked in the 7.2 tag's ``deepseg/models.py``); ``docs/reference/sct.md`` §7.2 says 7.3, which is
+wrong. ``sct_label_vertebrae`` can also be chosen explicitly (``disc_method="label_vertebrae"``).
+
+The engine only runs SCT for real in the container CI (pytest marker ``sct``); elsewhere the tests
+check the command lines and parse real SCT outputs stored in the shared test data. SCT's
+"opposite-letter" orientation strings (its ``RPI`` is nibabel ``LAS``) appear only in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spinal_bidsapp.engines.base import (
+    Contrast,
+    DiscLabelResult,
+    EngineInfo,
+    RegistrationResult,
+    RootletResult,
+    SegmentationResult,
+)
+from spinal_bidsapp.engines.sct_outputs import CordMorphometrics, read_morphometrics_csv
+from spinal_bidsapp.engines.tools import discover_tool, find_tool, run_tool
+from spinal_bidsapp.errors import EngineUnavailable, InputDataError, MissingInputError
+from spinal_bidsapp.image import load_volume, reorient, vox_to_mm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class SctVersion:
+    """Release number ``major.minor`` (patch, ``.devN`` and ``.postN`` suffixes are dropped)."""
+
+    major: int
+    minor: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+SCT_PINNED_VERSION = SctVersion(7, 3)
+SCT_MIN_VERSION = SctVersion(6, 2)
+"""Oldest release with every task we use (the rootlets model arrived in 6.2)."""
+CONTAINER_IMAGE = "the spinal_bidsapp container image (SCT 7.3 inside)"
+INSTALL_HINT = (
+    "git clone --branch 7.3 --depth 1 https://github.com/spinalcordtoolbox/spinalcordtoolbox "
+    "&& cd spinalcordtoolbox && ./install_sct -iy, then export SCT_DIR and put $SCT_DIR/bin "
+    "on PATH"
+)
+REQUIRED_PROGRAMS = ("sct_deepseg", "sct_register_to_template", "sct_label_vertebrae",
+                     "sct_process_segmentation")
+
+_SCT_RPI = ("L", "A", "S")
+"""SCT's ``RPI`` voxel order, written as nibabel axcodes."""
+_SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
+_SEG_SUFFIX = ".nii.gz"
+
+DiscMethod = Literal["auto", "deepseg", "label_vertebrae"]
+Qc = tuple[Path, str, str]
+"""Optional SCT QC report: (folder, dataset name, subject label)."""
+
+
+def parse_sct_version(text: str) -> SctVersion:
+    """``'7.3'``, ``'7.4.dev0'``, ``'6.4.post1'`` -> :class:`SctVersion`.
+
+    >>> parse_sct_version("7.4.dev0")
+    SctVersion(major=7, minor=4)
+
+    Raises
+    ------
+    ValueError
+        No ``major.minor`` at the start (e.g. ``git-master-<sha>`` from a git checkout).
+    """
+    match = re.match(r"\s*v?(\d+)\.(\d+)", text)
+    if match is None:
+        raise ValueError(f"not an SCT release number: {text.strip()!r}")
+    return SctVersion(int(match.group(1)), int(match.group(2)))
+
+
+@dataclass(frozen=True)
+class SctInstall:
+    """An SCT installation: the folder of its programs and its version."""
+
+    bin_dir: Path
+    version: SctVersion
+    version_text: str
+    """As reported (``version.txt`` or ``sct_version``), for provenance."""
+
+    def program(self, name: str) -> Path:
+        return self.bin_dir / name
+
+
+def locate_sct(*, sct_dir: Path | None, search_path: str | None = None) -> SctInstall | None:
+    """Find SCT (``sct_dir/bin`` first, then the search path) and read its version.
+
+    Returns None when no ``sct_deepseg`` is found. The version comes from
+    ``<SCT_DIR>/spinalcordtoolbox/version.txt`` (SCT's own source of truth; ``SCT_DIR`` is
+    derived from the program folder when not given) or, failing that, from ``sct_version``.
+
+    Raises
+    ------
+    EngineUnavailable
+        SCT is present but its version cannot be read or is older than :data:`SCT_MIN_VERSION`.
+    """
+    deepseg = None
+    if sct_dir is not None:
+        deepseg = find_tool("sct_deepseg", search_path=str(Path(sct_dir) / "bin"))
+    deepseg = deepseg or find_tool("sct_deepseg", search_path=search_path)
+    if deepseg is None:
+        return None
+    bin_dir = deepseg.parent
+    roots = [Path(sct_dir)] if sct_dir is not None else []
+    roots.append(bin_dir.parent)
+    text = _read_version_file(roots)
+    if text is None:
+        info = discover_tool("sct_version", version_args=[], search_path=str(bin_dir))
+        text = info.version if info is not None else "unknown"
+    try:
+        version = parse_sct_version(text)
+    except ValueError as exc:
+        raise EngineUnavailable(f"cannot tell which SCT release is installed in {bin_dir} "
+                                f"({exc}); use {CONTAINER_IMAGE}, or install SCT "
+                                f"{SCT_PINNED_VERSION}: {INSTALL_HINT}") from exc
+    if version < SCT_MIN_VERSION:
+        raise EngineUnavailable(f"SCT {version} in {bin_dir} is older than {SCT_MIN_VERSION}; "
+                                f"use {CONTAINER_IMAGE}, or install SCT {SCT_PINNED_VERSION}: "
+                                f"{INSTALL_HINT}")
+    if version != SCT_PINNED_VERSION:
+        logger.warning("SCT %s found in %s; spinal_bidsapp is tested with SCT %s", version,
+                       bin_dir, SCT_PINNED_VERSION)
+    return SctInstall(bin_dir=bin_dir, version=version, version_text=text.strip())
+
+
+def _read_version_file(roots: list[Path]) -> str | None:
+    for root in roots:
+        for candidate in (root / "spinalcordtoolbox" / "version.txt", root / "version.txt"):
+            if candidate.is_file():
+                text = candidate.read_text(encoding="utf-8").strip()
+                if text:
+                    return text
+    return None
+
+
+def sct_unavailable_message(detail: str) -> str:
+    return (f"the SCT engine needs the Spinal Cord Toolbox {SCT_PINNED_VERSION}: {detail}; use "
+            f"{CONTAINER_IMAGE}, install SCT ({INSTALL_HINT}), or choose --engine builtin")
+
+
+# ------------------------------------------------------------------------- command builders
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _qc_args(qc: Qc | None) -> list[str]:
+    if qc is None:
+        return []
+    folder, dataset, subject = qc
+    return ["-qc", str(folder), "-qc-dataset", dataset, "-qc-subject", subject]
+
+
+def build_segment_cord_argv(version: SctVersion, *, image: Path, contrast: Contrast, out: Path,
+                            qc: Qc | None = None) -> list[str]:
+    """Cord segmentation: ``sct_deepseg spinalcord`` (7.0+), else legacy ``sct_deepseg_sc``."""
+    if version >= SctVersion(7, 0):
+        return ["sct_deepseg", "spinalcord", "-i", str(image), "-o", str(out), *_qc_args(qc)]
+    return ["sct_deepseg_sc", "-i", str(image), "-c", _SCT_CONTRAST[contrast],
+            "-ofolder", str(out.parent), "-o", str(out), *_qc_args(qc)]
+
+
+@dataclass(frozen=True)
+class DiscCommand:
+    """A disc-labelling command line and the files it is expected to write."""
+
+    argv: list[str]
+    discs: Path
+    """Single-voxel disc labels, SCT numbering."""
+    outputs: tuple[Path, ...]
+    """Every declared output (``discs`` included)."""
+
+
+def disc_method_for(version: SctVersion, method: DiscMethod) -> Literal["spine", "totalspineseg",
+                                                                        "label_vertebrae"]:
+    """Which tool labels discs: ``spine`` 7.2+, ``totalspineseg`` 7.0-7.1, else label_vertebrae."""
+    if method == "label_vertebrae" or (method == "auto" and version < SctVersion(7, 0)):
+        return "label_vertebrae"
+    if version < SctVersion(7, 0):
+        raise EngineUnavailable(sct_unavailable_message(
+            f"deep-learning disc labels need SCT 7.0 or newer, SCT {version} is installed"))
+    return "spine" if version >= SctVersion(7, 2) else "totalspineseg"
+
+
+def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
+                           contrast: Contrast, out_dir: Path, method: DiscMethod = "auto",
+                           qc: Qc | None = None) -> DiscCommand:
+    """Disc labels (value N = disc above vertebra N), by version and method; see module table."""
+    tool = disc_method_for(version, method)
+    if tool == "spine":
+        base = out_dir / "spine.nii.gz"
+        discs = out_dir / "spine_totalspineseg_discs.nii.gz"
+        return DiscCommand(
+            argv=["sct_deepseg", "spine", "-i", str(image), "-o", str(base), *_qc_args(qc)],
+            discs=discs, outputs=(discs, out_dir / "spine_totalspineseg_all.nii.gz"))
+    if tool == "totalspineseg":
+        base = out_dir / "tss.nii.gz"
+        outputs = tuple(out_dir / f"tss_step1_{part}.nii.gz"
+                        for part in ("levels", "canal", "cord", "output"))
+        return DiscCommand(
+            argv=["sct_deepseg", "totalspineseg", "-i", str(image), "-o", str(base),
+                  "-step1-only", "1", *_qc_args(qc)],
+            discs=outputs[0], outputs=outputs)
+    if contrast not in ("T2w", "T1w"):
+        raise InputDataError(f"sct_label_vertebrae handles T1w and T2w images only, not "
+                             f"{contrast}; provide disc labels in derivatives/labels or use "
+                             "another anatomy")
+    stem = _stem(cord_mask)
+    discs = out_dir / f"{stem}_labeled_discs.nii.gz"
+    return DiscCommand(
+        argv=["sct_label_vertebrae", "-i", str(image), "-s", str(cord_mask), "-c",
+              _SCT_CONTRAST[contrast], "-ofolder", str(out_dir), *_qc_args(qc)],
+        discs=discs, outputs=(discs, out_dir / f"{stem}_labeled.nii.gz"))
+
+
+def build_rootlets_argv(version: SctVersion, *, image: Path, out: Path,
+                        qc: Qc | None = None) -> list[str]:
+    """Rootlet segmentation (values = spinal levels): task ``rootlets`` (7.0+) or 6.x name."""
+    if version >= SctVersion(7, 0):
+        return ["sct_deepseg", "rootlets", "-i", str(image), "-o", str(out), *_qc_args(qc)]
+    return ["sct_deepseg", "-task", "seg_spinal_rootlets_t2w", "-i", str(image), "-o", str(out),
+            *_qc_args(qc)]
+
+
+REGISTRATION_OUTPUTS = ("warp_anat2template.nii.gz", "warp_template2anat.nii.gz")
+
+
+def build_register_argv(version: SctVersion, *, image: Path, cord_mask: Path,
+                        template_dir: Path, contrast: Contrast, out_dir: Path,
+                        discs: Path | None = None, rootlets: Path | None = None,
+                        qc: Qc | None = None) -> list[str]:
+    """``sct_register_to_template`` with disc labels, or with rootlets (7.0+) instead.
+
+    Exactly one of ``discs`` / ``rootlets``: SCT 7.x silently ignores ``-ldisc`` when
+    ``-lrootlet`` is also given, so passing both would hide what was used.
+    """
+    if (discs is None) == (rootlets is None):
+        raise ValueError("give exactly one of discs or rootlets")
+    if rootlets is not None and version < SctVersion(7, 0):
+        raise EngineUnavailable(sct_unavailable_message(
+            f"rootlet-based registration needs SCT 7.0 or newer, SCT {version} is installed"))
+    labels = ["-ldisc", str(discs)] if discs is not None else ["-lrootlet", str(rootlets)]
+    return ["sct_register_to_template", "-i", str(image), "-s", str(cord_mask), *labels,
+            "-c", _SCT_CONTRAST[contrast], "-t", str(template_dir), "-ofolder", str(out_dir),
+            *_qc_args(qc)]
+
+
+MorphometryMode = Literal["level", "slice"]
+
+
+def build_process_segmentation_argv(version: SctVersion, *, cord_mask: Path, discs: Path,
+                                    out_csv: Path, per: MorphometryMode,
+                                    normalize_pam50: bool = False) -> list[str]:
+    """Cord morphometry (angle-corrected CSA...) per vertebral level or per slice.
+
+    ``per="level"`` adds ``-vert 1:30 -perlevel 1`` (SCT aggregates per level only for the levels
+    listed in ``-vert``; absent ones are skipped). ``normalize_pam50`` resamples per-slice
+    metrics to PAM50 slices; SCT requires ``-perslice 1`` for it and reads its *own*
+    ``$SCT_DIR/data/PAM50``.
+    """
+    if version < SctVersion(7, 1):
+        raise EngineUnavailable(sct_unavailable_message(
+            f"sct_process_segmentation -discfile needs SCT 7.1 or newer, SCT {version} is "
+            "installed"))
+    if normalize_pam50 and per != "slice":
+        raise ValueError("normalize_pam50 needs per='slice' (SCT: -normalize-PAM50 requires "
+                         "-perslice 1)")
+    argv = ["sct_process_segmentation", "-i", str(cord_mask), "-discfile", str(discs),
+            "-o", str(out_csv)]
+    if per == "level":
+        return [*argv, "-vert", "1:30", "-perlevel", "1"]
+    return [*argv, "-perslice", "1", *(["-normalize-PAM50", "1"] if normalize_pam50 else [])]
+
+
+# --------------------------------------------------------------------------------- readers
+
+
+def read_centerline_csv(csv_path: Path, reference: Path) -> NDArray[np.float64]:
+    """Points of an SCT centerline CSV (``sct_get_centerline``) in world mm (RAS+).
+
+    SCT writes one ``x,y,z`` row per slice in voxel indices of the reference image reoriented
+    to its ``RPI`` order (nibabel ``LAS``); this converts them with that reoriented affine.
+
+    Returns
+    -------
+    (N, 3) float, mm, world
+    """
+    try:
+        points = np.loadtxt(csv_path, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"cannot read the centerline CSV {csv_path}: {exc}") from exc
+    if points.shape[1] != 3:
+        raise InputDataError(f"{csv_path} has {points.shape[1]} columns; x,y,z expected")
+    rpi = reorient(load_volume(reference), _SCT_RPI)
+    return vox_to_mm(rpi.affine, points)
+
+
+# ---------------------------------------------------------------------------------- engine
+
+
+@dataclass(frozen=True)
+class MorphometryResult:
+    csv: Path
+    rows: tuple[CordMorphometrics, ...]
+
+
+class SctEngine:
+    """Implements CordSegmenter, DiscLabeler, TemplateRegistrar (and rootlets, morphometry).
+
+    Each method writes into ``out_dir`` (created if needed), logs the tool output to
+    ``out_dir/<step>.log``, points SCT's temporary files at ``out_dir/tmp`` and returns paths on
+    the input grid (warps: on the template and anatomical grids).
+    """
+
+    def __init__(self, install: SctInstall, *, threads: int, timeout_s: float = 7200.0,
+                 disc_method: DiscMethod = "auto", qc: Qc | None = None) -> None:
+        self.install = install
+        self.info = EngineInfo(name="sct", version=install.version_text)
+        self.threads = threads
+        self.timeout_s = timeout_s
+        self.disc_method: DiscMethod = disc_method
+        self.qc = qc
+        disc_method_for(install.version, disc_method)  # fail now, not mid-run
+
+    def _run(self, argv: list[str], *, step: str, out_dir: Path,
+             outputs: tuple[Path, ...]) -> None:
+        tmp = out_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        program = [str(self.install.program(argv[0])), *argv[1:]]
+        run_tool(program, log_file=out_dir / f"{step}.log", expected_outputs=outputs,
+                 threads=self.threads, timeout_s=self.timeout_s, cwd=out_dir,
+                 extra_env={"TMPDIR": str(tmp), "SCT_PROGRESS_BAR": "off"})
+
+    def segment_cord(self, image: Path, *, contrast: Contrast, out_dir: Path
+                     ) -> SegmentationResult:
+        out = out_dir / "cord_seg.nii.gz"
+        argv = build_segment_cord_argv(self.install.version, image=image, contrast=contrast,
+                                       out=out, qc=self.qc)
+        self._run(argv, step="segment_cord", out_dir=out_dir, outputs=(out,))
+        return SegmentationResult(cord_mask=out)
+
+    def label_discs(self, image: Path, cord_mask: Path, *, contrast: Contrast,
+                    out_dir: Path) -> DiscLabelResult:
+        command = build_label_discs_argv(self.install.version, image=image, cord_mask=cord_mask,
+                                         contrast=contrast, out_dir=out_dir,
+                                         method=self.disc_method, qc=self.qc)
+        self._run(command.argv, step="label_discs", out_dir=out_dir, outputs=command.outputs)
+        return DiscLabelResult(discs=command.discs)
+
+    def segment_rootlets(self, image: Path, *, contrast: Contrast, out_dir: Path
+                         ) -> RootletResult:
+        if contrast != "T2w":
+            raise InputDataError(f"SCT's rootlets model is trained on T2w (and MP2RAGE) images, "
+                                 f"not {contrast}; skip rootlets for this anatomy")
+        out = out_dir / "rootlets.nii.gz"
+        argv = build_rootlets_argv(self.install.version, image=image, out=out, qc=self.qc)
+        self._run(argv, step="segment_rootlets", out_dir=out_dir, outputs=(out,))
+        return RootletResult(rootlets=out)
+
+    def register_to_template(self, image: Path, cord_mask: Path, discs: Path, *,
+                             template_dir: Path, contrast: Contrast,
+                             out_dir: Path) -> RegistrationResult:
+        return self._register(image, cord_mask, template_dir=template_dir, contrast=contrast,
+                              out_dir=out_dir, discs=discs, rootlets=None)
+
+    def register_to_template_with_rootlets(self, image: Path, cord_mask: Path, rootlets: Path,
+                                           *, template_dir: Path, contrast: Contrast,
+                                           out_dir: Path) -> RegistrationResult:
+        return self._register(image, cord_mask, template_dir=template_dir, contrast=contrast,
+                              out_dir=out_dir, discs=None, rootlets=rootlets)
+
+    def _register(self, image: Path, cord_mask: Path, *, template_dir: Path, contrast: Contrast,
+                  out_dir: Path, discs: Path | None, rootlets: Path | None) -> RegistrationResult:
+        check_sct_template(template_dir, contrast=contrast)
+        argv = build_register_argv(self.install.version, image=image, cord_mask=cord_mask,
+                                   template_dir=template_dir, contrast=contrast,
+                                   out_dir=out_dir, discs=discs, rootlets=rootlets, qc=self.qc)
+        warps = tuple(out_dir / name for name in REGISTRATION_OUTPUTS)
+        self._run(argv, step="register_to_template", out_dir=out_dir, outputs=warps)
+        return RegistrationResult(anat_to_template=warps[0], template_to_anat=warps[1])
+
+    def measure_cord(self, cord_mask: Path, discs: Path, *, out_dir: Path,
+                     per: MorphometryMode, normalize_pam50: bool = False) -> MorphometryResult:
+        out_csv = out_dir / f"morphometry_per{per}.csv"
+        argv = build_process_segmentation_argv(self.install.version, cord_mask=cord_mask,
+                                               discs=discs, out_csv=out_csv, per=per,
+                                               normalize_pam50=normalize_pam50)
+        self._run(argv, step=f"measure_cord_per{per}", out_dir=out_dir, outputs=(out_csv,))
+        return MorphometryResult(csv=out_csv, rows=tuple(read_morphometrics_csv(out_csv)))
+
+
+def check_sct_template(template_dir: Path, *, contrast: Contrast) -> None:
+    """SCT's ``-t`` needs ``template/info_label.txt``, the cord mask, disc labels and the contrast.
+
+    Raises
+    ------
+    MissingInputError
+        Names the folder and the missing files.
+    """
+    folder = Path(template_dir) / "template"
+    needed = ("info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",
+              f"PAM50_{_SCT_CONTRAST[contrast]}.nii.gz")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise MissingInputError(f"{folder} lacks {', '.join(missing)}, which "
+                                "sct_register_to_template needs; pass a complete PAM50 folder "
+                                "(SCT's $SCT_DIR/data/PAM50 or the official release)")
