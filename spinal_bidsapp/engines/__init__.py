@@ -1,0 +1,128 @@
+"""Engines: the external tools (SCT, MINC) or our builtin code behind small protocols.
+
+:func:`resolve_participant_engine` and :func:`resolve_template_engine` run once, at configuration
+time. They decide which engine a run uses and return an :class:`EngineChoice` (name, version,
+why); the caller constructs the engine itself (``SctEngine(choice.sct, threads=...)`` or the
+builtin engine), so this module stays free of heavy imports.
+
+* participant: ``auto`` = SCT when ``sct_deepseg`` is found (in ``$SCT_DIR/bin`` or on the search
+  path) and its version is supported, else builtin; ``sct`` = SCT or :class:`EngineUnavailable`.
+* template (group): ``auto`` = MINC when ``minctracc`` and ``nii2mnc`` are on the search path and
+  the ``ipl`` package (nist_mni_pipelines) is importable, else builtin; ``minc`` = MINC or
+  :class:`EngineUnavailable`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from spinal_bidsapp.engines.sct import (
+    REQUIRED_PROGRAMS,
+    SctInstall,
+    locate_sct,
+    sct_unavailable_message,
+)
+from spinal_bidsapp.engines.tools import discover_tool, find_tool
+from spinal_bidsapp.errors import EngineUnavailable
+
+logger = logging.getLogger(__name__)
+
+ParticipantEngineKind = Literal["auto", "builtin", "sct"]
+TemplateEngineKind = Literal["auto", "builtin", "minc"]
+EngineName = Literal["builtin", "sct", "minc"]
+
+MINC_PROGRAMS = ("minctracc", "nii2mnc")
+MINC_INSTALL_HINT = (
+    "use the spinal_bidsapp container image (MINC toolkit and nist_mni_pipelines inside), or "
+    "install minc-toolkit-v2 and nist_mni_pipelines (see docs/reference/minc_ipl.md)"
+)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Outcome of engine resolution, recorded in the run's provenance."""
+
+    name: EngineName
+    version: str | None
+    """Tool version (SCT release, minctracc version); None for the builtin engine."""
+    reason: str
+    """Why this engine: requested, or what auto-detection found."""
+    sct: SctInstall | None = None
+    """The SCT installation to construct :class:`~spinal_bidsapp.engines.sct.SctEngine` with."""
+
+
+def resolve_participant_engine(kind: ParticipantEngineKind, *, sct_dir: Path | None,
+                               search_path: str | None = None) -> EngineChoice:
+    """Pick the participant engine (see module docstring).
+
+    Parameters
+    ----------
+    kind : {'auto', 'builtin', 'sct'}
+    sct_dir : Path or None
+        ``$SCT_DIR`` as read by the configuration.
+    search_path : str, optional
+        ``os.pathsep``-separated folders to search instead of ``PATH`` (tests).
+
+    Raises
+    ------
+    EngineUnavailable
+        ``kind='sct'`` and SCT, or one of its programs, is missing or too old.
+    """
+    if kind == "builtin":
+        return EngineChoice(name="builtin", version=None, reason="requested")
+    try:
+        install = locate_sct(sct_dir=sct_dir, search_path=search_path)
+        if install is None:
+            where = f"$SCT_DIR/bin ({sct_dir}/bin) or PATH" if sct_dir else "PATH ($SCT_DIR unset)"
+            raise EngineUnavailable(sct_unavailable_message(f"sct_deepseg not found on {where}"))
+        missing = [name for name in REQUIRED_PROGRAMS if not install.program(name).is_file()]
+        if missing:
+            raise EngineUnavailable(sct_unavailable_message(
+                f"{install.bin_dir} lacks {', '.join(missing)}"))
+    except EngineUnavailable as exc:
+        if kind == "sct":
+            raise
+        logger.info("SCT not usable (%s); using the builtin participant engine", exc)
+        return EngineChoice(name="builtin", version=None, reason=f"auto: {exc}")
+    reason = "requested" if kind == "sct" else f"auto: SCT found in {install.bin_dir}"
+    return EngineChoice(name="sct", version=install.version_text, reason=reason, sct=install)
+
+
+def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None = None
+                            ) -> EngineChoice:
+    """Pick the group template engine (see module docstring).
+
+    Raises
+    ------
+    EngineUnavailable
+        ``kind='minc'`` and a MINC program or the ``ipl`` package is missing.
+    """
+    if kind == "builtin":
+        return EngineChoice(name="builtin", version=None, reason="requested")
+    missing = [name for name in MINC_PROGRAMS if find_tool(name, search_path=search_path) is None]
+    if importlib.util.find_spec("ipl") is None:
+        missing.append("the Python package ipl (nist_mni_pipelines)")
+    if missing:
+        message = f"the MINC template engine needs {', '.join(missing)}; {MINC_INSTALL_HINT}"
+        if kind == "minc":
+            raise EngineUnavailable(message + ", or choose --template-engine builtin")
+        logger.info("MINC not usable (%s); using the builtin template engine", message)
+        return EngineChoice(name="builtin", version=None, reason=f"auto: {message}")
+    info = discover_tool("minctracc", version_args=["-version"], search_path=search_path)
+    version = info.version if info is not None else "unknown"
+    reason = "requested" if kind == "minc" else "auto: minctracc, nii2mnc and ipl found"
+    return EngineChoice(name="minc", version=version, reason=reason)
+
+
+__all__ = [
+    "EngineChoice",
+    "EngineName",
+    "ParticipantEngineKind",
+    "TemplateEngineKind",
+    "resolve_participant_engine",
+    "resolve_template_engine",
+]
