@@ -219,7 +219,9 @@ def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 1
     top = 1.0 - (0.35 / fig.get_figheight() if title else 0.0)
     for n, (k, panel) in enumerate(zip(slices, panels, strict=True)):
         r, c = divmod(n, ncols)
-        ax = fig.add_axes((c / ncols, top - (r + 1) * top / nrows, 1 / ncols, top / nrows))
+        gap_x, gap_y = 0.02 / fig.get_figwidth(), 0.02 / fig.get_figheight()
+        ax = fig.add_axes((c / ncols + gap_x, top - (r + 1) * top / nrows + gap_y,
+                           1 / ncols - 2 * gap_x, top / nrows - 2 * gap_y))
         _draw_panel(ax, panel, window, letters=n == 0)
         _draw_outline(ax, panel.mask, panel, CORD_COLOR)
         centre = np.array([[ras.shape[0] / 2, ras.shape[1] / 2, k]])

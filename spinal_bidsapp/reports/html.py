@@ -78,8 +78,7 @@ def _figure_context(figure: Path | None, page: Path) -> dict[str, Any] | None:
     exists = Path(figure).is_file()
     if not exists:
         logger.warning("QC figure missing: %s (the report shows a placeholder)", figure)
-    return {"href": relative_link(figure, page.parent), "exists": exists,
-            "name": Path(figure).name}
+    return {"href": relative_link(figure, page.parent), "exists": exists}
 
 
 def render_subject_report(report: SubjectReport, page: Path, *,
