@@ -1,0 +1,63 @@
+"""The SCT engine end to end on real data; runs only where SCT is installed (container CI).
+
+Marked ``sct`` and skipped with a reason elsewhere. Uses sub-errsm30 T2w from the shared real
+data set and the PAM50 that the SCT installation ships.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinal_bidsapp.engines import resolve_participant_engine
+from spinal_bidsapp.engines.sct import SctEngine
+from spinal_bidsapp.image import load_mask, load_volume, vox_to_mm
+from spinal_bidsapp.templates import resolve_pam50
+
+pytestmark = pytest.mark.sct
+
+
+@pytest.fixture(scope="module")
+def engine() -> SctEngine:
+    sct_dir = Path(os.environ["SCT_DIR"]) if os.environ.get("SCT_DIR") else None
+    choice = resolve_participant_engine("auto", sct_dir=sct_dir)
+    if choice.sct is None:
+        pytest.skip(f"SCT is not installed here ({choice.reason}); runs in the container CI")
+    return SctEngine(choice.sct, threads=2, timeout_s=3600)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_sct_engine_on_errsm30_t2w(engine: SctEngine, bids_real: Path, tmp_path: Path) -> None:
+    image = bids_real / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz"
+    labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
+
+    seg = engine.segment_cord(image, contrast="T2w", out_dir=tmp_path / "seg")
+    manual = load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz")
+    assert _dice(load_mask(seg.cord_mask).data, manual.data) > 0.8
+
+    discs = engine.label_discs(image, seg.cord_mask, contrast="T2w", out_dir=tmp_path / "discs")
+    found = load_mask(discs.discs)
+    truth = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
+    for disc in (3, 4, 5):
+        ours = vox_to_mm(found.affine, np.argwhere(found.data == disc)).mean(axis=0)
+        ref = vox_to_mm(truth.affine, np.argwhere(truth.data == disc)).mean(axis=0)
+        assert abs(ours[2] - ref[2]) < 6.0, f"disc {disc} is {ours[2] - ref[2]:.1f} mm off"
+
+    pam50 = resolve_pam50(template_dir=None, sct_dir=engine.install.bin_dir.parent,
+                          cache_dir=tmp_path / "cache", allow_download=False, progress=False)
+    reg = engine.register_to_template(image, seg.cord_mask, discs.discs,
+                                      template_dir=pam50.sct_dir, contrast="T2w",
+                                      out_dir=tmp_path / "reg")
+    warp = load_volume(reg.template_to_anat)
+    assert warp.shape == load_volume(image).shape
+
+    csa = engine.measure_cord(seg.cord_mask, discs.discs, out_dir=tmp_path / "csa", per="level")
+    areas = {row.vertebral_levels: row.area_mm2 for row in csa.rows}
+    assert areas and all(a is not None and 40 < a < 110 for a in areas.values())
