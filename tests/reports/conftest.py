@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from report_phantom import STORAGE, Phantom, phantom_volumes
+from report_phantom import STORAGE, Phantom, phantom_volumes, publish_phantom_reports
 
 from spinal_bidsapp.image import load_mask, load_volume, reorient, save_volume
 
@@ -26,3 +28,14 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Phantom:
         template_mask=load_mask(paths["template_mask"]),
         paths=paths,
     )
+
+
+PUBLISHED_KEYS = (("01", None), ("02", "pre"))
+
+
+@pytest.fixture(scope="session")
+def published(phantom: Phantom, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Output dir with two published phantom reports (sub-01, sub-02_ses-pre); do not modify."""
+    out = tmp_path_factory.mktemp("out")
+    publish_phantom_reports(phantom.image, phantom.mask, phantom.discs, out, PUBLISHED_KEYS)
+    return out

@@ -58,3 +58,45 @@ def phantom_volumes(*, shift_a_mm: float = 0.0, seed: int = 0) -> tuple[Volume, 
         j = round((float(centre_a) + 8.0) / ZOOMS_MM[1])
         discs[i, j, k] = value
     return Volume(image, affine), Volume(mask, affine), Volume(discs, affine)
+
+
+def publish_phantom_reports(phantom_image: Volume, phantom_mask: Volume, phantom_discs: Volume,
+                            out: Path, keys: tuple[tuple[str, str | None], ...]) -> list[Path]:
+    """Draw figures and publish a report per (subject, session) under ``out``; returns pages."""
+    from spinal_bidsapp.reports import (
+        MetricRow,
+        Provenance,
+        ReportSection,
+        SubjectReport,
+        figures,
+        publish_subject_report,
+        subject_key,
+    )
+
+    pages = []
+    for subject, session in keys:
+        key = subject_key(subject, session)
+        fig_dir = out / f"sub-{subject}" / "figures"
+        seg = figures.plot_sagittal(phantom_image, fig_dir / f"{key}_desc-seg_T2w.png",
+                                    mask=phantom_mask)
+        discs = figures.plot_sagittal(phantom_image, fig_dir / f"{key}_desc-discs_T2w.png",
+                                      discs=phantom_discs)
+        source = Path(f"/bids/sub-{subject}/anat/{key}_T2w.nii.gz")
+        report = SubjectReport(
+            subject=subject, session=session,
+            provenance=Provenance(version="9.9.9", engine="builtin", engine_version="1.0",
+                                  run_uuid="run-123", generated="2026-01-01T00:00:00+00:00"),
+            sections=(
+                ReportSection("seg", "Cord segmentation", seg, "Red: cord mask.", source=source),
+                ReportSection("discs", "Disc labels", discs, "Disc names.", source=source),
+                ReportSection("reg", "Registration", seg, "Flicker.", hover_figure=discs,
+                              source=source),
+            ),
+            metrics=(MetricRow("mean CSA", 76.54321, "mm²"), MetricRow("levels", "C2-C5")),
+            warnings=("disc C1/C2 not found",),
+            errors=("registration: <failed> & retried",) if subject == "02" else (),
+            title_extra="T2w",
+        )
+        page = out / f"{key}.html"
+        pages.append(publish_subject_report(report, out_dir=out, page=page))
+    return pages
