@@ -27,6 +27,7 @@ runs that share the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -38,6 +39,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -49,7 +51,7 @@ from spinal_bidsapp.errors import (
     OutputNotWritableError,
     TemporaryFailure,
 )
-from spinal_bidsapp.files import write_json
+from spinal_bidsapp.files import sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +86,8 @@ PAM50_PIN = Pam50Pin(
 """The release pinned by SCT 7.2/7.3; the checksum comes from :func:`load_pam50_pin`."""
 
 PREFETCH_HINT = (
-    f"pre-fetch it with `curl -fL -o PAM50.zip {PAM50_PIN.url} && unzip PAM50.zip -d DIR` "
-    "and pass --template-dir DIR/PAM50-" + PAM50_RELEASE
+    f"pre-fetch it on a connected machine with `curl -fLO {PAM50_PIN.url}`, unzip it and pass "
+    "--template-dir with the unzipped folder that holds template/ (see docs/engines.md)"
 )
 
 
@@ -265,34 +267,81 @@ def resolve_pam50(*, template_dir: Path | None, sct_dir: Path | None, cache_dir:
 def download_pam50(pin: Pam50Pin, *, cache_dir: Path, progress: bool, timeout_s: float,
                    lock_timeout_s: float) -> Pam50:
     """Download, verify and extract ``pin`` into ``cache_dir/PAM50`` (atomic, locked)."""
-    from filelock import FileLock, Timeout
-
     if pin.sha256 is None:
         raise MissingInputError(
             f"no checksum is recorded for {pin.url} (expected in "
             f"{cache_dir / PAM50_MANIFEST_NAME}, written by the container build), so it will not "
             f"be downloaded; pass --template-dir DIR or {PREFETCH_HINT}"
         )
+    target = cache_dir / _CACHE_FOLDER_NAME
+    with _cache_lock(cache_dir, lock_timeout_s=lock_timeout_s):
+        if target.is_dir():  # another process finished while we waited
+            return read_pam50_folder(target, source="cache", version=_recorded_version(target))
+        archive = _fetch_verified(pin, cache_dir=cache_dir, progress=progress,
+                                  timeout_s=timeout_s)
+        try:
+            _extract_into_place(archive, pin, target=target)
+        finally:
+            archive.unlink(missing_ok=True)
+    logger.info("PAM50 %s downloaded to %s", pin.release, target)
+    return read_pam50_folder(target, source="download", version=pin.release)
+
+
+def install_pam50_archive(archive: Path, *, cache_dir: Path, pin: Pam50Pin,
+                          lock_timeout_s: float = 600.0) -> Pam50:
+    """Install a release zip fetched beforehand (offline machines, container builds).
+
+    The archive's SHA-256 must equal ``pin.sha256`` when that is known; when it is not, the
+    computed checksum is recorded next to the files. An existing ``cache_dir/PAM50`` is kept.
+
+    Raises
+    ------
+    InputDataError
+        Checksum mismatch, not a zip, or no PAM50 template inside.
+    """
+    sha256 = sha256_file(archive)
+    if pin.sha256 is not None and sha256 != pin.sha256:
+        raise InputDataError(f"{archive} has SHA-256 {sha256}, expected {pin.sha256} for PAM50 "
+                             f"{pin.release}; fetch it again from {pin.url}")
+    target = Path(cache_dir).absolute() / _CACHE_FOLDER_NAME
+    with _cache_lock(target.parent, lock_timeout_s=lock_timeout_s):
+        if not target.is_dir():
+            _extract_into_place(archive, Pam50Pin(pin.release, pin.url, sha256), target=target)
+    return read_pam50_folder(target, source="cache", version=_recorded_version(target))
+
+
+def record_pam50_checksum(archive: Path, *, cache_dir: Path, pin: Pam50Pin = PAM50_PIN
+                          ) -> Pam50Pin:
+    """Write ``cache_dir/pam50-manifest.json`` with the SHA-256 of ``archive`` (container build).
+
+    Run once at image build time, after fetching ``pin.url``; later downloads of the same
+    release (e.g. into another cache) are then verified against it.
+    """
+    recorded = Pam50Pin(release=pin.release, url=pin.url, sha256=sha256_file(archive))
+    write_json(Path(cache_dir) / PAM50_MANIFEST_NAME,
+               {"release": recorded.release, "url": recorded.url, "sha256": recorded.sha256})
+    return recorded
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path, *, lock_timeout_s: float) -> Iterator[None]:
+    """Create ``cache_dir`` and hold its PAM50 lock (one writer across processes)."""
+    from filelock import FileLock, Timeout
+
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputNotWritableError(f"cannot create the cache folder {cache_dir}: {exc}") from exc
-    target = cache_dir / _CACHE_FOLDER_NAME
+    lock = FileLock(str(cache_dir / f".{_CACHE_FOLDER_NAME}.lock"), timeout=lock_timeout_s)
     try:
-        with FileLock(str(cache_dir / f".{_CACHE_FOLDER_NAME}.lock"), timeout=lock_timeout_s):
-            if target.is_dir():  # another process finished while we waited
-                return read_pam50_folder(target, source="cache", version=_recorded_version(target))
-            archive = _fetch_verified(pin, cache_dir=cache_dir, progress=progress,
-                                      timeout_s=timeout_s)
-            try:
-                _extract_into_place(archive, pin, target=target)
-            finally:
-                archive.unlink(missing_ok=True)
+        lock.acquire()
     except Timeout as exc:
         raise TemporaryFailure(f"another process has held the PAM50 cache lock in {cache_dir} for "
                                f"more than {lock_timeout_s:.0f} s; retry later") from exc
-    logger.info("PAM50 %s downloaded to %s", pin.release, target)
-    return read_pam50_folder(target, source="download", version=pin.release)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _fetch_verified(pin: Pam50Pin, *, cache_dir: Path, progress: bool, timeout_s: float) -> Path:

@@ -11,6 +11,7 @@ import socket
 import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ from spinal_bidsapp.templates import (
     PAM50_MANIFEST_NAME,
     PAM50_PIN,
     Pam50Pin,
+    install_pam50_archive,
     load_pam50_pin,
     read_pam50_folder,
+    record_pam50_checksum,
     resolve_pam50,
 )
 
@@ -180,10 +183,12 @@ class _Server:
     def __init__(self) -> None:
         self.routes: dict[str, bytes] = {}
         self.truncate_to: int | None = None
+        self.requests = 0
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                server.requests += 1
                 body = server.routes.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -359,4 +364,48 @@ def test_archive_with_escaping_member_is_rejected(server: _Server, tmp_path: Pat
         resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=True,
                       progress=False, pin=_pin(server.url("/evil.zip"), body), timeout_s=10)
     assert not (tmp_path / "escaped.txt").exists()
+    assert _leftovers(cache) == []
+
+
+def test_concurrent_resolutions_download_once(server: _Server, release_zip: bytes,
+                                              tmp_path: Path) -> None:
+    server.routes["/PAM50.zip"] = release_zip
+    cache = tmp_path / "cache"
+    pin = _pin(server.url("/PAM50.zip"), release_zip)
+
+    def resolve(_: int) -> str:
+        return resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache,
+                             allow_download=True, progress=False, pin=pin, timeout_s=10).source
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sources = sorted(pool.map(resolve, range(4)))
+    assert server.requests == 1
+    assert sources.count("download") == 1 and sources.count("cache") == 3
+    assert _leftovers(cache) == ["PAM50"]
+
+
+def test_prefetched_archive_installs_into_the_cache(release_zip: bytes, tmp_path: Path) -> None:
+    archive = tmp_path / "PAM50.zip"
+    archive.write_bytes(release_zip)
+    cache = tmp_path / "cache"
+    pin = record_pam50_checksum(archive, cache_dir=cache,
+                                pin=Pam50Pin(release=RELEASE, url="http://example.invalid/x.zip",
+                                             sha256=None))
+    assert load_pam50_pin(cache / PAM50_MANIFEST_NAME) == pin
+    assert pin.sha256 == hashlib.sha256(release_zip).hexdigest()
+    pam50 = install_pam50_archive(archive, cache_dir=cache, pin=pin)
+    assert pam50.version == RELEASE and pam50.cord.is_file()
+    again = resolve_pam50(template_dir=None, sct_dir=None, cache_dir=cache, allow_download=False,
+                          progress=False)
+    assert again.source == "cache" and again.template_folder == pam50.template_folder
+
+
+def test_prefetched_archive_with_wrong_checksum_is_refused(release_zip: bytes,
+                                                           tmp_path: Path) -> None:
+    archive = tmp_path / "PAM50.zip"
+    archive.write_bytes(release_zip)
+    cache = tmp_path / "cache"
+    with pytest.raises(InputDataError, match="expected"):
+        install_pam50_archive(archive, cache_dir=cache,
+                              pin=Pam50Pin(release=RELEASE, url="http://x/y.zip", sha256="1" * 64))
     assert _leftovers(cache) == []
