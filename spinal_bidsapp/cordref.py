@@ -1,27 +1,38 @@
 """The per-subject cord reference: an ordered list of resumable steps.
 
-Steps (each skipped when its ledger says the outputs are current):
+Each step reads the files the previous steps wrote and is skipped when its ledger says its
+outputs are current (``steps.run_step``):
 
-1. ``standardize``: the chosen anatomy reoriented to RAS (``desc-preproc``), no resampling.
-2. ``cord_mask``: manual cord mask from ``derivatives/labels`` (always wins), else the engine.
+1. ``standardize``: the chosen anatomy reoriented to RAS (``desc-preproc``), not resampled.
+2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else the SCT engine.
+3. ``centerline``: dense centerline, cord-coverage check (``--min-cord-coverage``).
+4. ``discs``: manual disc labels, else the SCT engine; checked against the centerline; vertebral
+   levels of the cord mask.
+5. ``morphometrics``: length, volume, angle-corrected CSA per slice and per level.
+6. ``register``: to PAM50 (builtin: disc-matched straightening + in-plane SyN; SCT:
+   ``sct_register_to_template``), warps both ways, images and labels carried across.
+7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
+
+Without disc labels, 6 is skipped with a warning (the report says why); without a cord mask the
+subject fails with a message naming the label file to add.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from filelock import FileLock, Timeout
 
+from spinal_bidsapp import cordref_steps as steps
 from spinal_bidsapp.bids.labels import LABEL_TAGS
-from spinal_bidsapp.bids.outputs import derivative_path, raw_uri, sidecar_path, write_sidecar
+from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.errors import MissingInputError, TemporaryFailure
-from spinal_bidsapp.image import load_mask, load_volume, reorient, save_volume
 from spinal_bidsapp.participant import ParticipantUnit
-from spinal_bidsapp.steps import run_step
+from spinal_bidsapp.steps import StepRecord, run_step
 
 logger = logging.getLogger(__name__)
 
@@ -33,35 +44,27 @@ class UnitSummary:
     label: str
     steps_run: tuple[str, ...]
     steps_skipped: tuple[str, ...]
+    warnings: tuple[str, ...]
 
 
 def resolve_participant_engines(config: RunConfig) -> dict[str, str]:
     """Engine names and versions for provenance (raises ``EngineUnavailable`` when missing)."""
     from spinal_bidsapp import __version__
+    from spinal_bidsapp.config import sct_dir_from_environment
+    from spinal_bidsapp.engines import resolve_participant_engine
 
-    return {"spinal_bidsapp-builtin": __version__} if config.participant.engine != "sct" else {}
-
-
-def _standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
-    save_volume(reorient(load_volume(source)), target)
-    write_sidecar(target, {"Sources": [raw_uri(bids_dir, source)], "SkullStripped": False,
-                           "Description": "anatomy reoriented to RAS, not resampled"})
-
-
-def _manual_cord_mask(image: Path, mask: Path, target: Path) -> None:
-    reference = load_volume(image)
-    vol = load_mask(mask, reference=reference, reference_path=image)
-    binary = reorient(vol.with_data((vol.data > 0).astype(np.uint8)))
-    save_volume(binary, target, dtype=np.uint8)
-    write_sidecar(target, {"Sources": [mask.resolve().as_uri()],
-                           "Description": "spinal cord mask (manual, from derivatives/labels)"})
+    choice = resolve_participant_engine(config.participant.engine,
+                                        sct_dir=sct_dir_from_environment())
+    logger.info("Participant engine: %s (%s)", choice.name, choice.reason)
+    if choice.name == "sct":
+        return {"Spinal Cord Toolbox": choice.version or "unknown"}
+    return {"spinal_bidsapp-builtin": __version__}
 
 
 def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> UnitSummary:
-    """Run every step of the cord reference for one subject/session."""
+    """Run every step of the cord reference for one subject/session (under a per-unit lock)."""
     apply_thread_limits(threads)
     ex = config.execution
-    out = ex.output_dir.resolve()
     work = ex.resolved_work_dir / unit.source.entity_prefix
     work.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(work / ".lock"), timeout=UNIT_LOCK_TIMEOUT_S)
@@ -73,33 +76,121 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
             "wait for it to finish"
         ) from exc
     try:
-        return _run_steps(unit, config, out, work)
+        return _Pipeline(unit, config, ex.output_dir.resolve(), work).run()
     finally:
         lock.release()
 
 
-def _run_steps(unit: ParticipantUnit, config: RunConfig, out: Path, work: Path) -> UnitSummary:
-    src = unit.source
-    anat = derivative_path(out, "anat_preproc", src)
-    cord = derivative_path(out, "cord_mask", src)
-    bids_dir = config.execution.bids_dir
-    records = [run_step("standardize", lambda: _standardize(src.path, anat, bids_dir=bids_dir),
-                        step_dir=work / "standardize", inputs=[src.path], params={},
-                        outputs=[anat, sidecar_path(anat)], label=unit.label)]
-    if unit.labels.cord_mask is not None:
-        manual = unit.labels.cord_mask
-        records.append(run_step("cord_mask", lambda: _manual_cord_mask(src.path, manual, cord),
-                                step_dir=work / "cord_mask", inputs=[src.path, manual],
-                                params={"source": "manual"},
-                                outputs=[cord, sidecar_path(cord)], label=unit.label))
-    else:
-        expected = config.execution.labels_dir / src.subject_dir / src.datatype / (
-            f"{src.stem}_{LABEL_TAGS['cord_mask'][0]}.nii.gz")
-        raise MissingInputError(
-            f"{unit.label}: no cord mask: none in derivatives/labels (expected e.g. {expected}) "
-            "and no segmentation engine can produce one; add the manual mask or use "
-            "--engine sct in the container"
-        )
-    return UnitSummary(label=unit.label,
-                       steps_run=tuple(r.name for r in records if not r.skipped),
-                       steps_skipped=tuple(r.name for r in records if r.skipped))
+class _Pipeline:
+    """The steps of one unit; holds its paths so each step call stays one readable line."""
+
+    def __init__(self, unit: ParticipantUnit, config: RunConfig, out: Path, work: Path) -> None:
+        self.unit, self.config, self.out, self.work = unit, config, out, work
+        self.records: list[StepRecord] = []
+        self.warnings: list[str] = []
+
+    def path(self, kind: str, *, template: str | None = None, figure: str | None = None) -> Path:
+        return derivative_path(self.out, kind, self.unit.source, template=template,
+                               figure=figure)
+
+    def step(self, name: str, action: Callable[[], None], *, inputs: Sequence[Path],
+             outputs: Sequence[Path], params: dict | None = None) -> None:
+        self.records.append(run_step(name, action, step_dir=self.work / name, inputs=inputs,
+                                     params=params or {}, outputs=outputs,
+                                     label=self.unit.label))
+
+    def run(self) -> UnitSummary:
+        src, labels, part = self.unit.source, self.unit.labels, self.config.participant
+        anat, cord = self.path("anat_preproc"), self.path("cord_mask")
+        self.step("standardize", lambda: steps.standardize(src.path, anat,
+                                                           bids_dir=self.config.execution.bids_dir),
+                  inputs=[src.path], outputs=[anat, sidecar_path(anat)])
+        manual_cord = labels.cord_mask
+        if manual_cord is None:
+            expected = self.config.execution.labels_dir / src.subject_dir / src.datatype / (
+                f"{src.stem}_{LABEL_TAGS['cord_mask'][0]}.nii.gz")
+            raise MissingInputError(
+                f"{self.unit.label}: no cord mask: none in derivatives/labels (expected e.g. "
+                f"{expected}) and the builtin engine has no cord segmentation yet; add the "
+                "manual mask, or run the container image with --engine sct"
+            )
+        self.step("cord_mask", lambda: steps.import_label_mask(src.path, manual_cord, cord),
+                  inputs=[src.path, manual_cord], outputs=[cord, sidecar_path(cord)])
+        centerline_mask = self.path("centerline_mask")
+        centerline_table = self.path("centerline_table")
+        self.step("centerline", lambda: steps.centerline(
+            cord, centerline_mask, centerline_table, min_coverage_mm=part.min_cord_coverage_mm,
+            image_name=src.path.name),
+            inputs=[cord], outputs=[centerline_mask, centerline_table],
+            params={"min_coverage_mm": part.min_cord_coverage_mm})
+        discs = self._discs(cord)
+        morph, morph_json = self.path("morphometrics"), self.path("morphometrics_json")
+        self.step("morphometrics", lambda: steps.morphometrics(cord, discs, morph, morph_json),
+                  inputs=[cord] + ([discs] if discs else []), outputs=[morph, morph_json])
+        registration = self._register(anat, cord, discs)
+        self._report(anat, cord, discs, morph_json, registration)
+        return UnitSummary(
+            label=self.unit.label,
+            steps_run=tuple(r.name for r in self.records if not r.skipped),
+            steps_skipped=tuple(r.name for r in self.records if r.skipped),
+            warnings=tuple(self.warnings))
+
+    def _discs(self, cord: Path) -> Path | None:
+        manual = self.unit.labels.discs
+        if manual is None:
+            self.warnings.append(
+                "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
+                "per-level metrics and the registration to PAM50 were skipped")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+            return None
+        part = self.config.participant
+        discs, lut = self.path("discs"), self.path("discs_lut")
+        levels, levels_lut = self.path("levels"), self.path("levels_lut")
+        src = self.unit.source.path
+        self.step("discs", lambda: steps.import_discs(
+            src, manual, cord, discs, lut, levels, levels_lut,
+            first_disc=part.first_disc, last_disc=part.last_disc),
+            inputs=[src, manual, cord], outputs=[discs, lut, levels, levels_lut],
+            params={"first_disc": part.first_disc, "last_disc": part.last_disc})
+        return discs
+
+    def _register(self, anat: Path, cord: Path,
+                  discs: Path | None) -> steps.RegistrationPaths | None:
+        if discs is None:
+            return None
+        template = steps.find_template(self.config)
+        if template is None:
+            self.warnings.append(
+                "PAM50 not available (pass --template-dir or pre-fetch it): registration skipped")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+            return None
+        name = "PAM50"
+        paths = steps.RegistrationPaths(
+            to_template=self.path("xfm_to_template", template=name),
+            from_template=self.path("xfm_from_template", template=name),
+            anat_in_template=self.path("anat_in_template", template=name),
+            cord_in_template=self.path("cord_mask_in_template", template=name),
+            template_levels=self.path("template_levels_native", template=name),
+            template_cord=self.path("template_cord_native", template=name),
+            metrics=self.work / "register" / "registration_metrics.json")
+        inputs = [anat, cord, discs, template.cord, template.label_disc]
+        inputs += [p for p in (template.levels, template.t2) if p is not None]
+        self.step("register", lambda: steps.register(anat, cord, discs, template, paths),
+                  inputs=inputs, outputs=list(paths.all()),
+                  params={"engine": "builtin", **template.provenance()})
+        return paths
+
+    def _report(self, anat: Path, cord: Path, discs: Path | None, morph_json: Path,
+                registration: steps.RegistrationPaths | None) -> None:
+        from spinal_bidsapp.cordref_report import build_report
+
+        page = subject_report_path(self.out, self.unit.source)
+        figure = lambda name: self.path("figure", figure=name)  # noqa: E731
+        inputs = [anat, cord, morph_json] + ([discs] if discs else [])
+        if registration is not None:
+            inputs += [registration.anat_in_template, registration.template_cord]
+        self.step("report", lambda: build_report(
+            self.unit, self.config, page=page, anat=anat, cord=cord, discs=discs,
+            morph_json=morph_json, registration=registration, figure=figure,
+            warnings=tuple(self.warnings)),
+            inputs=inputs, outputs=[page], params={"warnings": self.warnings})

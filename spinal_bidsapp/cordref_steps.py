@@ -1,0 +1,265 @@
+"""The work of each cord-reference step: read its input files, call pure code, write outputs.
+
+Every function here is one step of ``cordref``: paths in, files out (atomically, with sidecars),
+no decisions about skipping (the runner makes those).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spinal_bidsapp.bids.outputs import raw_uri, write_lut, write_sidecar
+from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError
+from spinal_bidsapp.files import write_json, write_text
+from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask, locate_points
+from spinal_bidsapp.geometry.discs import (
+    DISC_NAMES,
+    DiscPositions,
+    compute_vertebral_distribution,
+    discs_from_label_array,
+    project_discs,
+)
+from spinal_bidsapp.image import Volume, load_mask, load_volume, reorient, save_volume
+from spinal_bidsapp.morphometrics import (
+    VERTEBRA_NAMES,
+    cord_volume_mm3,
+    measure_slices,
+    summarise_levels,
+)
+from spinal_bidsapp.templates import Pam50
+
+logger = logging.getLogger(__name__)
+
+
+def standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
+    save_volume(reorient(load_volume(source)), target)
+    write_sidecar(target, {"Sources": [raw_uri(bids_dir, source)], "SkullStripped": False,
+                           "Description": "anatomy reoriented to RAS, not resampled"})
+
+
+def import_label_mask(image: Path, mask: Path, target: Path) -> None:
+    """Manual cord mask, checked against its image grid, binarised and reoriented like it."""
+    reference = load_volume(image)
+    vol = load_mask(mask, reference=reference, reference_path=image)
+    binary = reorient(vol.with_data((vol.data > 0).astype(np.uint8)))
+    save_volume(binary, target, dtype=np.uint8)
+    write_sidecar(target, {"Sources": [mask.resolve().as_uri()],
+                           "Description": "spinal cord mask (manual, from derivatives/labels)"})
+
+
+def load_centerline(cord: Path) -> tuple[Volume, Centerline]:
+    vol = load_mask(cord)
+    return vol, centerline_from_mask(vol.data, vol.affine)
+
+
+def centerline(cord: Path, mask_out: Path, table_out: Path, *, min_coverage_mm: float,
+               image_name: str) -> None:
+    """Dense centerline; refuses cords shorter than ``min_coverage_mm`` (exit 66)."""
+    vol, line = load_centerline(cord)
+    if line.length_mm < min_coverage_mm:
+        raise InsufficientCoverageError(
+            f"{image_name}: the cord covers {line.length_mm:.1f} mm of the image, less than "
+            f"--min-cord-coverage {min_coverage_mm:g} mm; use an image with more cord, or lower "
+            "--min-cord-coverage"
+        )
+    inv = np.linalg.inv(vol.affine)
+    ijk = np.rint(line.points_mm @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < np.array(vol.shape)), axis=1)
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[tuple(ijk[inside].T)] = 1
+    save_volume(vol.with_data(mask), mask_out, dtype=np.uint8)
+    rows = ["arc_mm\tx_mm\ty_mm\tz_mm"] + [
+        f"{s:.3f}\t{x:.3f}\t{y:.3f}\t{z:.3f}"
+        for s, (x, y, z) in zip(line.arc_mm, line.points_mm, strict=True)]
+    write_text(table_out, "\n".join(rows) + "\n")
+
+
+def read_discs(path: Path, line: Centerline) -> tuple[dict[int, np.ndarray], DiscPositions]:
+    vol = load_mask(path)
+    points = discs_from_label_array(vol.data, vol.affine)
+    return points, project_discs(points, line)
+
+
+def import_discs(image: Path, manual: Path, cord: Path, discs_out: Path, lut_out: Path,
+                 levels_out: Path, levels_lut_out: Path, *, first_disc: int | None,
+                 last_disc: int | None) -> None:
+    """Manual disc labels (checked: values, duplicates, order) and the cord's vertebral levels."""
+    reference = load_volume(image)
+    raw = load_mask(manual, reference=reference, reference_path=image)
+    ras = reorient(raw)
+    data = ras.data.copy()
+    if first_disc is not None:
+        data[(data > 0) & (data < first_disc)] = 0
+    if last_disc is not None:
+        data[(data > last_disc) & (data < 49)] = 0
+    if not data.any():
+        raise InputDataError(
+            f"{manual.name}: no disc label within --first-disc/--last-disc "
+            f"({first_disc}-{last_disc})")
+    cord_vol, line = load_centerline(cord)
+    try:
+        points = discs_from_label_array(data, ras.affine)
+        positions = project_discs(points, line)
+    except InputDataError as exc:
+        raise InputDataError(f"{manual.name}: {exc}") from exc
+    save_volume(ras.with_data(data.astype(np.uint8)), discs_out, dtype=np.uint8)
+    write_lut(lut_out, {int(v): DISC_NAMES[int(v)] for v in positions.values})
+    levels = label_levels(cord_vol, line, positions)
+    save_volume(cord_vol.with_data(levels), levels_out, dtype=np.uint8)
+    present = sorted(int(v) for v in np.unique(levels) if v)
+    write_lut(levels_lut_out, {v: VERTEBRA_NAMES[v] for v in present})
+
+
+def label_levels(cord: Volume, line: Centerline, discs: DiscPositions) -> np.ndarray:
+    """Vertebral level (N between disc N and N+1) of every cord voxel; 0 outside the discs."""
+    ijk = np.argwhere(cord.data > 0)
+    points = ijk @ cord.affine[:3, :3].T + cord.affine[:3, 3]
+    arc, _, _ = locate_points(line, points)
+    dist = compute_vertebral_distribution(line, discs)
+    idx = np.clip(np.searchsorted(line.arc_mm, arc), 0, len(line.arc_mm) - 1)
+    upper, fraction = dist.upper_disc[idx], dist.fraction[idx]
+    value = np.where(~np.isnan(fraction) & (upper >= 1) & (upper <= 30), upper, 0)
+    out = np.zeros(cord.shape, np.uint8)
+    out[tuple(ijk.T)] = value
+    return out
+
+
+def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Path) -> None:
+    """Per-slice TSV and a JSON summary (length, volume, CSA per level)."""
+    vol, line = load_centerline(cord)
+    positions = read_discs(discs, line)[1] if discs is not None else None
+    slices = measure_slices(vol.data, vol.affine, line, positions)
+    rows = ["slice\tarc_mm\tx_mm\ty_mm\tz_mm\tarea_mm2\tangle_deg\tcsa_mm2\tlevel"]
+    for i in range(len(slices.slice_index)):
+        x, y, z = slices.centroid_mm[i]
+        level = int(slices.level[i])
+        rows.append(f"{slices.slice_index[i]}\t{slices.arc_mm[i]:.3f}\t{x:.3f}\t{y:.3f}\t"
+                    f"{z:.3f}\t{slices.area_mm2[i]:.3f}\t{slices.angle_deg[i]:.2f}\t"
+                    f"{slices.csa_mm2[i]:.3f}\t{VERTEBRA_NAMES.get(level, 'n/a')}")
+    write_text(table_out, "\n".join(rows) + "\n")
+    per_level = summarise_levels(slices)
+    write_json(json_out, {
+        "Description": "Spinal cord morphometrics (CSA corrected for the cord angle)",
+        "cord_length_mm": round(line.length_mm, 3),
+        "cord_volume_mm3": round(cord_volume_mm3(vol.data, vol.affine), 3),
+        "csa_mean_mm2": round(float(slices.csa_mm2.mean()), 3),
+        "csa_sd_mm2": round(float(slices.csa_mm2.std(ddof=1)), 3) if len(slices.csa_mm2) > 1
+        else 0.0,
+        "n_slices": len(slices.slice_index),
+        "discs": [int(v) for v in positions.values] if positions is not None else [],
+        "levels": [{k: (round(v, 3) if isinstance(v, float) else v)
+                    for k, v in zip(_LEVEL_KEYS, astuple(level), strict=True)}
+                   for level in per_level],
+        "columns": {"slice": "index along the superior-inferior voxel axis",
+                    "arc_mm": "position along the centerline from its inferior end",
+                    "csa_mm2": "area_mm2 * cos(angle_deg): cut perpendicular to the cord",
+                    "level": "vertebral level (between disc N and N+1)"},
+    })
+
+
+_LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_min_mm2",
+               "csa_max_mm2")
+
+
+def find_template(config: RunConfig) -> Pam50 | None:
+    """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
+    from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
+    from spinal_bidsapp.errors import MissingInputError
+    from spinal_bidsapp.templates import resolve_pam50
+
+    try:
+        return resolve_pam50(template_dir=config.participant.template_dir,
+                             sct_dir=sct_dir_from_environment(), cache_dir=user_cache_dir(),
+                             allow_download=False, progress=False)
+    except MissingInputError:
+        if config.participant.template_dir is not None:
+            raise
+        return None
+
+
+@dataclass(frozen=True)
+class RegistrationPaths:
+    to_template: Path
+    from_template: Path
+    anat_in_template: Path
+    cord_in_template: Path
+    template_levels: Path
+    template_cord: Path
+    metrics: Path
+
+    def all(self) -> Iterator[Path]:
+        yield from (self.to_template, self.from_template, self.anat_in_template,
+                    self.cord_in_template, self.template_levels, self.template_cord,
+                    self.metrics)
+
+
+def register(anat: Path, cord: Path, discs: Path, template: Pam50,
+             paths: RegistrationPaths) -> None:
+    """Builtin registration to PAM50 and everything carried across with it."""
+    from spinal_bidsapp.engines.builtin.registration import disc_errors_mm, register_to_template
+    from spinal_bidsapp.fieldio import save_field
+    from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
+
+    anat_vol, cord_vol = load_volume(anat), load_mask(cord)
+    disc_vol, tpl_cord, tpl_discs = load_mask(discs), load_mask(template.cord), load_mask(
+        template.label_disc)
+    subject_points = discs_from_label_array(disc_vol.data, disc_vol.affine)
+    template_points = discs_from_label_array(tpl_discs.data, tpl_discs.affine)
+    result = register_to_template(anat_vol, cord_vol, subject_points, tpl_cord, template_points)
+    save_field(result.anat_to_template, paths.to_template)
+    save_field(result.template_to_anat, paths.from_template)
+    to_tpl: DisplacementField = result.anat_to_template
+    warped = apply_field(anat_vol.data, anat_vol.affine, to_tpl, order=3)
+    save_volume(Volume(np.asarray(warped, np.float32), to_tpl.affine), paths.anat_in_template)
+    warped_cord = apply_field(cord_vol.data.astype(np.float32), cord_vol.affine, to_tpl, order=1)
+    save_volume(Volume((warped_cord > 0.5).astype(np.uint8), to_tpl.affine),
+                paths.cord_in_template, dtype=np.uint8)
+    back = result.template_to_anat
+    tpl_cord_native = apply_field(tpl_cord.data.astype(np.float32), tpl_cord.affine, back,
+                                  order=1)
+    save_volume(Volume((tpl_cord_native > 0.5).astype(np.uint8), back.affine),
+                paths.template_cord, dtype=np.uint8)
+    levels_src = load_mask(template.levels) if template.levels else tpl_cord
+    levels_native = apply_field(levels_src.data.astype(np.int32), levels_src.affine, back,
+                                order=0)
+    save_volume(Volume(levels_native.astype(np.uint8), back.affine), paths.template_levels,
+                dtype=np.uint8)
+    for image in (paths.anat_in_template, paths.cord_in_template, paths.template_cord,
+                  paths.template_levels):
+        write_sidecar(image, {"Description": "carried across the PAM50 registration",
+                              "SpatialReference": str(template.template_folder)})
+    errors = disc_errors_mm(result, subject_points, template_points)
+    inside = np.asarray(warped_cord > 0.5)
+    covered = inside.any(axis=(0, 1))
+    slab = _template_slab_mask(tpl_cord, to_tpl)[:, :, covered]
+    dice = float(2 * (inside[:, :, covered] & slab).sum() / (inside[:, :, covered].sum()
+                                                             + slab.sum()))
+    write_json(paths.metrics, {
+        "engine": "builtin", "template": template.provenance(),
+        "cord_dice_in_template": round(dice, 4),
+        "disc_error_mm": {str(k): {"to_template": round(a, 3), "to_anat": round(b, 3)}
+                          for k, (a, b) in errors.items()},
+    })
+    logger.info("registration to PAM50: cord Dice %.3f, max disc error %.2f mm", dice,
+                max((max(e) for e in errors.values()), default=float("nan")))
+
+
+def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:
+    """Template cord mask resampled on the slab grid of ``field`` (same world frame)."""
+    from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
+
+    assert isinstance(field, DisplacementField)
+    identity = DisplacementField(np.zeros_like(field.data), field.affine)
+    return np.asarray(apply_field(template_cord.data.astype(np.float32), template_cord.affine,
+                                  identity, order=0) > 0.5)
+
+
+def read_registration_metrics(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

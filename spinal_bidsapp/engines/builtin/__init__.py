@@ -1,0 +1,1 @@
+"""Builtin engine: our own implementations on numpy/scipy/nibabel/antspyx."""

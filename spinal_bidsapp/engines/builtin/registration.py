@@ -1,0 +1,189 @@
+"""Builtin registration of a subject to a straight-cord template (PAM50 or one of ours).
+
+Two stages, composed into one field per direction (one resampling of the data, ever):
+
+1. **Disc-matched straightening** onto the template centerline (``geometry.straighten``): every
+   common disc lands exactly on its template disc, levels are stretched linearly in arc length.
+2. **In-plane refinement**: antspyx SyN between the straightened cord mask and the template cord
+   mask, with the deformation restricted to the axial plane (``restrict_transformation=(1,1,0)``,
+   the template's z axis runs along the cord), so the refinement can reshape cross-sections but
+   can never move a disc.
+
+The template grid is cropped along the cord to the part the subject covers (plus a margin); the
+anat->template field lives on that slab of the template grid, in template world coordinates.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
+from spinal_bidsapp.geometry.fields import (
+    DisplacementField,
+    apply_field,
+    compose_fields,
+    transform_points,
+)
+from spinal_bidsapp.geometry.straighten import straighten_to_centerline
+from spinal_bidsapp.image import Volume
+
+logger = logging.getLogger(__name__)
+
+SLAB_MARGIN_MM = 10.0
+"""Template slab kept beyond the subject's cord coverage, along the cord."""
+
+
+@dataclass(frozen=True)
+class RefinementOptions:
+    """antspyx SyN settings of the in-plane refinement (explicit, saved with the run)."""
+
+    enabled: bool = True
+    mask_smoothing_mm: float = 1.0
+    grad_step: float = 0.25
+    flow_sigma: float = 3.0
+    total_sigma: float = 0.0
+    iterations: tuple[int, ...] = (60, 40, 20)
+    """Per resolution level (antspyx derives shrink factors 2^(n-1) ... 1 from the length)."""
+    random_seed: int = 0
+
+
+@dataclass(frozen=True)
+class TemplateRegistration:
+    """Fields of a subject <-> template registration.
+
+    Attributes
+    ----------
+    anat_to_template : DisplacementField
+        On the template slab grid; ``template point p -> anat point p + u(p)`` (resamples the
+        anatomy into template space).
+    template_to_anat : DisplacementField
+        On the anatomical grid; ``anat point q -> template point q + v(q)``.
+    slab_shape, slab_affine
+        The template slab grid.
+    """
+
+    anat_to_template: DisplacementField
+    template_to_anat: DisplacementField
+    slab_shape: tuple[int, int, int]
+    slab_affine: NDArray[np.float64]
+
+
+def template_slab(template_cord: Volume, template_centerline: Centerline, z_range_mm: tuple[float,
+                  float]) -> tuple[tuple[int, int, int], NDArray[np.float64], slice]:
+    """Crop the template grid along its slice axis to ``z_range_mm`` of cord arc length."""
+    aff = template_cord.affine
+    lo, hi = z_range_mm
+    pts_lo_hi = np.interp([lo, hi], template_centerline.arc_mm, np.arange(
+        len(template_centerline.arc_mm)))
+    ends = template_centerline.points_mm[np.clip(np.rint(pts_lo_hi).astype(int), 0,
+                                                 len(template_centerline.arc_mm) - 1)]
+    inv = np.linalg.inv(aff)
+    k = (ends @ inv[:3, :3].T + inv[:3, 3])[:, 2]
+    k0 = int(max(0, np.floor(k.min())))
+    k1 = int(min(template_cord.shape[2], np.ceil(k.max()) + 1))
+    if k1 - k0 < 2:
+        k0, k1 = 0, template_cord.shape[2]
+    affine = aff.copy()
+    affine[:3, 3] = aff[:3, :3] @ np.array([0.0, 0.0, k0]) + aff[:3, 3]
+    shape = (template_cord.shape[0], template_cord.shape[1], k1 - k0)
+    return shape, affine, slice(k0, k1)
+
+
+def register_to_template(anat: Volume, cord: Volume, discs_mm: Mapping[int, NDArray],
+                         template_cord: Volume, template_discs_mm: Mapping[int, NDArray], *,
+                         options: RefinementOptions = RefinementOptions()
+                         ) -> TemplateRegistration:
+    """Register a subject (anatomy grid, cord mask, disc points) to a straight-cord template.
+
+    Parameters
+    ----------
+    anat, cord : Volume
+        Anatomy and binary cord mask on the same grid.
+    discs_mm : mapping int -> (3,) mm, world
+        Subject disc points (SCT numbering); at least one must also exist in the template.
+    template_cord : Volume
+        Template cord mask (its slice axis, the third voxel axis, runs along the cord).
+    template_discs_mm : mapping int -> (3,) mm, world
+    """
+    subject_cl = centerline_from_mask(cord.data, cord.affine)
+    template_cl = centerline_from_mask(template_cord.data, template_cord.affine)
+    straight = straighten_to_centerline(
+        subject_cl, template_cl, anat.shape, anat.affine, template_cord.shape,
+        template_cord.affine, input_discs=discs_mm, dest_discs=template_discs_mm)
+    covered = straight.arc_map.forward(np.array([0.0, subject_cl.length_mm]))
+    z_range = (float(covered.min() - SLAB_MARGIN_MM), float(covered.max() + SLAB_MARGIN_MM))
+    shape, affine, ks = template_slab(template_cord, template_cl, z_range)
+    a2t = DisplacementField(np.ascontiguousarray(straight.curve_to_straight.data[:, :, ks]),
+                            affine)
+    t2a = straight.straight_to_curve
+    if options.enabled:
+        fixed = template_cord.data[:, :, ks].astype(np.float32)
+        moving = apply_field(cord.data.astype(np.float32), cord.affine, a2t, order=1)
+        syn_fwd, syn_inv = _inplane_syn(fixed, moving, affine, options)
+        a2t = compose_fields(syn_fwd, a2t)
+        t2a = compose_fields(t2a, syn_inv)
+    return TemplateRegistration(anat_to_template=a2t, template_to_anat=t2a, slab_shape=shape,
+                                slab_affine=affine)
+
+
+def _inplane_syn(fixed: NDArray, moving: NDArray, affine: NDArray[np.float64],
+                 options: RefinementOptions) -> tuple[DisplacementField, DisplacementField]:
+    """SyN restricted to the first two voxel axes; returns (forward, inverse) on the same grid."""
+    import ants
+
+    from spinal_bidsapp.fieldio import load_field
+
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    sigma = options.mask_smoothing_mm / spacing
+
+    def as_ants(data: NDArray) -> ants.ANTsImage:
+        smooth = ndimage.gaussian_filter(data.astype(np.float32), sigma=sigma)
+        img = ants.from_numpy(smooth.astype(np.float32))
+        _set_ants_geometry(img, affine)
+        return img
+
+    with tempfile.TemporaryDirectory(prefix="spinal_bidsapp_syn_") as tmp:
+        result = ants.registration(
+            fixed=as_ants(fixed), moving=as_ants(moving), type_of_transform="SyNOnly",
+            syn_metric="meansquares", syn_sampling=0, grad_step=options.grad_step,
+            flow_sigma=options.flow_sigma, total_sigma=options.total_sigma,
+            reg_iterations=options.iterations, restrict_transformation=(1, 1, 0),
+            outprefix=str(Path(tmp) / "syn_"), random_seed=options.random_seed,
+            verbose=False,
+        )
+        forward = [p for p in result["fwdtransforms"] if p.endswith("Warp.nii.gz")]
+        inverse = [p for p in result["invtransforms"] if p.endswith("InverseWarp.nii.gz")]
+        return load_field(Path(forward[0])), load_field(Path(inverse[0]))
+
+
+def _set_ants_geometry(img: object, affine: NDArray[np.float64]) -> None:
+    """Copy a RAS voxel-to-world affine onto an ANTs image (ITK uses LPS)."""
+    lps = np.diag([-1.0, -1.0, 1.0])
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    direction = lps @ affine[:3, :3] / spacing
+    img.set_spacing(tuple(float(s) for s in spacing))  # type: ignore[attr-defined]
+    img.set_origin(tuple(float(o) for o in lps @ affine[:3, 3]))  # type: ignore[attr-defined]
+    img.set_direction(direction)  # type: ignore[attr-defined]
+
+
+def disc_errors_mm(registration: TemplateRegistration, discs_mm: Mapping[int, NDArray],
+                   template_discs_mm: Mapping[int, NDArray]) -> dict[int, tuple[float, float]]:
+    """Per common disc: (anat->template error, template->anat error) in mm along the cord."""
+    common = sorted(set(discs_mm) & set(template_discs_mm))
+    errors: dict[int, tuple[float, float]] = {}
+    for value in common:
+        src = np.asarray(discs_mm[value], dtype=np.float64)[None]
+        dst = np.asarray(template_discs_mm[value], dtype=np.float64)[None]
+        forward = transform_points(src, registration.template_to_anat)
+        backward = transform_points(dst, registration.anat_to_template)
+        errors[value] = (float(np.linalg.norm(forward - dst)),
+                         float(np.linalg.norm(backward - src)))
+    return errors
