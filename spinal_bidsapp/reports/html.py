@@ -124,7 +124,8 @@ def render_qc_index(records: Sequence[QcRecord], index: Path, *, out_dir: Path,
     root = relative_link(Path(out_dir), index.parent)
     data = {
         "root": root,
-        "failKeys": fail_keys,
+        # a list, not an object: tojson sorts object keys and the task order matters
+        "failKeys": [[step, task] for step, task in fail_keys.items()],
         "records": [json.loads(record.model_dump_json()) for record in records],
     }
     html = _environment().get_template("index.html.j2").render(data=data, count=len(records))

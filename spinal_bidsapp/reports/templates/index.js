@@ -6,25 +6,28 @@
 
   /* Same rules as spinal_bidsapp.reports.qc.build_qc_fail_yaml (tests compare the two). */
   function buildQcFailYaml(records, failures, failKeys) {
+    var taskOf = {};
     var files = {};
-    Object.keys(failKeys).forEach(function (step) { files[failKeys[step]] = {}; });
+    var tasks = [];
+    failKeys.forEach(function (pair) {
+      taskOf[pair[0]] = pair[1];
+      if (!files[pair[1]]) { files[pair[1]] = {}; tasks.push(pair[1]); }
+    });
     var uncorrectable = {};
     records.forEach(function (record) {
       record.steps.forEach(function (step) {
         if (!failures.has(record.key + ":" + step.step)) { return; }
-        var task = failKeys[step.step];
+        var task = taskOf[step.step];
         if (task && step.source) { files[task][step.source] = true; }
         else { uncorrectable[record.key + " " + step.step] = true; }
       });
     });
     var lines = [];
-    Object.keys(failKeys).forEach(function (step) {
-      var task = failKeys[step];
+    tasks.forEach(function (task) {
       var names = Object.keys(files[task]).sort();
-      if (names.length && lines.indexOf(task + ":") < 0) {
-        lines.push(task + ":");
-        names.forEach(function (name) { lines.push("- " + name); });
-      }
+      if (!names.length) { return; }
+      lines.push(task + ":");
+      names.forEach(function (name) { lines.push("- " + name); });
     });
     if (!lines.length) { lines.push("{}"); }
     var extra = Object.keys(uncorrectable).sort();
