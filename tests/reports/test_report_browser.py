@@ -32,7 +32,7 @@ def _chromium(tmp_path: Path, url: str, *extra: str) -> str:
             "--disable-sync", f"--user-data-dir={profile}",
             f"--window-size={WINDOW[0]},{WINDOW[1]}", *extra, url]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
-    assert result.returncode == 0, f"chromium failed ({result.returncode}): {result.stderr[-2000:]}"
+    assert result.returncode == 0, f"chromium exit {result.returncode}: {result.stderr[-2000:]}"
     return result.stdout
 
 
