@@ -20,12 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from spinal_bidsapp.engines.sct import (
-    REQUIRED_PROGRAMS,
-    SctInstall,
-    locate_sct,
-    sct_unavailable_message,
-)
+from spinal_bidsapp.engines.sct import SctInstall, locate_sct, sct_unavailable_message
 from spinal_bidsapp.engines.tools import discover_tool, find_tool
 from spinal_bidsapp.errors import EngineUnavailable
 
@@ -79,7 +74,7 @@ def resolve_participant_engine(kind: ParticipantEngineKind, *, sct_dir: Path | N
         if install is None:
             where = f"$SCT_DIR/bin ({sct_dir}/bin) or PATH" if sct_dir else "PATH ($SCT_DIR unset)"
             raise EngineUnavailable(sct_unavailable_message(f"sct_deepseg not found on {where}"))
-        missing = [name for name in REQUIRED_PROGRAMS if not install.program(name).is_file()]
+        missing = install.missing_programs()
         if missing:
             raise EngineUnavailable(sct_unavailable_message(
                 f"{install.bin_dir} lacks {', '.join(missing)}"))

@@ -81,6 +81,7 @@ INSTALL_HINT = (
 )
 REQUIRED_PROGRAMS = ("sct_deepseg", "sct_register_to_template", "sct_label_vertebrae",
                      "sct_process_segmentation")
+"""Programs every supported release must provide (6.x also needs ``sct_deepseg_sc``)."""
 
 _SCT_RPI = ("L", "A", "S")
 """SCT's ``RPI`` voxel order, written as nibabel axcodes."""
@@ -121,6 +122,13 @@ class SctInstall:
     def program(self, name: str) -> Path:
         return self.bin_dir / name
 
+    def missing_programs(self) -> list[str]:
+        """Programs this release needs that are absent from :attr:`bin_dir`."""
+        needed = [*REQUIRED_PROGRAMS]
+        if self.version < SctVersion(7, 0):
+            needed.append("sct_deepseg_sc")
+        return [name for name in needed if not self.program(name).is_file()]
+
 
 def locate_sct(*, sct_dir: Path | None, search_path: str | None = None) -> SctInstall | None:
     """Find SCT (``sct_dir/bin`` first, then the search path) and read its version.
@@ -141,8 +149,7 @@ def locate_sct(*, sct_dir: Path | None, search_path: str | None = None) -> SctIn
     if deepseg is None:
         return None
     bin_dir = deepseg.parent
-    roots = [Path(sct_dir)] if sct_dir is not None else []
-    roots.append(bin_dir.parent)
+    roots = [deepseg.resolve().parent.parent, *([Path(sct_dir)] if sct_dir is not None else [])]
     text = _read_version_file(roots)
     if text is None:
         info = discover_tool("sct_version", version_args=[], search_path=str(bin_dir))

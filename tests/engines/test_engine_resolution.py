@@ -169,3 +169,19 @@ def test_template_minc_without_ipl_is_unavailable(minc_bin: Path) -> None:
 
 def test_template_builtin_request(minc_bin: Path, ipl_importable: None) -> None:
     assert resolve_template_engine("builtin", search_path=str(minc_bin)).name == "builtin"
+
+
+def test_sct_6_needs_the_legacy_cord_program(tmp_path: Path) -> None:
+    sct = _sct_tree(tmp_path / "sct", version="6.5")
+    with pytest.raises(EngineUnavailable, match="sct_deepseg_sc"):
+        resolve_participant_engine("sct", sct_dir=sct, search_path=str(sct / "bin"))
+    _program(sct / "bin", "sct_deepseg_sc")
+    assert resolve_participant_engine("sct", sct_dir=sct,
+                                      search_path=str(sct / "bin")).version == "6.5"
+
+
+def test_version_file_follows_the_programs_found_not_a_stale_sct_dir(tmp_path: Path) -> None:
+    stale = _sct_tree(tmp_path / "old-sct", version="6.1", programs=())
+    current = _sct_tree(tmp_path / "sct", version="7.3")
+    choice = resolve_participant_engine("sct", sct_dir=stale, search_path=str(current / "bin"))
+    assert choice.version == "7.3"
