@@ -89,8 +89,16 @@ _SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
 _SEG_SUFFIX = ".nii.gz"
 
 DiscMethod = Literal["auto", "deepseg", "label_vertebrae"]
-Qc = tuple[Path, str, str]
-"""Optional SCT QC report: (folder, dataset name, subject label)."""
+
+
+@dataclass(frozen=True)
+class SctQc:
+    """Where SCT writes its own QC report, and how the entries are labelled."""
+
+    folder: Path
+    dataset: str
+    subject: str
+    """Subject (and session) label shown in the report, e.g. ``sub-01_ses-02``."""
 
 
 def parse_sct_version(text: str) -> SctVersion:
@@ -196,15 +204,14 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _qc_args(qc: Qc | None) -> list[str]:
+def _qc_args(qc: SctQc | None) -> list[str]:
     if qc is None:
         return []
-    folder, dataset, subject = qc
-    return ["-qc", str(folder), "-qc-dataset", dataset, "-qc-subject", subject]
+    return ["-qc", str(qc.folder), "-qc-dataset", qc.dataset, "-qc-subject", qc.subject]
 
 
 def build_segment_cord_argv(version: SctVersion, *, image: Path, contrast: Contrast, out: Path,
-                            qc: Qc | None = None) -> list[str]:
+                            qc: SctQc | None = None) -> list[str]:
     """Cord segmentation: ``sct_deepseg spinalcord`` (7.0+), else legacy ``sct_deepseg_sc``."""
     if version >= SctVersion(7, 0):
         return ["sct_deepseg", "spinalcord", "-i", str(image), "-o", str(out), *_qc_args(qc)]
@@ -236,7 +243,7 @@ def disc_method_for(version: SctVersion, method: DiscMethod) -> Literal["spine",
 
 def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
                            contrast: Contrast, out_dir: Path, method: DiscMethod = "auto",
-                           qc: Qc | None = None) -> DiscCommand:
+                           qc: SctQc | None = None) -> DiscCommand:
     """Disc labels (value N = disc above vertebra N), by version and method; see module table."""
     tool = disc_method_for(version, method)
     if tool == "spine":
@@ -266,7 +273,7 @@ def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
 
 
 def build_rootlets_argv(version: SctVersion, *, image: Path, out: Path,
-                        qc: Qc | None = None) -> list[str]:
+                        qc: SctQc | None = None) -> list[str]:
     """Rootlet segmentation (values = spinal levels): task ``rootlets`` (7.0+) or 6.x name."""
     if version >= SctVersion(7, 0):
         return ["sct_deepseg", "rootlets", "-i", str(image), "-o", str(out), *_qc_args(qc)]
@@ -280,7 +287,7 @@ REGISTRATION_OUTPUTS = ("warp_anat2template.nii.gz", "warp_template2anat.nii.gz"
 def build_register_argv(version: SctVersion, *, image: Path, cord_mask: Path,
                         template_dir: Path, contrast: Contrast, out_dir: Path,
                         discs: Path | None = None, rootlets: Path | None = None,
-                        qc: Qc | None = None) -> list[str]:
+                        qc: SctQc | None = None) -> list[str]:
     """``sct_register_to_template`` with disc labels, or with rootlets (7.0+) instead.
 
     Exactly one of ``discs`` / ``rootlets``: SCT 7.x silently ignores ``-ldisc`` when
@@ -365,7 +372,7 @@ class SctEngine:
     """
 
     def __init__(self, install: SctInstall, *, threads: int, timeout_s: float = 7200.0,
-                 disc_method: DiscMethod = "auto", qc: Qc | None = None) -> None:
+                 disc_method: DiscMethod = "auto", qc: SctQc | None = None) -> None:
         self.install = install
         self.info = EngineInfo(name="sct", version=install.version_text)
         self.threads = threads

@@ -16,6 +16,7 @@ from spinal_bidsapp.engines.sct import (
     SCT_PINNED_VERSION,
     SctEngine,
     SctInstall,
+    SctQc,
     SctVersion,
     build_label_discs_argv,
     build_process_segmentation_argv,
@@ -71,7 +72,7 @@ def test_cord_segmentation_before_7_0_is_legacy_deepseg_sc_with_contrast() -> No
 
 def test_qc_options_are_appended() -> None:
     argv = build_segment_cord_argv(V73, image=IMG, contrast="T2w", out=OUT / "seg.nii.gz",
-                                   qc=(Path("/qc"), "ds", "sub-01"))
+                                   qc=SctQc(Path("/qc"), "ds", "sub-01"))
     assert argv[-6:] == ["-qc", "/qc", "-qc-dataset", "ds", "-qc-subject", "sub-01"]
 
 
