@@ -86,7 +86,6 @@ REQUIRED_PROGRAMS = ("sct_deepseg", "sct_register_to_template", "sct_label_verte
 _SCT_RPI = ("L", "A", "S")
 """SCT's ``RPI`` voxel order, written as nibabel axcodes."""
 _SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
-_SEG_SUFFIX = ".nii.gz"
 
 DiscMethod = Literal["auto", "deepseg", "label_vertebrae"]
 
