@@ -34,6 +34,7 @@ from spinal_bidsapp.reports.views import (
     midcord_index,
     normalize,
     outline_segments,
+    spread_labels,
     vertebra_bands,
 )
 
@@ -52,6 +53,8 @@ BOX_COLOR = "#ffd60a"
 """Crop box (yellow, dashed)."""
 _PANEL_BOX_IN = (6.0, 9.0)
 """Largest (width, height), inches, of a single sagittal panel."""
+_DISC_MARGIN_IN = 0.9
+"""Left margin, inches, holding the disc names of a sagittal view."""
 
 
 def _new_figure(width_in: float, height_in: float) -> Figure:
@@ -145,18 +148,23 @@ def plot_sagittal(image: Volume, out: Path, *, mask: Volume | None = None,
     """
     ras = reorient(image)
     ras_mask = _on_grid(mask, ras, "mask")
+    ras_discs = _on_grid(discs, ras, "disc labels")
     index = midcord_index(ras_mask, ras.shape)
     panel = make_panel(ras, ras_mask, axis=0, index=index)
     width_mm, height_mm = panel.extent[1], panel.extent[3]
+    margin_in = _DISC_MARGIN_IN if ras_discs is not None else 0.0
     scale = _panel_scale(1, width_mm, height_mm)
-    fig = _new_figure(width_mm * scale + 0.2, height_mm * scale + (0.5 if title else 0.2))
-    ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - (0.3 / fig.get_figheight() if title else 0)))
+    head_in = 0.3 if title else 0.0
+    fig = _new_figure(width_mm * scale + margin_in + 0.2, height_mm * scale + head_in + 0.2)
+    fig_w, fig_h = fig.get_figwidth(), fig.get_figheight()
+    ax = fig.add_axes((0.1 / fig_w, 0.1 / fig_h, 1 - 0.2 / fig_w, 1 - (0.2 + head_in) / fig_h))
     _draw_panel(ax, panel, intensity_window(panel.image))
     _draw_outline(ax, panel.mask, panel, CORD_COLOR)
     if crop_box is not None:
         _draw_box(ax, panel.box_to_rect(crop_box, ras.affine))
-    if discs is not None:
-        _draw_discs(ax, panel, _on_grid(discs, ras, "disc labels"))
+    if ras_discs is not None:
+        ax.set_xlim(-margin_in / scale, width_mm)
+        _draw_discs(ax, panel, ras_discs, mm_per_in=1 / scale)
     _title(fig, title)
     return _save(fig, out)
 
@@ -178,19 +186,24 @@ def _draw_box(ax: Axes, rect: tuple[float, float, float, float]) -> None:
                            linestyle="--"))
 
 
-def _draw_discs(ax: Axes, panel: Panel, discs: Volume | None) -> None:
+def _draw_discs(ax: Axes, panel: Panel, discs: Volume, *, mm_per_in: float) -> None:
+    """Disc markers on the panel; names in the left margin (x < 0) with leaders."""
     from matplotlib import patheffects
 
-    if discs is None:
+    points = find_disc_points(discs)
+    if not points:
         return
     stroke = [patheffects.withStroke(linewidth=3, foreground="black")]
-    for point in find_disc_points(discs):
-        x, y = panel.vox_to_xy(point.ijk[None])[0]
-        ax.plot([x], [y], marker="o", markersize=6, color=TEMPLATE_COLOR,
+    xy = panel.vox_to_xy(np.array([p.ijk for p in points]))
+    label_y = spread_labels(xy[:, 1], min_gap=0.17 * mm_per_in, lower=panel.extent[2])
+    x_text = -0.08 * mm_per_in
+    for point, (x, y), y_text in zip(points, xy, label_y, strict=True):
+        # the leader stops at the panel edge so it never hides the disc being checked
+        ax.plot([x_text, 0.0], [y_text, y], color=TEMPLATE_COLOR, linewidth=0.8, clip_on=False)
+        ax.plot([x], [y], marker="o", markersize=5, color=TEMPLATE_COLOR,
                 markeredgecolor="black", markeredgewidth=1.0)
-        ax.annotate(point.name, (x, y), xytext=(-8, 0), textcoords="offset points",
-                    color="white", fontsize=10, fontweight="bold", ha="right", va="center",
-                    path_effects=stroke)
+        ax.text(x_text, y_text, point.name, color="white", fontsize=10, fontweight="bold",
+                ha="right", va="center", path_effects=stroke, clip_on=False)
 
 
 def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 12,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from spinal_bidsapp.image import Affine, Volume, mm_to_vox, vox_to_mm
 
@@ -117,6 +117,32 @@ def vertebra_bands(discs: Sequence[tuple[int, float]]) -> list[Band]:
             name = f"{vertebra_name(upper)}-{vertebra_name(lower - 1)}"
         bands.append(Band(name, min(pos_upper, pos_lower), max(pos_upper, pos_lower)))
     return bands
+
+
+def spread_labels(positions: ArrayLike, *, min_gap: float,
+                  lower: float | None = None) -> NDArray[np.float64]:
+    """Move label heights apart by at least ``min_gap``, keeping their top-to-bottom order.
+
+    Labels only move down (then up again if pushed below ``lower``), so well-spaced labels stay
+    exactly at their points. Returned in the input order.
+
+    >>> spread_labels([10.0, 9.5, 3.0], min_gap=1.0).tolist()
+    [10.0, 9.0, 3.0]
+    >>> spread_labels([1.0, 0.8], min_gap=1.0, lower=0.5).tolist()
+    [1.5, 0.5]
+    """
+    y = np.asarray(positions, dtype=np.float64)
+    order = np.argsort(-y, kind="stable")
+    placed = y[order].copy()
+    for n in range(1, placed.size):
+        placed[n] = min(placed[n], placed[n - 1] - min_gap)
+    if lower is not None and placed.size and placed[-1] < lower:
+        placed[-1] = lower
+        for n in range(placed.size - 2, -1, -1):
+            placed[n] = max(placed[n], placed[n + 1] + min_gap)
+    out = np.empty_like(placed)
+    out[order] = placed
+    return out
 
 
 @dataclass(frozen=True)

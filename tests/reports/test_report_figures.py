@@ -36,15 +36,26 @@ def test_importing_figures_loads_no_matplotlib() -> None:
 
 
 def test_sagittal_keeps_the_physical_aspect(phantom: Phantom, tmp_path: Path) -> None:
-    out = figures.plot_sagittal(phantom.image, tmp_path / "sag.png", mask=phantom.mask,
-                                discs=phantom.discs, title="phantom")
+    out = figures.plot_sagittal(phantom.image, tmp_path / "sag.png", mask=phantom.mask)
     pixels = _read_png(out)
     _assert_not_blank(pixels)
     height_mm, width_mm = SHAPE[2] * ZOOMS_MM[2], SHAPE[1] * ZOOMS_MM[1]  # 90 x 30 mm
     rows, cols = pixels.shape[:2]
-    # the panel fills the width; the title adds a little height
-    assert rows / cols == pytest.approx(height_mm / width_mm, rel=0.15)
+    # the panel fills the figure but for a thin frame; equal voxels would give 0.9
+    assert rows / cols == pytest.approx(height_mm / width_mm, rel=0.1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sag.png"], "temporary file left"
+
+
+def test_sagittal_names_every_disc_in_a_margin(phantom: Phantom, tmp_path: Path) -> None:
+    plain = _read_png(figures.plot_sagittal(phantom.image, tmp_path / "a.png"))
+    named = _read_png(figures.plot_sagittal(phantom.image, tmp_path / "b.png",
+                                            discs=phantom.discs, title="discs"))
+    assert named.shape[1] > plain.shape[1] + 50, "no margin for the disc names"
+    cyan = (named[..., 0] < 0.3) & (named[..., 1] > 0.7) & (named[..., 2] > 0.8)
+    assert cyan.sum() > 5 * 20, "disc markers missing"
+    white = named[..., :3].min(axis=-1) > 0.95
+    margin = white[:, : named.shape[1] - plain.shape[1]]
+    assert margin.sum() > 200, "disc names missing from the margin"
 
 
 def test_sagittal_draws_the_cord_outline_in_red(phantom: Phantom, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from spinal_bidsapp.reports.views import (
     make_panel,
     midcord_index,
     outline_segments,
+    spread_labels,
     vertebra_bands,
     vertebra_name,
 )
@@ -220,3 +221,16 @@ def test_checkerboard_alternates_square_tiles() -> None:
     assert board.mean() == pytest.approx(0.5)
     with pytest.raises(ValueError):
         checkerboard(a, np.ones((3, 3)))
+
+
+def test_spread_labels_keeps_order_and_minimum_gap() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        y = rng.uniform(0, 50, rng.integers(1, 15))
+        placed = spread_labels(y, min_gap=4.0, lower=0.0)
+        order = np.argsort(-y, kind="stable")
+        assert np.all(np.diff(placed[order]) <= -4.0 + 1e-9), "gap or order broken"
+        if placed.min() > 0.0:
+            assert np.all(placed <= y + 1e-9), "labels only move down unless at the floor"
+    spaced = np.array([40.0, 30.0, 20.0])
+    assert spread_labels(spaced, min_gap=4.0).tolist() == spaced.tolist()
