@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,8 +246,19 @@ def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 1
     return _save(fig, out)
 
 
-def _registration_panels(fixed: Volume, moving: Volume, fixed_mask: Volume | None,
-                         moving_mask: Volume | None) -> tuple[Panel, Panel, NDArray | None]:
+@dataclass(frozen=True)
+class _RegistrationViews:
+    """Both images (and masks) in RAS on one grid, plus their mid-cord sagittal panels."""
+
+    fixed: Volume
+    fixed_mask: Volume | None
+    moving_mask: Volume | None
+    sagittal_fixed: Panel
+    sagittal_moving: Panel
+
+
+def _registration_views(fixed: Volume, moving: Volume, fixed_mask: Volume | None,
+                        moving_mask: Volume | None) -> _RegistrationViews:
     ras_fixed = reorient(fixed)
     ras_moving = reorient(moving)
     if not same_grid(ras_fixed, ras_moving):
@@ -258,48 +270,84 @@ def _registration_panels(fixed: Volume, moving: Volume, fixed_mask: Volume | Non
     ras_moving_mask = _on_grid(moving_mask, ras_fixed, "moving mask")
     index = midcord_index(ras_fixed_mask if ras_fixed_mask is not None else ras_moving_mask,
                           ras_fixed.shape)
-    panel_fixed = make_panel(ras_fixed, ras_fixed_mask, axis=0, index=index)
-    panel_moving = make_panel(ras_moving, ras_moving_mask, axis=0, index=index)
-    return panel_fixed, panel_moving, panel_moving.mask
+    return _RegistrationViews(
+        fixed=ras_fixed, fixed_mask=ras_fixed_mask, moving_mask=ras_moving_mask,
+        sagittal_fixed=make_panel(ras_fixed, ras_fixed_mask, axis=0, index=index),
+        sagittal_moving=make_panel(ras_moving, ras_moving_mask, axis=0, index=index),
+    )
 
 
-def _draw_both_outlines(ax: Axes, panel_fixed: Panel, moving_outline: NDArray | None) -> None:
-    _draw_outline(ax, panel_fixed.mask, panel_fixed, CORD_COLOR)
-    _draw_outline(ax, moving_outline, panel_fixed, TEMPLATE_COLOR)
+def _draw_both_outlines(ax: Axes, panel: Panel, fixed_outline: NDArray | None,
+                        moving_outline: NDArray | None) -> None:
+    _draw_outline(ax, fixed_outline, panel, CORD_COLOR)
+    _draw_outline(ax, moving_outline, panel, TEMPLATE_COLOR)
+
+
+def _draw_axial_outlines(fig: Figure, views: _RegistrationViews, count: int,
+                         row: tuple[float, float], *, half_width_mm: float = 12.0) -> None:
+    """A row of axial tiles of the fixed image with both cord outlines (figure fractions)."""
+    guide = views.fixed_mask if views.fixed_mask is not None else views.moving_mask
+    if guide is None or count < 1:
+        return
+    slices = choose_axial_slices(guide, count)
+    if not slices:
+        return
+    bottom, height = row
+    width = 1.0 / len(slices)
+    for n, k in enumerate(slices):
+        rows, cols = axial_crop(guide, k, half_width_mm=half_width_mm)
+        panel = make_panel(views.fixed, views.fixed_mask, axis=2, index=k, row_range=rows,
+                           col_range=cols)
+        moving = make_panel(views.fixed, views.moving_mask, axis=2, index=k, row_range=rows,
+                            col_range=cols).mask
+        ax = fig.add_axes((n * width + 0.003, bottom, width - 0.006, height))
+        _draw_panel(ax, panel, intensity_window(panel.image), letters=n == 0)
+        _draw_both_outlines(ax, panel, panel.mask, moving)
+        s_mm = vox_to_mm(views.fixed.affine, np.array([[0.0, 0.0, k]]))[0, 2]
+        ax.text(0.97, 0.97, f"S {s_mm:+.0f} mm", transform=ax.transAxes, color="yellow",
+                ha="right", va="top", fontsize=8)
 
 
 def plot_registration(fixed: Volume, moving: Volume, out: Path, *,
                       fixed_mask: Volume | None = None, moving_mask: Volume | None = None,
-                      names: tuple[str, str] = ("subject", "template"),
+                      names: tuple[str, str] = ("subject", "template"), axial_count: int = 4,
                       title: str | None = None) -> Path:
     """Side by side: fixed image, moving image resampled on it, and their checkerboard.
 
     ``fixed`` and ``moving`` must share a grid: the template warped to subject space (or the
     subject warped to template space). Both cord outlines (fixed red, moving cyan) are drawn on
-    all three panels so misalignment shows as a gap between the two lines.
+    every panel so misalignment shows as a gap between the two lines. When a mask is given, a
+    second row shows ``axial_count`` axial slices of the fixed image with both outlines.
     """
-    panel_fixed, panel_moving, moving_outline = _registration_panels(
-        fixed, moving, fixed_mask, moving_mask)
+    views = _registration_views(fixed, moving, fixed_mask, moving_mask)
+    panel_fixed, panel_moving = views.sagittal_fixed, views.sagittal_moving
     window_fixed = intensity_window(panel_fixed.image)
     window_moving = intensity_window(panel_moving.image)
     board = checkerboard(normalize(panel_fixed.image, window_fixed),
                          normalize(panel_moving.image, window_moving))
     width_mm, height_mm = panel_fixed.extent[1], panel_fixed.extent[3]
     scale = _panel_scale(3, width_mm, height_mm)
-    head = 0.3 + (0.3 if title else 0.0)
-    fig = _new_figure(3 * width_mm * scale + 0.3, height_mm * scale + head + 0.1)
-    top = 1.0 - head / fig.get_figheight()
+    head_in = 0.3 + (0.3 if title else 0.0)
+    sagittal_in = height_mm * scale
+    has_axial = axial_count > 0 and (views.fixed_mask is not None
+                                     or views.moving_mask is not None)
+    axial_in = 3 * width_mm * scale / max(axial_count, 1) if has_axial else 0.0
+    fig = _new_figure(3 * width_mm * scale + 0.3, sagittal_in + axial_in + head_in + 0.15)
+    fig_h = fig.get_figheight()
+    sagittal_bottom = (axial_in + 0.1) / fig_h
     captions = (names[0], f"{names[1]} (on {names[0]} grid)", "checkerboard")
     for n, caption in enumerate(captions):
-        ax = fig.add_axes((n / 3 + 0.005, 0.01, 1 / 3 - 0.01, top - 0.01))
+        ax = fig.add_axes((n / 3 + 0.005, sagittal_bottom, 1 / 3 - 0.01, sagittal_in / fig_h))
         if n == 0:
             _draw_panel(ax, panel_fixed, window_fixed)
         elif n == 1:
             _draw_panel(ax, panel_moving, window_moving)
         else:
             _draw_panel(ax, panel_fixed, (0.0, 1.0), image=board)
-        _draw_both_outlines(ax, panel_fixed, moving_outline)
+        _draw_both_outlines(ax, panel_fixed, panel_fixed.mask, panel_moving.mask)
         ax.set_title(caption, color="white", fontsize=10)
+    if has_axial:
+        _draw_axial_outlines(fig, views, axial_count, (0.05 / fig_h, axial_in / fig_h))
     _title(fig, title)
     return _save(fig, out)
 
@@ -312,8 +360,8 @@ def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_movi
     Both frames have the same size and geometry and carry the same two cord outlines, so
     switching between them shows only the change of underlay.
     """
-    panel_fixed, panel_moving, moving_outline = _registration_panels(
-        fixed, moving, fixed_mask, moving_mask)
+    views = _registration_views(fixed, moving, fixed_mask, moving_mask)
+    panel_fixed, panel_moving = views.sagittal_fixed, views.sagittal_moving
     width_mm, height_mm = panel_fixed.extent[1], panel_fixed.extent[3]
     scale = _panel_scale(1, width_mm, height_mm)
     written = []
@@ -322,7 +370,7 @@ def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_movi
         fig = _new_figure(width_mm * scale + 0.2, height_mm * scale + 0.5)
         ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - 0.3 / fig.get_figheight()))
         _draw_panel(ax, panel, intensity_window(panel.image))
-        _draw_both_outlines(ax, panel_fixed, moving_outline)
+        _draw_both_outlines(ax, panel_fixed, panel_fixed.mask, panel_moving.mask)
         _title(fig, name)
         written.append(_save(fig, out))
     return written[0], written[1]

@@ -103,7 +103,13 @@ def test_registration_composite_and_flicker_frames(phantom: Phantom, tmp_path: P
     composite = figures.plot_registration(
         phantom.image, phantom.template, tmp_path / "reg.png", fixed_mask=phantom.mask,
         moving_mask=phantom.template_mask, names=("subject", "PAM50"))
-    _assert_not_blank(_read_png(composite))
+    with_axial = _read_png(composite)
+    _assert_not_blank(with_axial)
+    sagittal_only = _read_png(figures.plot_registration(
+        phantom.image, phantom.template, tmp_path / "reg0.png", fixed_mask=phantom.mask,
+        moving_mask=phantom.template_mask, axial_count=0))
+    assert with_axial.shape[1] == sagittal_only.shape[1]
+    assert with_axial.shape[0] > sagittal_only.shape[0] + 100, "axial row missing"
     first, second = figures.plot_flicker_frames(
         phantom.image, phantom.template, tmp_path / "f1.png", tmp_path / "f2.png",
         fixed_mask=phantom.mask, moving_mask=phantom.template_mask)
