@@ -76,9 +76,22 @@ def _save(fig: Figure, out: Path) -> Path:
 
 
 def _panel_scale(panels_wide: int, width_mm: float, height_mm: float) -> float:
-    """Inches per mm so ``panels_wide`` panels fit the size budget."""
+    """Inches per mm so ``panels_wide`` panels fit the size budget.
+
+    One panel may be ``_PANEL_BOX_IN`` wide; a row of several shares twice that width.
+    """
     max_w, max_h = _PANEL_BOX_IN
-    return min(max_w * min(panels_wide, 2) / (panels_wide * width_mm), max_h / height_mm)
+    row_w = max_w if panels_wide == 1 else 2 * max_w
+    return min(row_w / (panels_wide * width_mm), max_h / height_mm)
+
+
+def _scale_bar_mm(width_mm: float) -> float:
+    """Longest round length up to 30 % of the panel width.
+
+    >>> _scale_bar_mm(30.0), _scale_bar_mm(60.0), _scale_bar_mm(400.0)
+    (5.0, 10.0, 100.0)
+    """
+    return max([1.0] + [b for b in (2.0, 5.0, 10.0, 20.0, 50.0, 100.0) if b <= 0.3 * width_mm])
 
 
 def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
@@ -102,7 +115,7 @@ def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
         for letter, (x, y, ha, va) in zip(panel.letters, pos, strict=True):
             ax.text(x, y, f" {letter} ", color="white", ha=ha, va=va, fontsize=11,
                     fontweight="bold", path_effects=stroke)
-    bar_mm = 10.0 if right - left < 150 else 50.0
+    bar_mm = _scale_bar_mm(right - left)
     x0, y0 = left + 0.04 * (right - left), bottom + 0.03 * (top - bottom)
     ax.plot([x0, x0 + bar_mm], [y0, y0], color="white", linewidth=2.5, solid_capstyle="butt",
             path_effects=stroke)
@@ -110,14 +123,13 @@ def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
             fontsize=8, path_effects=stroke)
 
 
-def _draw_outline(ax: Axes, mask: NDArray[np.bool_] | None, panel: Panel, color: str,
-                  *, linewidth: float = 1.2) -> None:
+def _draw_outline(ax: Axes, mask: NDArray[np.bool_] | None, panel: Panel, color: str) -> None:
     from matplotlib.collections import LineCollection
 
     if mask is None or not mask.any():
         return
     segments = outline_segments(mask, panel.pixel_mm)
-    ax.add_collection(LineCollection(list(segments), colors=color, linewidths=linewidth))
+    ax.add_collection(LineCollection(list(segments), colors=color, linewidths=1.2))
 
 
 def _title(fig: Figure, title: str | None) -> None:

@@ -6,20 +6,22 @@ nothing is loaded from the network, and they work opened straight from disk (``f
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spinal_bidsapp.files import write_text
 from spinal_bidsapp.reports.model import QcRecord, ReportSection, SubjectReport
 
+if TYPE_CHECKING:
+    import jinja2
+
 logger = logging.getLogger(__name__)
 
 
-def _environment() -> Any:
+def _environment() -> jinja2.Environment:
     import jinja2
 
     env = jinja2.Environment(
@@ -126,7 +128,7 @@ def render_qc_index(records: Sequence[QcRecord], index: Path, *, out_dir: Path,
         "root": root,
         # a list, not an object: tojson sorts object keys and the task order matters
         "failKeys": [[step, task] for step, task in fail_keys.items()],
-        "records": [json.loads(record.model_dump_json()) for record in records],
+        "records": [record.model_dump(mode="json") for record in records],
     }
     html = _environment().get_template("index.html.j2").render(data=data, count=len(records))
     write_text(index, html)

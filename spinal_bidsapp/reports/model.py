@@ -7,10 +7,14 @@ so it is a pydantic model (validated at that boundary).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
+
+_BIDS_LABEL = re.compile(r"[A-Za-z0-9]+")
+_STEP_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def subject_key(subject: str, session: str | None) -> str:
@@ -20,12 +24,11 @@ def subject_key(subject: str, session: str | None) -> str:
     ('sub-01', 'sub-01_ses-pre')
     """
     sub = subject.removeprefix("sub-")
-    if not sub:
-        raise ValueError("empty subject label")
-    key = f"sub-{sub}"
-    if session:
-        key += f"_ses-{session.removeprefix('ses-')}"
-    return key
+    ses = session.removeprefix("ses-") if session else ""
+    for label in (sub, ses) if session else (sub,):
+        if not _BIDS_LABEL.fullmatch(label):
+            raise ValueError(f"{label!r} is not a BIDS label (letters and digits only)")
+    return f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ReportSection:
     caption: str = ""
     hover_figure: Path | None = None
     source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not _STEP_ID.fullmatch(self.step):
+            raise ValueError(f"step id {self.step!r} must be lowercase letters, digits, - or _")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ Display convention, shared by all figures:
 - axial panels: anterior up, patient right on the left (radiological);
 - panel coordinates ``(x, y)`` are mm from the bottom-left corner of the panel, so pixels keep
   their true physical aspect whatever the voxel size.
+
+Volumes are reoriented by permuting and flipping axes only (no resampling): an oblique
+acquisition is shown on its own voxel grid, along the RAS axes closest to it.
 """
 
 from __future__ import annotations

@@ -62,8 +62,11 @@ def _index_data(index: Path) -> dict:
 def test_subject_key_normalises_prefixes() -> None:
     assert subject_key("sub-01", None) == "sub-01"
     assert subject_key("01", "ses-2") == subject_key("sub-01", "2") == "sub-01_ses-2"
-    with pytest.raises(ValueError):
-        subject_key("sub-", None)
+    for bad in (("sub-", None), ("0_1", None), ("01", "ses-a b")):
+        with pytest.raises(ValueError, match="not a BIDS label"):
+            subject_key(*bad)
+    with pytest.raises(ValueError, match="step id"):
+        ReportSection("Cord seg:1", "t", Path("f.png"))
 
 
 def test_subject_page_references_only_existing_local_files(published: Path) -> None:
