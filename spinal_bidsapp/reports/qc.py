@@ -22,7 +22,13 @@ lists of BIDS *image* file names, e.g.::
 The tool keeps only the base names, finds each image as ``<path-img>/sub-X/[ses-Y/]anat/<name>``
 and its label by adding a suffix (``-suffix-files-seg _label-SC_mask``, ``-suffix-files-label
 _labels-disc`` ...). Failed steps with no manual-correction task (registration, metrics) are listed
-as YAML comments, so the file stays valid input for the tool. Nothing failed gives ``{}``.
+as YAML comments, so the file stays valid input for the tool. Nothing failed gives ``{}`` (an
+empty file would load as ``None``, which the tool cannot iterate). Older releases of the tool read
+the session from the name with the regex ``ses-..`` and so only handle two-character session
+labels; current ones take the whole label.
+
+Reviewer marks live in the browser (``localStorage``, keyed by the index's path); the reviewer
+page can preset them from its URL fragment: ``index.html#fail=sub-01:seg,sub-02:discs&pass=...``.
 """
 
 from __future__ import annotations
