@@ -86,12 +86,12 @@ def _panel_scale(panels_wide: int, width_mm: float, height_mm: float) -> float:
 
 
 def _scale_bar_mm(width_mm: float) -> float:
-    """Longest round length up to 30 % of the panel width.
+    """Longest round length up to 35 % of the panel width.
 
-    >>> _scale_bar_mm(30.0), _scale_bar_mm(60.0), _scale_bar_mm(400.0)
-    (5.0, 10.0, 100.0)
+    >>> _scale_bar_mm(20.0), _scale_bar_mm(30.0), _scale_bar_mm(60.0), _scale_bar_mm(400.0)
+    (5.0, 10.0, 20.0, 100.0)
     """
-    return max([1.0] + [b for b in (2.0, 5.0, 10.0, 20.0, 50.0, 100.0) if b <= 0.3 * width_mm])
+    return max([1.0] + [b for b in (2.0, 5.0, 10.0, 20.0, 50.0, 100.0) if b <= 0.35 * width_mm])
 
 
 def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
