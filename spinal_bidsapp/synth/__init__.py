@@ -3,6 +3,7 @@
 Public API::
 
     generate_demo_cohort(out_dir, *, n_subjects=6, seed=0, ...) -> CohortResult
+    generate_phantom_cohort(out_dir, *, pam50_dir, pam50_small_dir, n_subjects=8, ...)
     load_truth(path) -> SubjectTruth;  load_cohort_truth(out_dir) -> list[SubjectTruth]
     true_subject_to_pam50_mm / true_pam50_to_subject_mm (exact template mapping)
     true_subject_to_straight_mm / true_straight_to_subject_mm (exact curve coordinates)
@@ -11,7 +12,7 @@ The geometry here (curve, frames, nearest-point search) is written independently
 :mod:`spinal_bidsapp.geometry` so that it can serve as a check of it.
 """
 
-from spinal_bidsapp.synth.cohort import CohortResult, generate_demo_cohort
+from spinal_bidsapp.synth.cohort import CohortResult, generate_demo_cohort, generate_phantom_cohort
 from spinal_bidsapp.synth.truth import (
     SubjectTruth,
     load_cohort_truth,
@@ -26,6 +27,7 @@ __all__ = [
     "CohortResult",
     "SubjectTruth",
     "generate_demo_cohort",
+    "generate_phantom_cohort",
     "load_cohort_truth",
     "load_truth",
     "true_pam50_to_subject_mm",

@@ -11,6 +11,9 @@ from numpy.typing import NDArray
 STORAGE_AXCODES: tuple[str, ...] = ("RAS", "LAS", "PSR", "LPS", "PIR", "ASR", "RPI", "SAL")
 """Storage orientations drawn for synthetic images (nibabel axcodes, sagittal-ish included)."""
 
+IMAGE_SCALE = 1000.0
+"""Images are stored as int16: relative intensity (CSF in T2w about 1) times this factor."""
+
 _WORLD_AXIS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0),
                "I": (2, -1.0)}
 
@@ -128,3 +131,8 @@ def add_rician_noise(image: NDArray, *, sigma: float, rng: np.random.Generator) 
 def soft_fraction(signed_distance_mm: NDArray, width_mm: float) -> NDArray[np.float64]:
     """Partial-volume fraction from a signed distance (negative inside) and a blur width."""
     return np.clip(0.5 - signed_distance_mm / width_mm, 0.0, 1.0)
+
+
+def to_int16(image: NDArray) -> NDArray[np.int16]:
+    """Relative intensities to stored int16 values (times :data:`IMAGE_SCALE`, clipped)."""
+    return np.clip(np.rint(image * IMAGE_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16)

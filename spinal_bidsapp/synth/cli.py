@@ -3,8 +3,9 @@
 Examples::
 
     spinal_bidsapp-synth demo OUT_DIR --n-subjects 6 --seed 0
+    spinal_bidsapp-synth phantom OUT_DIR --n-subjects 8 --seed 0 --pam50 DIR --pam50-small DIR
 
-Exit codes follow the package table: 0 ok, 64 usage error,
+Exit codes follow the package table: 0 ok, 64 usage error, 66 PAM50 files missing,
 73/74 output not writable, 1 anything else.
 """
 
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="cohort", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="analytic cohort, no external data")
-    for cmd, n_default in ((demo, 6),):
+    phantom = sub.add_parser("phantom", help="bent and stretched PAM50 anatomy")
+    for cmd, n_default in ((demo, 6), (phantom, 8)):
         cmd.add_argument("out_dir", type=Path, help="receives bids/ and truth/")
         cmd.add_argument("--n-subjects", type=_positive_int, default=n_default)
         cmd.add_argument("--seed", type=int, default=0)
@@ -52,15 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-straight-reference", dest="straight_reference",
                       action="store_false",
                       help="skip the unbent noise-free reference images in truth/")
+    phantom.add_argument("--pam50", type=Path, default=None,
+                         help="folder with PAM50_cord/_csf/_spine/_gm/_wm (0.5 mm); default "
+                              "<data>/PAM50 with <data> from SPINAL_BIDSAPP_TEST_DATA")
+    phantom.add_argument("--pam50-small", type=Path, default=None,
+                         help="folder with PAM50_small_t2 (1x1x2 mm); default <data>/PAM50_small")
+    phantom.add_argument("--truth-warp", action="store_true",
+                         help="also write the true subject->PAM50 ITK displacement field")
     return parser
+
+
+def _default_data_dir() -> Path:
+    from spinal_bidsapp.config import data_dir_from_environment
+
+    return data_dir_from_environment(Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def run(args: argparse.Namespace) -> Path:
     """Generate the cohort described by parsed ``args``; returns ``OUT_DIR``."""
-    from spinal_bidsapp.synth.cohort import generate_demo_cohort
+    from spinal_bidsapp.synth.cohort import generate_demo_cohort, generate_phantom_cohort
 
-    result = generate_demo_cohort(args.out_dir, n_subjects=args.n_subjects, seed=args.seed,
-                                  t1w=args.t1w, straight_reference=args.straight_reference)
+    if args.cohort == "demo":
+        result = generate_demo_cohort(args.out_dir, n_subjects=args.n_subjects, seed=args.seed,
+                                      t1w=args.t1w, straight_reference=args.straight_reference)
+    else:
+        pam50 = args.pam50 if args.pam50 is not None else _default_data_dir() / "PAM50"
+        pam50_small = (args.pam50_small if args.pam50_small is not None
+                       else _default_data_dir() / "PAM50_small")
+        result = generate_phantom_cohort(args.out_dir, pam50_dir=pam50,
+                                         pam50_small_dir=pam50_small,
+                                         n_subjects=args.n_subjects, seed=args.seed,
+                                         t1w=args.t1w, truth_warp=args.truth_warp)
     logger.info("%s cohort of %d subjects written to %s in %.1f s", args.cohort,
                 len(result.subjects), result.out_dir, result.seconds)
     return result.out_dir

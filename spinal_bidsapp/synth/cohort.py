@@ -11,19 +11,30 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.files import write_json
 from spinal_bidsapp.synth import writer
+from spinal_bidsapp.synth.acquisition import IMAGE_SCALE, to_int16
 from spinal_bidsapp.synth.demo import (
     DEMO_DISCS,
-    IMAGE_SCALE,
     T1W_INTENSITY,
     T2W_INTENSITY,
     TISSUES,
     DemoSubjectSpec,
+    disc_label_image,
     disc_voxels,
     draw_demo_subject,
+    labelled_discs,
     render_demo_subject,
     render_straight_reference,
+)
+from spinal_bidsapp.synth.phantom import (
+    PHANTOM_TISSUES,
+    Pam50Anatomy,
+    PhantomSubjectSpec,
+    cord_area_profile,
+    draw_phantom_subject,
+    load_pam50,
+    render_phantom_subject,
+    true_cord_volume_mm3,
 )
 from spinal_bidsapp.synth.spine import DISC_NAMES, PAM50_DISC_Z_MM
 from spinal_bidsapp.synth.truth import DiscTruth, SubjectTruth, TemplateMapping
@@ -36,6 +47,16 @@ Each subject is an analytic cervical spine: an elliptic cord in a CSF-filled can
 bodies, intervertebral discs and posterior arches, bent along a smooth random curve and sampled on
 a random grid (voxel size, field of view, storage orientation) with a bias field and Rician noise.
 Manual-style labels are in derivatives/labels; the exact ground truth is kept outside the dataset.
+"""
+
+
+PHANTOM_README = """Synthetic spinal cord dataset made by spinal_bidsapp-synth (phantom cohort).
+
+Each subject is the PAM50 template anatomy (real T2 intensities of PAM50_small, 0.5 mm masks)
+bent along a smooth random curve with cross-sections kept perpendicular to it, stretched level by
+level, scaled in cross-section, and sampled on a random acquisition grid (voxel size, field of
+view, orientation, small obliquity) with a bias field and Rician noise. Manual-style labels are in
+derivatives/labels; the exact subject-to-PAM50 mapping is kept outside the dataset.
 """
 
 
@@ -84,27 +105,21 @@ def generate_demo_cohort(out_dir: Path, *, n_subjects: int = 6, seed: int = 0,
         affine = spec.grid.affine
         contrasts = {"T2w": rendered.t2w} if rendered.t1w is None else {
             "T2w": rendered.t2w, "T1w": rendered.t1w}
-        files = {}
-        for suffix, data in contrasts.items():
-            files[suffix] = str(writer.write_anat(bids_dir, subject, suffix, data, affine)
-                                .relative_to(out_dir))
-            for path in writer.write_labels(bids_dir, subject, suffix,
-                                            cord_mask=rendered.cord_mask,
-                                            disc_labels=rendered.disc_labels, affine=affine):
-                key = path.name.removeprefix(f"sub-{subject}_").removesuffix(".nii.gz")
-                files[key] = str(path.relative_to(out_dir))
+        files = _write_subject_images(out_dir, subject, contrasts, affine,
+                                      cord_mask=rendered.cord_mask,
+                                      disc_labels=rendered.disc_labels)
         files["noisefree_T2w"] = writer.write_truth_image(
-            out_dir, subject, "desc-noisefree_T2w", rendered.t2w_noisefree, affine)
+            out_dir, subject, "desc-noisefree_T2w", to_int16(rendered.t2w_noisefree), affine)
         files["dseg"] = writer.write_truth_image(out_dir, subject, "dseg", rendered.dseg, affine)
         if straight_reference:
             t2, dseg, straight_affine = render_straight_reference(spec)
             files["straight_T2w"] = writer.write_truth_image(
-                out_dir, subject, "space-straight_desc-noisefree_T2w", t2, straight_affine)
+                out_dir, subject, "space-straight_desc-noisefree_T2w", to_int16(t2),
+                straight_affine)
             files["straight_dseg"] = writer.write_truth_image(
                 out_dir, subject, "space-straight_dseg", dseg, straight_affine)
         truth = demo_truth(spec, subject=subject, seed=seed, files=files)
-        path = writer.truth_dir(out_dir, subject) / f"sub-{subject}_truth.json"
-        write_json(path, truth.to_dict())
+        path = writer.write_truth_record(out_dir, subject, truth.to_dict())
         truth_files.append(path)
         logger.info("demo subject sub-%s written (%s, grid %s)", subject,
                     truth.grid.to_dict()["axcodes"], spec.grid.shape)
@@ -122,7 +137,7 @@ def demo_truth(spec: DemoSubjectSpec, *, subject: str, seed: int,
     """Ground-truth record of a demo subject (pure)."""
     anatomy = spec.anatomy
     arcs = anatomy.disc_arc_mm
-    voxels = disc_voxels(spec.curve, arcs, spec.grid)
+    voxels = disc_voxels(spec.curve, labelled_discs(arcs, spec.fov_discs), spec.grid)
     positions = spec.curve.curve_to_world(np.array([[0.0, 0.0, arcs[d]] for d in DEMO_DISCS]))
     discs = tuple(DiscTruth(disc=d, name=DISC_NAMES[d], arc_length_mm=arcs[d],
                             position_mm=tuple(float(x) for x in p),  # type: ignore[arg-type]
@@ -152,8 +167,124 @@ def demo_truth(spec: DemoSubjectSpec, *, subject: str, seed: int,
 
 def _write_cohort_index(out_dir: Path, *, cohort: str, seed: int, subjects: list[str],
                         truth_files: list[Path], options: dict) -> None:
-    write_json(out_dir / "truth" / "cohort.json", {
+    writer.write_cohort_index(out_dir, {
         "cohort": cohort, "seed": seed, "generator": writer.GENERATOR_NAME,
         "version": __version__, "subjects": subjects, "options": options,
         "truth_files": [str(p.relative_to(out_dir)) for p in truth_files],
     })
+
+
+def generate_phantom_cohort(out_dir: Path, *, pam50_dir: Path, pam50_small_dir: Path,
+                            n_subjects: int = 8, seed: int = 0, t1w: bool = False,
+                            voxel_mm_range: tuple[float, float] = (0.5, 1.0),
+                            truth_warp: bool = False) -> CohortResult:
+    """Write a PAM50-based phantom cohort to ``out_dir/bids`` and ``out_dir/truth``.
+
+    Parameters
+    ----------
+    out_dir : folder that receives ``bids/`` and ``truth/`` (created if needed)
+    pam50_dir, pam50_small_dir : the 0.5 mm PAM50 folder and the 1x1x2 mm PAM50_small folder
+    n_subjects, seed : as for :func:`generate_demo_cohort`
+    t1w : also write a T1w-like image (dark CSF, bright cord) on the same grid, with labels
+    voxel_mm_range : in-plane voxel sizes are drawn in this range (mm)
+    truth_warp : also write the true mapping as an ITK displacement field
+        ``truth/sub-XX/sub-XX_from-PAM50_to-T2w_mode-image_xfm.nii.gz`` on the subject grid
+        ((nx, ny, nz, 1, 3) float32, LPS mm): PAM50 point = p + u(p), RAS-sign corrected.
+
+    Raises
+    ------
+    MissingInputError, InputDataError
+        PAM50 files absent or not the expected PAM50 geometry.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir).absolute()
+    bids_dir = out_dir / "bids"
+    anatomy = load_pam50(Path(pam50_dir), Path(pam50_small_dir))
+    subjects = writer.subject_labels(n_subjects)
+    truth_files = []
+    for index, subject in enumerate(subjects):
+        geometry_rng, noise_rng = subject_rngs(seed, index)
+        spec = draw_phantom_subject(geometry_rng, voxel_mm_range=voxel_mm_range)
+        rendered = render_phantom_subject(spec, anatomy, rng=noise_rng, t1w=t1w,
+                                          keep_mapping=truth_warp)
+        affine = spec.grid.affine
+        disc_labels = disc_label_image(spec.curve, _phantom_labelled_discs(spec), spec.grid)
+        contrasts = {"T2w": rendered.t2w} if rendered.t1w is None else {
+            "T2w": rendered.t2w, "T1w": rendered.t1w}
+        files = _write_subject_images(out_dir, subject, contrasts, affine,
+                                      cord_mask=rendered.cord_mask, disc_labels=disc_labels)
+        files["noisefree_T2w"] = writer.write_truth_image(
+            out_dir, subject, "desc-noisefree_T2w", to_int16(rendered.t2w_noisefree), affine)
+        files["dseg"] = writer.write_truth_image(out_dir, subject, "dseg", rendered.dseg, affine)
+        if rendered.pam50_mm is not None:
+            points = np.stack(np.meshgrid(*(np.arange(n) for n in spec.grid.shape),
+                                          indexing="ij"), axis=-1) @ affine[:3, :3].T
+            displacement = rendered.pam50_mm - (points + affine[:3, 3]).astype(np.float32)
+            displacement[..., :2] *= -1.0  # RAS -> ITK LPS
+            files["xfm_PAM50_to_T2w"] = writer.write_truth_image(
+                out_dir, subject, "from-PAM50_to-T2w_mode-image_xfm",
+                displacement[:, :, :, None, :], affine, intent="vector")
+        truth = phantom_truth(spec, anatomy, subject=subject, seed=seed, files=files)
+        path = writer.write_truth_record(out_dir, subject, truth.to_dict())
+        truth_files.append(path)
+        logger.info("phantom subject sub-%s written (%s, grid %s)", subject,
+                    truth.grid.to_dict()["axcodes"], spec.grid.shape)
+    writer.write_dataset_files(bids_dir, name="spinal_bidsapp synthetic PAM50 phantom cohort",
+                               readme=PHANTOM_README, subjects=subjects, version=__version__)
+    _write_cohort_index(out_dir, cohort="phantom", seed=seed, subjects=subjects,
+                        truth_files=truth_files,
+                        options={"t1w": t1w, "voxel_mm_range": list(voxel_mm_range),
+                                 "truth_warp": truth_warp})
+    return CohortResult(out_dir=out_dir, bids_dir=bids_dir, subjects=tuple(subjects),
+                        truth_files=tuple(truth_files), seconds=time.perf_counter() - start)
+
+
+def _phantom_labelled_discs(spec: PhantomSubjectSpec) -> dict[int, float]:
+    arcs = dict(zip(spec.mapping.discs, spec.mapping.disc_arc_mm, strict=True))
+    return labelled_discs(arcs, spec.fov_discs)
+
+
+def phantom_truth(spec: PhantomSubjectSpec, anatomy: Pam50Anatomy, *, subject: str, seed: int,
+                  files: dict[str, str]) -> SubjectTruth:
+    """Ground-truth record of a phantom subject (pure)."""
+    mapping = spec.mapping
+    voxels = disc_voxels(spec.curve, _phantom_labelled_discs(spec), spec.grid)
+    positions = spec.curve.curve_to_world(np.array([[0.0, 0.0, s] for s in mapping.disc_arc_mm]))
+    discs = tuple(DiscTruth(disc=d, name=DISC_NAMES[d], arc_length_mm=s,
+                            position_mm=tuple(float(x) for x in p),  # type: ignore[arg-type]
+                            voxel=voxels.get(d))
+                  for d, s, p in zip(mapping.discs, mapping.disc_arc_mm, positions, strict=True))
+    z_mm, area = cord_area_profile(anatomy)
+    scale = mapping.cross_scale[0] * mapping.cross_scale[1]
+    top, bottom = spec.fov_discs
+    volumes = {f"{top}-{bottom}": true_cord_volume_mm3(mapping, z_mm, area, top, bottom)}
+    volumes.update({f"{d}-{d + 1}": true_cord_volume_mm3(mapping, z_mm, area, d, d + 1)
+                    for d in range(top, bottom)})
+    return SubjectTruth(
+        subject=subject, cohort="phantom", seed=seed, curve=spec.curve, grid=spec.grid,
+        mapping=mapping, discs=discs,
+        cord_csa_mm2={d: float(np.interp(z, z_mm, area) * scale)
+                      for d, z in zip(mapping.discs, mapping.disc_template_z_mm, strict=True)},
+        cord_volume_mm3=volumes,
+        parameters={"bias": spec.bias.to_dict(),
+                    "noise_sigma": spec.noise_sigma * IMAGE_SCALE,
+                    "fov_discs": list(spec.fov_discs), "tissues": PHANTOM_TISSUES,
+                    "intensities": "T2w: PAM50_small_t2 / median cervical CSF x 1000"},
+        files=files)
+
+
+def _write_subject_images(out_dir: Path, subject: str, contrasts: dict[str, np.ndarray],
+                          affine: np.ndarray, *, cord_mask: np.ndarray,
+                          disc_labels: np.ndarray) -> dict[str, str]:
+    """Raw images and their labels; returns role -> path relative to ``out_dir``."""
+    bids_dir = out_dir / "bids"
+    files = {}
+    for suffix, data in contrasts.items():
+        files[suffix] = str(writer.write_anat(bids_dir, subject, suffix, data, affine)
+                            .relative_to(out_dir))
+        for path in writer.write_labels(bids_dir, subject, suffix, cord_mask=cord_mask,
+                                        disc_labels=disc_labels, affine=affine):
+            key = path.name.removeprefix(f"sub-{subject}_").removesuffix(".nii.gz")
+            files[key] = str(path.relative_to(out_dir))
+    return files
+

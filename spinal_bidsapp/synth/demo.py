@@ -22,6 +22,7 @@ from spinal_bidsapp.synth.acquisition import (
     draw_bias_field,
     make_grid,
     soft_fraction,
+    to_int16,
 )
 from spinal_bidsapp.synth.curve import SpineCurve, draw_curve
 from spinal_bidsapp.synth.spine import reference_level_lengths_mm
@@ -33,8 +34,6 @@ T2W_INTENSITY = {"background": 0.30, "cord": 0.42, "csf": 1.0, "disc": 0.72,
                  "vertebral_body": 0.36, "arch": 0.12}
 T1W_INTENSITY = {"background": 0.45, "cord": 0.72, "csf": 0.12, "disc": 0.40,
                  "vertebral_body": 0.62, "arch": 0.18}
-IMAGE_SCALE = 1000.0
-"""Images are stored as int16 after multiplying the relative intensities by this factor."""
 
 DEMO_DISCS = range(1, 10)
 """Discs modelled in the demo anatomy (1 = C1 top ... 9 = T1/T2); the FOV covers 2..8."""
@@ -215,14 +214,14 @@ def render_demo_subject(spec: DemoSubjectSpec, *, rng: np.random.Generator,
     bias = np.empty(shape, np.float32)
     for slab, points in spec.grid.points_mm():
         bias[:, :, slab] = spec.bias(points).reshape(shape[0], shape[1], -1)
-    t2_noisy = _to_int16(add_rician_noise(t2 * bias, sigma=spec.noise_sigma, rng=rng))
+    t2_noisy = to_int16(add_rician_noise(t2 * bias, sigma=spec.noise_sigma, rng=rng))
     t1_noisy = None
     if t1 is not None:
-        t1_noisy = _to_int16(add_rician_noise(t1 * bias, sigma=spec.noise_sigma, rng=rng))
+        t1_noisy = to_int16(add_rician_noise(t1 * bias, sigma=spec.noise_sigma, rng=rng))
     return RenderedSubject(t2w=t2_noisy, t1w=t1_noisy, t2w_noisefree=t2,
                            cord_mask=(dseg == TISSUES["cord"]).astype(np.uint8),
-                           disc_labels=disc_label_image(spec.curve, spec.anatomy.disc_arc_mm,
-                                                        spec.grid),
+                           disc_labels=disc_label_image(spec.curve, labelled_discs(
+                               spec.anatomy.disc_arc_mm, spec.fov_discs), spec.grid),
                            dseg=dseg)
 
 
@@ -240,6 +239,12 @@ def _tissue_images(anatomy: DemoAnatomy, uvs: NDArray, width_mm: float, *,
             t1 = t1 + fractions[name] * T1W_INTENSITY[name]
         dseg[(dseg == 0) & (distances[name] < 0)] = label
     return t2, t1, dseg
+
+
+def labelled_discs(disc_arc_mm: dict[int, float],
+                   fov_discs: tuple[int, int]) -> dict[int, float]:
+    """The discs a rater labels: those of the field-of-view range ``fov_discs``."""
+    return {d: s for d, s in disc_arc_mm.items() if fov_discs[0] <= d <= fov_discs[1]}
 
 
 def disc_label_image(curve: SpineCurve, disc_arc_mm: dict[int, float],
@@ -262,9 +267,6 @@ def disc_voxels(curve: SpineCurve, disc_arc_mm: dict[int, float],
     return {d: (int(i), int(j), int(k)) for d, (i, j, k), ok in zip(discs, ijk, inside,
                                                                      strict=True) if ok}
 
-
-def _to_int16(image: NDArray) -> NDArray[np.int16]:
-    return np.clip(np.rint(image * IMAGE_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16)
 
 
 def render_straight_reference(spec: DemoSubjectSpec, *, voxel_mm: float = 0.5,

@@ -102,7 +102,7 @@ class DiscTruth:
     name: str
     arc_length_mm: float
     position_mm: tuple[float, float, float]
-    voxel: tuple[int, int, int] | None  # None when outside the field of view
+    voxel: tuple[int, int, int] | None  # labelled voxel; None when not labelled (outside FOV)
 
     def to_dict(self) -> dict[str, object]:
         return {"disc": self.disc, "name": self.name, "arc_length_mm": self.arc_length_mm,

@@ -13,7 +13,9 @@ Layout (``OUT`` is the folder given to the generator)::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +25,25 @@ from spinal_bidsapp.image import Volume, save_volume
 
 BIDS_VERSION = "1.9.0"
 GENERATOR_NAME = "spinal_bidsapp-synth"
+_FILE_MODE = 0o644  # atomic writes create 0600 files; datasets are read by other users/containers
+
+
+def _save(volume: Volume, path: Path, *, intent: str | None = None) -> Path:
+    save_volume(volume, path, intent=intent)
+    os.chmod(path, _FILE_MODE)
+    return path
+
+
+def _json(path: Path, data: Any) -> Path:
+    write_json(path, data)
+    os.chmod(path, _FILE_MODE)
+    return path
+
+
+def _text(path: Path, text: str) -> Path:
+    write_text(path, text)
+    os.chmod(path, _FILE_MODE)
+    return path
 
 
 def subject_labels(n_subjects: int) -> list[str]:
@@ -54,21 +75,21 @@ def write_dataset_files(bids_dir: Path, *, name: str, readme: str, subjects: lis
     """Dataset-level files of the raw dataset and of its ``derivatives/labels`` dataset."""
     generated_by = [{"Name": GENERATOR_NAME, "Version": version,
                      "Description": "synthetic spinal cord images with known ground truth"}]
-    write_json(bids_dir / "dataset_description.json", {
+    _json(bids_dir / "dataset_description.json", {
         "Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
         "License": "CC0", "Authors": ["spinal_bidsapp developers"],
         "GeneratedBy": generated_by,
     })
-    write_text(bids_dir / "README", readme)
+    _text(bids_dir / "README", readme)
     rows = ["participant_id\tsex\tage"] + [f"sub-{s}\tn/a\tn/a" for s in subjects]
-    write_text(bids_dir / "participants.tsv", "\n".join(rows) + "\n")
-    write_json(bids_dir / "participants.json", {
+    _text(bids_dir / "participants.tsv", "\n".join(rows) + "\n")
+    _json(bids_dir / "participants.json", {
         "participant_id": {"Description": "synthetic subject label"},
         "sex": {"Description": "not applicable for synthetic subjects",
                 "Levels": {"M": "male", "F": "female"}},
         "age": {"Description": "not applicable for synthetic subjects", "Units": "year"},
     })
-    write_json(bids_dir / "derivatives" / "labels" / "dataset_description.json", {
+    _json(bids_dir / "derivatives" / "labels" / "dataset_description.json", {
         "Name": f"{name}: manual-style labels", "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative", "GeneratedBy": generated_by,
     })
@@ -78,8 +99,8 @@ def write_anat(bids_dir: Path, subject: str, suffix: str, data: NDArray,
                affine: NDArray[np.float64]) -> Path:
     """Raw image plus its JSON sidecar."""
     path = anat_path(bids_dir, subject, suffix)
-    save_volume(Volume(data=data, affine=affine), path)
-    write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {
+    _save(Volume(data=data, affine=affine), path)
+    _json(path.with_name(path.name.replace(".nii.gz", ".json")), {
         "MagneticFieldStrength": 3, "Manufacturer": "synthetic",
         "ManufacturersModelName": GENERATOR_NAME,
     })
@@ -91,8 +112,8 @@ def write_labels(bids_dir: Path, subject: str, suffix: str, *, cord_mask: NDArra
     """Cord mask and single-voxel disc labels for the image ``sub-XX_<suffix>``."""
     mask_path = label_path(bids_dir, subject, suffix, "label-SC_mask")
     disc_path = label_path(bids_dir, subject, suffix, "labels-disc")
-    save_volume(Volume(data=cord_mask.astype(np.uint8), affine=affine), mask_path)
-    save_volume(Volume(data=disc_labels.astype(np.uint8), affine=affine), disc_path)
+    _save(Volume(data=cord_mask.astype(np.uint8), affine=affine), mask_path)
+    _save(Volume(data=disc_labels.astype(np.uint8), affine=affine), disc_path)
     return [mask_path, disc_path]
 
 
@@ -100,5 +121,15 @@ def write_truth_image(out_dir: Path, subject: str, name: str, data: NDArray,
                       affine: NDArray[np.float64], *, intent: str | None = None) -> str:
     """Save ``OUT/truth/sub-XX/sub-XX_<name>.nii.gz``; returns the path relative to ``OUT``."""
     path = truth_dir(out_dir, subject) / f"sub-{subject}_{name}.nii.gz"
-    save_volume(Volume(data=data, affine=affine), path, intent=intent)
+    _save(Volume(data=data, affine=affine), path, intent=intent)
     return str(path.relative_to(out_dir))
+
+
+def write_truth_record(out_dir: Path, subject: str, record: dict[str, Any]) -> Path:
+    """``OUT/truth/sub-XX/sub-XX_truth.json``."""
+    return _json(truth_dir(out_dir, subject) / f"sub-{subject}_truth.json", record)
+
+
+def write_cohort_index(out_dir: Path, record: dict[str, Any]) -> Path:
+    """``OUT/truth/cohort.json``: cohort kind, seed, options and the truth files in order."""
+    return _json(out_dir / "truth" / "cohort.json", record)

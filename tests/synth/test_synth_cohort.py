@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -13,21 +13,6 @@ import pytest
 from spinal_bidsapp.synth import generate_demo_cohort, load_cohort_truth
 from spinal_bidsapp.synth.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-VALIDATOR = REPO / ".venv" / "bin" / "bids-validator-deno"
-
-
-def validate(bids_dir: Path) -> dict:
-    """Run the real validator; returns its JSON report (asserts no error)."""
-    if not VALIDATOR.exists():
-        pytest.skip(f"bids-validator-deno not installed at {VALIDATOR}")
-    proc = subprocess.run([str(VALIDATOR), str(bids_dir), "--format", "json"],
-                          capture_output=True, text=True, timeout=300, check=False)
-    report = json.loads(proc.stdout)
-    errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
-    assert proc.returncode == 0 and not errors, errors
-    return report
-
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -36,8 +21,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_demo_cohort_is_a_valid_bids_dataset(cohort: Path) -> None:
-    report = validate(cohort / "bids")
+def test_demo_cohort_is_a_valid_bids_dataset(cohort: Path,
+                                             validate_bids: Callable[[Path], dict]) -> None:
+    report = validate_bids(cohort / "bids")
     assert sorted(report["summary"]["subjects"]) == ["01", "02"]
     description = json.loads((cohort / "bids" / "dataset_description.json").read_text())
     assert {"Name", "BIDSVersion", "Authors", "License"} <= description.keys()

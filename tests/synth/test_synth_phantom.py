@@ -1,0 +1,153 @@
+"""PAM50 phantoms: real anatomy bent and stretched with an exactly known mapping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.image import vox_to_mm
+from spinal_bidsapp.synth import generate_phantom_cohort, load_cohort_truth
+from spinal_bidsapp.synth.cli import main
+from spinal_bidsapp.synth.cohort import _phantom_labelled_discs, phantom_truth, subject_rngs
+from spinal_bidsapp.synth.demo import disc_label_image
+from spinal_bidsapp.synth.phantom import (
+    PHANTOM_TISSUES,
+    Pam50Anatomy,
+    _disc_points,
+    draw_phantom_subject,
+    load_pam50,
+    render_phantom_subject,
+)
+from spinal_bidsapp.synth.spine import PAM50_SMALL_OFFSET_MM
+from spinal_bidsapp.synth.truth import true_pam50_to_subject_mm, true_subject_to_pam50_mm
+
+
+@pytest.fixture(scope="module")
+def anatomy(pam50_dirs: tuple[Path, Path]) -> Pam50Anatomy:
+    return load_pam50(*pam50_dirs)
+
+
+def _phantom(anatomy: Pam50Anatomy, seed: int, index: int = 0, **options):
+    geometry_rng, noise_rng = subject_rngs(seed, index)
+    spec = draw_phantom_subject(geometry_rng, voxel_mm_range=(0.8, 1.0))
+    return spec, render_phantom_subject(spec, anatomy, rng=noise_rng, **options)
+
+
+@pytest.fixture(scope="module")
+def phantoms(anatomy: Pam50Anatomy) -> list:
+    return [_phantom(anatomy, 0, i, t1w=True) for i in range(2)]
+
+
+def test_pam50_small_frame_offset_matches_the_disc_labels(pam50_dirs: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    full = _disc_points(pam50_dirs[0] / "PAM50_label_disc.nii.gz")
+    small = _disc_points(pam50_dirs[1] / "PAM50_small_label_disc.nii.gz")
+    offsets = np.array([small[d] - full[d] for d in range(2, 20)])
+    np.testing.assert_allclose(offsets.mean(axis=0), PAM50_SMALL_OFFSET_MM, atol=0.3)
+    np.testing.assert_allclose(offsets[:, :2], np.broadcast_to(PAM50_SMALL_OFFSET_MM[:2], (18, 2)),
+                               atol=1e-3)
+    assert np.abs(offsets[:, 2] - PAM50_SMALL_OFFSET_MM[2]).max() <= 1.5  # 2 mm slices in z
+    shifted = nib.load(pam50_dirs[1] / "PAM50_small_label_disc.nii.gz")
+    affine = shifted.affine.copy()
+    affine[2, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asarray(shifted.dataobj), affine),
+             tmp_path / "PAM50_small_label_disc.nii.gz")
+    with pytest.raises(InputDataError, match="offset"):
+        load_pam50(pam50_dirs[0], tmp_path)
+
+
+def test_phantoms_are_deterministic(anatomy: Pam50Anatomy, phantoms: list) -> None:
+    spec, rendered = _phantom(anatomy, 0, 1, t1w=True)
+    np.testing.assert_array_equal(rendered.t2w, phantoms[1][1].t2w)
+    np.testing.assert_array_equal(rendered.t1w, phantoms[1][1].t1w)
+    np.testing.assert_array_equal(rendered.cord_mask, phantoms[1][1].cord_mask)
+    truth = phantom_truth(spec, anatomy, subject="02", seed=0, files={}).to_dict()
+    assert truth == phantom_truth(phantoms[1][0], anatomy, subject="02", seed=0,
+                                  files={}).to_dict()
+    other = phantom_truth(_phantom(anatomy, 1, 1)[0], anatomy, subject="02", seed=1, files={})
+    assert other.to_dict()["mapping"] != truth["mapping"]
+    assert other.to_dict()["curve"] != truth["curve"]
+
+
+def test_phantom_labels_and_cord_volume_are_consistent(anatomy: Pam50Anatomy,
+                                                       phantoms: list) -> None:
+    for spec, rendered in phantoms:
+        truth = phantom_truth(spec, anatomy, subject="01", seed=0, files={})
+        labels = disc_label_image(spec.curve, _phantom_labelled_discs(spec), spec.grid)
+        ijk = np.argwhere(labels > 0)
+        values = labels[tuple(ijk.T)]
+        assert sorted(values.tolist()) == list(range(2, 9))
+        assert np.all(rendered.cord_mask[tuple(ijk.T)] == 1)
+        order = np.argsort(values)
+        arc = spec.curve.world_to_curve(vox_to_mm(spec.grid.affine, ijk[order]))[:, 2]
+        assert np.all(np.diff(arc) < -8.0)
+        arcs = dict(zip(spec.mapping.discs, spec.mapping.disc_arc_mm, strict=True))
+        cord = np.argwhere(rendered.cord_mask > 0)
+        s = spec.curve.world_to_curve(vox_to_mm(spec.grid.affine, cord))[:, 2]
+        volume = ((s >= arcs[8]) & (s <= arcs[2])).sum() * np.prod(spec.grid.voxel_mm)
+        assert volume == pytest.approx(truth.cord_volume_mm3["2-8"], rel=0.02)
+
+
+def test_true_mapping_sends_the_subject_cord_into_the_pam50_cord(
+        anatomy: Pam50Anatomy, phantoms: list) -> None:
+    spec, rendered = phantoms[0]
+    truth = phantom_truth(spec, anatomy, subject="01", seed=0, files={})
+    cord_mm = vox_to_mm(spec.grid.affine, np.argwhere(rendered.cord_mask > 0))
+    template = true_subject_to_pam50_mm(truth, cord_mm)
+    inverse = np.linalg.inv(anatomy.mask_affine)
+    vox = template @ inverse[:3, :3].T + inverse[:3, 3]
+    inside = ndimage.map_coordinates(anatomy.masks["cord"], vox.T, order=1) >= 0.5
+    assert inside.mean() > 0.999
+    np.testing.assert_allclose(true_pam50_to_subject_mm(truth, template), cord_mm, atol=1e-6)
+
+
+def test_phantom_contrasts(phantoms: list) -> None:
+    for _, rendered in phantoms:
+        cord = rendered.dseg == PHANTOM_TISSUES["cord"]
+        csf = rendered.dseg == PHANTOM_TISSUES["csf"]
+        assert rendered.t2w[csf].mean() > 1.5 * rendered.t2w[cord].mean()
+        assert rendered.t1w[cord].mean() > 2.0 * rendered.t1w[csf].mean()
+
+
+def test_phantom_cohort_on_disk(pam50_dirs: tuple[Path, Path], tmp_path: Path,
+                               validate_bids: Callable[[Path], dict]) -> None:
+    result = generate_phantom_cohort(tmp_path, pam50_dir=pam50_dirs[0],
+                                     pam50_small_dir=pam50_dirs[1], n_subjects=2, seed=0,
+                                     voxel_mm_range=(0.9, 1.0), truth_warp=True)
+    validate_bids(result.bids_dir)
+    for truth in load_cohort_truth(tmp_path):
+        sub = truth.subject
+        for rel in truth.files.values():
+            assert (tmp_path / rel).is_file()
+        discs = nib.load(tmp_path / truth.files["T2w_labels-disc"])
+        assert set(np.unique(np.asarray(discs.dataobj))) == {0, *range(2, 9)}
+        warp = nib.load(tmp_path / "truth" / f"sub-{sub}"
+                        / f"sub-{sub}_from-PAM50_to-T2w_mode-image_xfm.nii.gz")
+        assert warp.shape == (*truth.grid.shape, 1, 3)
+        assert warp.header.get_intent()[0] == "vector"
+        field = np.asarray(warp.dataobj)[:, :, :, 0, :]
+        rng = np.random.default_rng(0)
+        ijk = np.column_stack([rng.integers(0, n, 50) for n in truth.grid.shape])
+        points = vox_to_mm(truth.grid.affine, ijk)
+        lps = field[tuple(ijk.T)]
+        mapped = points + lps * np.array([-1.0, -1.0, 1.0])
+        np.testing.assert_allclose(mapped, true_subject_to_pam50_mm(truth, points), atol=1e-3)
+
+
+def test_cli_writes_a_phantom_cohort(pam50_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    argv = ["phantom", str(out), "--n-subjects", "1", "--seed", "3", "--t1w",
+            "--pam50", str(pam50_dirs[0]), "--pam50-small", str(pam50_dirs[1])]
+    assert main(argv) == 0
+    assert (out / "bids/sub-01/anat/sub-01_T1w.nii.gz").is_file()
+    assert (out / "bids/derivatives/labels/sub-01/anat/sub-01_T1w_label-SC_mask.nii.gz").is_file()
+    assert json.loads((out / "truth/cohort.json").read_text())["cohort"] == "phantom"
+    assert main(["phantom", str(out), "--pam50", str(tmp_path / "missing"),
+                 "--pam50-small", str(pam50_dirs[1])]) == 66
