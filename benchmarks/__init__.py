@@ -1,0 +1,1 @@
+"""Benchmark scripts and helpers (run with ``python -m benchmarks.<name>``)."""
