@@ -25,8 +25,9 @@ from spinal_bidsapp.errors import InputDataError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SMOOTH_MM = 20.0
-"""Default cut-off wavelength (mm) of the centerline smoothing spline."""
+DEFAULT_SMOOTH_MM = 12.0
+"""Default cut-off wavelength (mm) of the centerline smoothing spline. Chosen on sub-errsm30 and
+curved tube phantoms (docs/benchmarks.md): longer cut-offs flatten real cervical bends."""
 DEFAULT_STEP_MM = 0.25
 """Default arc-length spacing (mm) of the dense centerline samples."""
 
@@ -186,9 +187,10 @@ def slice_centroids(mask: NDArray, affine: NDArray[np.float64]
     vox[:, order[0]] = c0
     vox[:, order[1]] = c1
     vox[:, axis] = keep
-    cents = vox @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
-    spacing = float(np.linalg.norm(np.asarray(affine)[:3, axis]))
-    return keep * spacing, cents
+    aff = np.asarray(affine, dtype=np.float64)
+    cents: NDArray[np.float64] = vox @ aff[:3, :3].T + aff[:3, 3]
+    spacing = float(np.linalg.norm(aff[:3, axis]))
+    return keep.astype(np.float64) * spacing, cents
 
 
 def centerline_from_mask(mask: NDArray, affine: NDArray[np.float64], *,
@@ -329,32 +331,83 @@ def _initial_arc_bruteforce(centerline: Centerline, points: NDArray[np.float64]
     return out
 
 
-def _local_table(centerline: Centerline) -> NDArray[np.float64]:
-    """Per-sample rows for first-order (Taylor) evaluation around the nearest sample.
+@dataclass(frozen=True)
+class _CordTable:
+    """Per-sample rows for first-order (Taylor) evaluation around the nearest dense sample.
 
-    Columns: C (0:3), T (3:6), dT/ds (6:9), R (9:12), dR/ds (12:15), A (15:18), dA/ds (18:21).
-    Derivatives are zero on the end rows, so the curve continues straight beyond its ends.
+    ``newton`` holds C, T, dT/ds (N, 9); ``frame`` holds C, T, R, dR/ds, A, dA/ds (N, 6, 3).
+    Frame derivatives are zero on the end rows, so beyond its ends the curve continues straight
+    with the end frame.
     """
-    arc = centerline.arc_mm
-    derivs = [np.gradient(v, arc, axis=0) for v in
-              (centerline.tangents, centerline.normals_right, centerline.normals_anterior)]
-    for d in derivs:
-        d[[0, -1]] = 0.0
-    return np.ascontiguousarray(np.concatenate(
-        [centerline.points_mm, centerline.tangents, derivs[0], centerline.normals_right,
-         derivs[1], centerline.normals_anterior, derivs[2]], axis=1))
 
+    newton: NDArray[np.float64]
+    frame: NDArray[np.float64]
+    step: float
+    length: float
 
-def _nearest_rows(centerline: Centerline, table: NDArray[np.float64], arc: NDArray[np.float64],
-                  cols: slice) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Rows of the nearest samples and the arc offsets from them."""
-    step = centerline.step_mm
-    idx = np.rint(arc * (1.0 / step))
-    np.clip(idx, 0, len(centerline.arc_mm) - 1, out=idx)
-    idx_int = idx.astype(np.intp)
-    rows = np.take(table[:, cols], idx_int, axis=0)
-    idx *= step
-    return rows, arc - idx
+    @classmethod
+    def build(cls, centerline: Centerline) -> _CordTable:
+        arc = centerline.arc_mm
+        derivs = [np.gradient(v, arc, axis=0) for v in
+                  (centerline.tangents, centerline.normals_right, centerline.normals_anterior)]
+        for d in derivs:
+            d[[0, -1]] = 0.0
+        newton = np.ascontiguousarray(
+            np.concatenate([centerline.points_mm, centerline.tangents, derivs[0]], axis=1))
+        frame = np.ascontiguousarray(np.stack(
+            [centerline.points_mm, centerline.tangents, centerline.normals_right, derivs[1],
+             centerline.normals_anterior, derivs[2]], axis=1))
+        return cls(newton=newton, frame=frame, step=centerline.step_mm,
+                   length=centerline.length_mm)
+
+    def _nearest(self, s: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+        pos = np.rint(s * (1.0 / self.step))
+        np.clip(pos, 0, len(self.newton) - 1, out=pos)
+        idx = pos.astype(np.intp)
+        pos *= self.step
+        return idx, pos
+
+    def refine(self, points: NDArray[np.float64], s0: NDArray[np.float64], n_iter: int
+               ) -> NDArray[np.float64]:
+        s = np.asarray(s0, dtype=np.float64)
+        for _ in range(n_iter):
+            idx, s_i = self._nearest(s)
+            rows = np.take(self.newton, idx, axis=0)
+            d = points - rows[:, 0:3]
+            resid = np.einsum("ij,ij->i", d, rows[:, 3:6])
+            denom = 1.0 - np.einsum("ij,ij->i", d, rows[:, 6:9])
+            np.maximum(denom, 0.2, out=denom)
+            resid /= denom
+            s = s_i + resid
+        return s
+
+    def coords(self, points: NDArray[np.float64], s0: NDArray[np.float64], n_iter: int
+               ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        s = self.refine(points, s0, n_iter)
+        idx, s_i = self._nearest(s)
+        rows = np.take(self.frame, idx, axis=0)
+        delta = s - s_i
+        frame_delta = np.clip(s, 0.0, self.length) - s_i
+        d = points - rows[:, 0] - delta[:, None] * rows[:, 1]
+        dots = np.einsum("mc,mkc->mk", d, rows[:, 2:6])
+        right = dots[:, 0] + frame_delta * dots[:, 1]
+        anterior = dots[:, 2] + frame_delta * dots[:, 3]
+        return s, right, anterior
+
+    def world(self, s: NDArray[np.float64], right: NDArray[np.float64],
+              anterior: NDArray[np.float64]) -> NDArray[np.float64]:
+        idx, s_i = self._nearest(s)
+        rows = np.take(self.frame, idx, axis=0)
+        frame_delta = np.clip(s, 0.0, self.length) - s_i
+        w = np.empty((len(s), 6))
+        w[:, 0] = 1.0
+        w[:, 1] = s - s_i
+        w[:, 2] = right
+        w[:, 3] = right * frame_delta
+        w[:, 4] = anterior
+        w[:, 5] = anterior * frame_delta
+        out: NDArray[np.float64] = np.einsum("mk,mkc->mc", w, rows)
+        return out
 
 
 def refine_arc(centerline: Centerline, points: NDArray[np.float64], arc0: NDArray[np.float64],
@@ -377,24 +430,14 @@ def refine_arc(centerline: Centerline, points: NDArray[np.float64], arc0: NDArra
         Arc position of the orthogonal projection of each point (unbounded: points beyond an
         end project onto the straight extension of the end tangent).
     """
-    table = _local_table(centerline)
-    s = np.asarray(arc0, dtype=np.float64).copy()
-    for _ in range(n_iter):
-        rows, _ = _nearest_rows(centerline, table, s, slice(0, 9))
-        s_i = np.rint(s * (1.0 / centerline.step_mm)) * centerline.step_mm
-        np.clip(s_i, 0.0, centerline.arc_mm[-1], out=s_i)
-        d = points - rows[:, 0:3]
-        resid = np.einsum("ij,ij->i", d, rows[:, 3:6])
-        denom = 1.0 - np.einsum("ij,ij->i", d, rows[:, 6:9])
-        np.maximum(denom, 0.2, out=denom)
-        s = s_i + resid / denom
-    return s
+    return _CordTable.build(centerline).refine(np.asarray(points, dtype=np.float64), arc0,
+                                               n_iter)
 
 
 def cord_coordinates(centerline: Centerline, points_mm: NDArray[np.float64],
                      arc0: NDArray[np.float64], *, n_iter: int = 3
                      ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Arc of the foot point and in-plane (right, anterior) offsets of many points, fast.
+    """Arc of the foot point and in-plane (right, anterior) offsets of many points.
 
     Parameters
     ----------
@@ -407,14 +450,8 @@ def cord_coordinates(centerline: Centerline, points_mm: NDArray[np.float64],
     -------
     arc_mm, right_mm, anterior_mm : (M,) float64, mm
     """
-    table = _local_table(centerline)
-    s = refine_arc(centerline, points_mm, arc0, n_iter=n_iter)
-    rows, delta = _nearest_rows(centerline, table, s, slice(0, 21))
-    frame_delta = delta - (s - np.clip(s, 0.0, centerline.arc_mm[-1]))
-    d = points_mm - rows[:, 0:3] - delta[:, None] * rows[:, 3:6]
-    right = rows[:, 9:12] + frame_delta[:, None] * rows[:, 12:15]
-    anterior = rows[:, 15:18] + frame_delta[:, None] * rows[:, 18:21]
-    return s, np.einsum("ij,ij->i", d, right), np.einsum("ij,ij->i", d, anterior)
+    return _CordTable.build(centerline).coords(np.asarray(points_mm, dtype=np.float64), arc0,
+                                               n_iter)
 
 
 def cord_to_world(centerline: Centerline, arc_mm: NDArray[np.float64],
@@ -425,15 +462,15 @@ def cord_to_world(centerline: Centerline, arc_mm: NDArray[np.float64],
     Returns
     -------
     (M, 3) float64, mm, world
+
+    Examples
+    --------
+    >>> cl = straight_centerline(np.zeros(3), 10.0)
+    >>> cord_to_world(cl, np.array([7.0]), np.array([2.0]), np.array([-1.0])).tolist()
+    [[2.0, -1.0, -3.0]]
     """
-    table = _local_table(centerline)
-    s = np.asarray(arc_mm, dtype=np.float64)
-    rows, delta = _nearest_rows(centerline, table, s, slice(0, 21))
-    frame_delta = (delta - (s - np.clip(s, 0.0, centerline.arc_mm[-1])))[:, None]
-    out = rows[:, 0:3] + delta[:, None] * rows[:, 3:6]
-    out += right_mm[:, None] * (rows[:, 9:12] + frame_delta * rows[:, 12:15])
-    out += anterior_mm[:, None] * (rows[:, 15:18] + frame_delta * rows[:, 18:21])
-    return out
+    return _CordTable.build(centerline).world(np.asarray(arc_mm, dtype=np.float64),
+                                              np.asarray(right_mm), np.asarray(anterior_mm))
 
 
 def locate_points(centerline: Centerline, points_mm: NDArray[np.float64], *,

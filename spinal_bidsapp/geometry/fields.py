@@ -20,7 +20,7 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_VOXELS = 1 << 19
+_CHUNK_VOXELS = 1 << 15
 _RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
 
 
@@ -70,24 +70,37 @@ def field_from_itk_array(array: NDArray, affine: NDArray[np.float64]) -> Displac
 
 def grid_points(shape: tuple[int, int, int], affine: NDArray[np.float64], start: int, stop: int
                 ) -> NDArray[np.float64]:
-    """World coordinates (mm) of voxels of slices ``start:stop`` along the last axis, C order.
+    """World coordinates (mm) of the voxels with C-order flat indices ``start:stop``.
 
     Returns
     -------
-    (nx * ny * (stop - start), 3) float64, mm
+    (stop - start, 3) float64, mm
+
+    Examples
+    --------
+    >>> grid_points((2, 2, 2), np.diag([2.0, 1, 1, 1]), 5, 7).tolist()
+    [[2.0, 0.0, 1.0], [2.0, 1.0, 0.0]]
     """
-    i, j, k = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), np.arange(start, stop),
-                          indexing="ij")
+    flat = np.arange(start, stop)
+    k = flat % shape[2]
+    flat //= shape[2]
+    j = flat % shape[1]
+    i = flat // shape[1]
     aff = np.asarray(affine, dtype=np.float64)
-    return (aff[:3, 0] * i.reshape(-1, 1) + aff[:3, 1] * j.reshape(-1, 1)
-            + aff[:3, 2] * k.reshape(-1, 1) + aff[:3, 3])
+    out = np.empty((stop - start, 3))
+    for c in range(3):
+        out[:, c] = aff[c, 0] * i + aff[c, 1] * j + aff[c, 2] * k + aff[c, 3]
+    return out
 
 
-def slab_bounds(shape: tuple[int, int, int]) -> list[tuple[int, int]]:
-    """Ranges of slices along the last axis holding about half a million voxels each."""
-    per_slice = max(shape[0] * shape[1], 1)
-    n = max(1, _CHUNK_VOXELS // per_slice)
-    return [(k, min(k + n, shape[2])) for k in range(0, shape[2], n)]
+def chunk_bounds(shape: tuple[int, int, int], chunk: int = _CHUNK_VOXELS) -> list[tuple[int, int]]:
+    """Flat-index ranges of about ``chunk`` voxels: small enough to stay in cache.
+
+    >>> chunk_bounds((2, 2, 3), chunk=5)
+    [(0, 5), (5, 10), (10, 12)]
+    """
+    n = int(np.prod(shape))
+    return [(k, min(k + chunk, n)) for k in range(0, n, chunk)]
 
 
 def _to_voxels(affine: NDArray[np.float64], points: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -141,11 +154,13 @@ def apply_field(data: NDArray, data_affine: NDArray[np.float64], field: Displace
     else:
         coeffs = src if order == 0 else src.astype(np.float32, copy=False)
     out = np.zeros(field.shape, dtype=out_dtype)
-    for start, stop in slab_bounds(field.shape):
+    flat_out = out.reshape(-1)
+    flat_u = field.data.reshape(-1, 3)
+    for start, stop in chunk_bounds(field.shape):
         p = grid_points(field.shape, field.affine, start, stop)
-        p += field.data[:, :, start:stop].reshape(-1, 3)
-        vals = _sample(coeffs, _to_voxels(data_affine, p), order, cval, prefiltered=order > 1)
-        out[:, :, start:stop] = vals.reshape(field.shape[0], field.shape[1], stop - start)
+        p += flat_u[start:stop]
+        flat_out[start:stop] = _sample(coeffs, _to_voxels(data_affine, p), order, cval,
+                                       prefiltered=order > 1)
     return out
 
 
@@ -215,11 +230,12 @@ def compose_fields(first: DisplacementField, second: DisplacementField) -> Displ
     ``u(p) = u1(p) + u2(p + u1(p))`` (ITK transform-list order: first listed, first applied).
     """
     out = np.empty(first.data.shape, dtype=np.float32)
-    for start, stop in slab_bounds(first.shape):
+    flat_out = out.reshape(-1, 3)
+    flat_u = first.data.reshape(-1, 3)
+    for start, stop in chunk_bounds(first.shape):
         p = grid_points(first.shape, first.affine, start, stop)
-        u1 = first.data[:, :, start:stop].reshape(-1, 3).astype(np.float64)
-        u = u1 + sample_field(second, p + u1)
-        out[:, :, start:stop] = u.reshape(first.shape[0], first.shape[1], stop - start, 3)
+        u1 = flat_u[start:stop].astype(np.float64)
+        flat_out[start:stop] = u1 + sample_field(second, p + u1)
     return DisplacementField(data=out, affine=first.affine)
 
 
@@ -238,7 +254,8 @@ def invert_field(field: DisplacementField, shape: tuple[int, int, int],
         Grid of the inverse field (in the input space of ``field``).
     """
     out = np.empty((*shape, 3), dtype=np.float32)
-    for start, stop in slab_bounds(shape):
+    flat_out = out.reshape(-1, 3)
+    for start, stop in chunk_bounds(shape):
         q = grid_points(shape, affine, start, stop)
         v = -sample_field(field, q)
         for _ in range(n_iter):
@@ -247,6 +264,6 @@ def invert_field(field: DisplacementField, shape: tuple[int, int, int],
             v = v_new
             if done:
                 break
-        out[:, :, start:stop] = v.reshape(shape[0], shape[1], stop - start, 3)
+        flat_out[start:stop] = v
     logger.debug("inverted field onto grid %s", shape)
     return DisplacementField(data=out, affine=np.asarray(affine, dtype=np.float64))
