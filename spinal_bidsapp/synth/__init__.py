@@ -7,6 +7,7 @@ Public API::
     load_truth(path) -> SubjectTruth;  load_cohort_truth(out_dir) -> list[SubjectTruth]
     true_subject_to_pam50_mm / true_pam50_to_subject_mm (exact template mapping)
     true_subject_to_straight_mm / true_straight_to_subject_mm (exact curve coordinates)
+    true_cord_area_mm2(truth, arc_length_mm) (true cross-section area along the cord)
 
 The geometry here (curve, frames, nearest-point search) is written independently of
 :mod:`spinal_bidsapp.geometry` so that it can serve as a check of it.
@@ -17,6 +18,7 @@ from spinal_bidsapp.synth.truth import (
     SubjectTruth,
     load_cohort_truth,
     load_truth,
+    true_cord_area_mm2,
     true_pam50_to_subject_mm,
     true_straight_to_subject_mm,
     true_subject_to_pam50_mm,
@@ -30,6 +32,7 @@ __all__ = [
     "generate_phantom_cohort",
     "load_cohort_truth",
     "load_truth",
+    "true_cord_area_mm2",
     "true_pam50_to_subject_mm",
     "true_straight_to_subject_mm",
     "true_subject_to_pam50_mm",

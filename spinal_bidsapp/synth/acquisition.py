@@ -18,7 +18,7 @@ _WORLD_AXIS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S"
                "I": (2, -1.0)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Grid:
     """A voxel grid: ``shape`` and voxel-to-world ``affine`` ((4, 4), RAS+ mm)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.synth import writer
-from spinal_bidsapp.synth.acquisition import IMAGE_SCALE, to_int16
+from spinal_bidsapp.synth.acquisition import IMAGE_SCALE, Grid, to_int16
+from spinal_bidsapp.synth.curve import SpineCurve
 from spinal_bidsapp.synth.demo import (
     DEMO_DISCS,
     T1W_INTENSITY,
@@ -157,6 +159,7 @@ def demo_truth(spec: DemoSubjectSpec, *, subject: str, seed: int,
         mapping=mapping, discs=discs,
         cord_csa_mm2={d: float(anatomy.cord_area_mm2(np.array(arcs[d]))) for d in DEMO_DISCS},
         cord_volume_mm3=volumes,
+        cord_csa_profile=_profile(spec.curve, spec.grid, anatomy.cord_area_mm2),
         parameters={"anatomy": anatomy_dict, "bias": spec.bias.to_dict(),
                     "noise_sigma": spec.noise_sigma * IMAGE_SCALE,
                     "fov_discs": list(spec.fov_discs), "tissues": TISSUES,
@@ -266,11 +269,25 @@ def phantom_truth(spec: PhantomSubjectSpec, anatomy: Pam50Anatomy, *, subject: s
         cord_csa_mm2={d: float(np.interp(z, z_mm, area) * scale)
                       for d, z in zip(mapping.discs, mapping.disc_template_z_mm, strict=True)},
         cord_volume_mm3=volumes,
+        cord_csa_profile=_profile(spec.curve, spec.grid, lambda s: scale * np.interp(
+            mapping.straight_to_template(np.column_stack([0 * s, 0 * s, s]))[:, 2], z_mm, area)),
         parameters={"bias": spec.bias.to_dict(),
                     "noise_sigma": spec.noise_sigma * IMAGE_SCALE,
                     "fov_discs": list(spec.fov_discs), "tissues": PHANTOM_TISSUES,
                     "intensities": "T2w: PAM50_small_t2 / median cervical CSF x 1000"},
         files=files)
+
+
+def _profile(curve: SpineCurve, grid: Grid,
+             area_mm2: Callable[[np.ndarray], np.ndarray]) -> dict[str, list[float]]:
+    """Cord area every 0.5 mm of arc length over the arc-length range seen by the grid."""
+    corners = np.array([[i, j, k] for i in (0, grid.shape[0] - 1) for j in (0, grid.shape[1] - 1)
+                        for k in (0, grid.shape[2] - 1)], dtype=float)
+    world = corners @ grid.affine[:3, :3].T + grid.affine[:3, 3]
+    s_fov = curve.world_to_curve(world)[:, 2]
+    s = np.arange(np.floor(s_fov.min() * 2) / 2 - 2.0, s_fov.max() + 2.5, 0.5)
+    return {"arc_length_mm": [round(float(x), 3) for x in s],
+            "area_mm2": [round(float(a), 4) for a in area_mm2(s)]}
 
 
 def _write_subject_images(out_dir: Path, subject: str, contrasts: dict[str, np.ndarray],

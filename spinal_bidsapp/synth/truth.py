@@ -132,6 +132,7 @@ class SubjectTruth:
     discs: tuple[DiscTruth, ...]
     cord_csa_mm2: dict[int, float]  # true cord cross-section area at each disc
     cord_volume_mm3: dict[str, float]  # between two discs, keyed "2-8"
+    cord_csa_profile: dict[str, list[float]] = field(default_factory=dict)  # see true_cord_area
     parameters: dict = field(default_factory=dict)  # anatomy, bias, noise: for provenance
     files: dict[str, str] = field(default_factory=dict)  # role -> path relative to OUT
 
@@ -144,7 +145,8 @@ class SubjectTruth:
                 "seed": self.seed, "curve": self.curve.to_dict(), "grid": self.grid.to_dict(),
                 "mapping": self.mapping.to_dict(), "discs": [d.to_dict() for d in self.discs],
                 "cord_csa_mm2": {str(k): v for k, v in self.cord_csa_mm2.items()},
-                "cord_volume_mm3": self.cord_volume_mm3, "parameters": self.parameters,
+                "cord_volume_mm3": self.cord_volume_mm3,
+                "cord_csa_profile": self.cord_csa_profile, "parameters": self.parameters,
                 "files": self.files}
 
     @classmethod
@@ -157,6 +159,8 @@ class SubjectTruth:
                    discs=tuple(DiscTruth.from_dict(d) for d in data["discs"]),
                    cord_csa_mm2={int(k): float(v) for k, v in data["cord_csa_mm2"].items()},
                    cord_volume_mm3={k: float(v) for k, v in data["cord_volume_mm3"].items()},
+                   cord_csa_profile={k: [float(x) for x in v]
+                                     for k, v in data.get("cord_csa_profile", {}).items()},
                    parameters=dict(data.get("parameters", {})), files=dict(data.get("files", {})))
 
 
@@ -169,6 +173,17 @@ def load_cohort_truth(out_dir: Path) -> list[SubjectTruth]:
     """All subject truths of a generated cohort (``OUT`` as given to the generator), by subject."""
     index = json.loads((Path(out_dir) / "truth" / "cohort.json").read_text(encoding="utf-8"))
     return [load_truth(Path(out_dir) / rel) for rel in index["truth_files"]]
+
+
+def true_cord_area_mm2(truth: SubjectTruth, arc_length_mm: NDArray) -> NDArray[np.float64]:
+    """True cord cross-section area (mm2, perpendicular to the cord) at arc lengths ``s``.
+
+    Interpolated from the profile stored every 0.5 mm over the field of view; NaN outside it.
+    """
+    profile = truth.cord_csa_profile
+    s, area = np.asarray(profile["arc_length_mm"]), np.asarray(profile["area_mm2"])
+    return np.interp(np.asarray(arc_length_mm, dtype=np.float64), s, area, left=np.nan,
+                     right=np.nan)
 
 
 def true_subject_to_straight_mm(truth: SubjectTruth, points_mm: NDArray) -> NDArray[np.float64]:

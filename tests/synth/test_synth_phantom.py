@@ -26,7 +26,11 @@ from spinal_bidsapp.synth.phantom import (
     render_phantom_subject,
 )
 from spinal_bidsapp.synth.spine import PAM50_SMALL_OFFSET_MM
-from spinal_bidsapp.synth.truth import true_pam50_to_subject_mm, true_subject_to_pam50_mm
+from spinal_bidsapp.synth.truth import (
+    true_cord_area_mm2,
+    true_pam50_to_subject_mm,
+    true_subject_to_pam50_mm,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +97,12 @@ def test_phantom_labels_and_cord_volume_are_consistent(anatomy: Pam50Anatomy,
         s = spec.curve.world_to_curve(vox_to_mm(spec.grid.affine, cord))[:, 2]
         volume = ((s >= arcs[8]) & (s <= arcs[2])).sum() * np.prod(spec.grid.voxel_mm)
         assert volume == pytest.approx(truth.cord_volume_mm3["2-8"], rel=0.02)
+        s = np.linspace(arcs[8], arcs[2], 2001)
+        assert np.trapezoid(true_cord_area_mm2(truth, s), s) == pytest.approx(
+            truth.cord_volume_mm3["2-8"], rel=2e-3)
+        for disc in range(2, 9):
+            assert true_cord_area_mm2(truth, np.array(arcs[disc])) == pytest.approx(
+                truth.cord_csa_mm2[disc], rel=5e-3)  # 0.5 mm profile of 0.5 mm slices
 
 
 def test_true_mapping_sends_the_subject_cord_into_the_pam50_cord(

@@ -11,6 +11,7 @@ from spinal_bidsapp.synth.spine import PAM50_DISC_Z_MM, PAM50_SMALL_OFFSET_MM
 from spinal_bidsapp.synth.truth import (
     SubjectTruth,
     TemplateMapping,
+    true_cord_area_mm2,
     true_pam50_to_subject_mm,
     true_straight_to_subject_mm,
     true_subject_to_pam50_mm,
@@ -67,6 +68,17 @@ def test_level_stretch_and_extrapolation() -> None:
     with pytest.raises(ValueError, match="top to bottom"):
         TemplateMapping(discs=(3, 2), disc_arc_mm=(-20.0, 10.0),
                         disc_template_z_mm=(-107.84, -92.34))
+
+
+def test_cord_area_profile_agrees_with_discs_and_volume(truth: SubjectTruth) -> None:
+    for disc in truth.discs[1:8]:
+        assert true_cord_area_mm2(truth, np.array(disc.arc_length_mm)) == pytest.approx(
+            truth.cord_csa_mm2[disc.disc], rel=1e-3)
+    s2, s8 = truth.discs[1].arc_length_mm, truth.discs[7].arc_length_mm
+    s = np.linspace(s8, s2, 2001)
+    assert np.trapezoid(true_cord_area_mm2(truth, s), s) == pytest.approx(
+        truth.cord_volume_mm3["2-8"], rel=1e-3)
+    assert np.isnan(true_cord_area_mm2(truth, np.array([s2 + 200.0]))).all()
 
 
 def test_truth_json_round_trip(truth: SubjectTruth) -> None:
