@@ -46,8 +46,8 @@ def line_residuals(points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
 
     Examples
     --------
-    >>> line_residuals(np.array([[0, 0, 0], [0, 1, 1], [0, 0, 2.0], [0, 1, 3]])).round(3).tolist()
-    [0.5, 0.5, 0.5, 0.5]
+    >>> line_residuals(np.array([[1.0, 0, 0], [-1, 0, 0], [0, 0, 5], [0, 0, -5]])).tolist()
+    [1.0, 1.0, 0.0, 0.0]
     """
     pts = np.asarray(points_mm, dtype=np.float64)
     centred = pts - pts.mean(axis=0)

@@ -89,8 +89,9 @@ def make_tube_phantom(kind: Kind = "cervical", *, voxel_mm: tuple[float, float, 
     pts = fn(z_dense)
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
     vox = np.asarray(voxel_mm, dtype=np.float64)
-    lo = pts.min(axis=0) - [margin_mm, margin_mm, 3.0]
-    hi = pts.max(axis=0) + [margin_mm, margin_mm, 3.0]
+    pad = np.array([margin_mm, margin_mm, 3.0])
+    lo = pts.min(axis=0) - pad
+    hi = pts.max(axis=0) + pad
     shape = tuple(int(n) for n in np.ceil((hi - lo) / vox) + 1)
     affine = np.diag([*vox, 1.0])
     affine[:3, 3] = lo
