@@ -1,4 +1,4 @@
-"""``spinal_bidsapp-straighten``: straighten a spinal cord image (SCT ``sct_straighten_spinalcord``).
+"""``spinal_bidsapp-straighten``: straighten a spinal cord image, as ``sct_straighten_spinalcord``.
 
 Examples::
 
