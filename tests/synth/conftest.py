@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +27,11 @@ def pam50_dirs() -> tuple[Path, Path]:
 
 def _validate(bids_dir: Path) -> dict:
     """Run the real validator; returns its JSON report after asserting that it found no error."""
+    found = shutil.which("bids-validator-deno")
     validator = REPO / ".venv" / "bin" / "bids-validator-deno"
-    if not validator.exists():
-        pytest.skip(f"bids-validator-deno not installed at {validator}")
+    if not validator.exists() and found is None:
+        pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")
+    validator = validator if validator.exists() else Path(str(found))
     proc = subprocess.run([str(validator), str(bids_dir), "--format", "json"],
                           capture_output=True, text=True, timeout=300, check=False)
     report = json.loads(proc.stdout)

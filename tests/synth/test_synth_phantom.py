@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from benchmarks.scoring import dice
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.image import vox_to_mm
 from spinal_bidsapp.synth import generate_phantom_cohort, load_cohort_truth
@@ -149,6 +150,14 @@ def test_phantom_cohort_on_disk(pam50_dirs: tuple[Path, Path], tmp_path: Path,
         lps = field[tuple(ijk.T)]
         mapped = points + lps * np.array([-1.0, -1.0, 1.0])
         np.testing.assert_allclose(mapped, true_subject_to_pam50_mm(truth, points), atol=1e-3)
+    # ANTs reads the field with the same convention: PAM50_cord lands on the subject cord mask
+    ants = pytest.importorskip("ants")
+    warped = ants.apply_transforms(
+        fixed=ants.image_read(str(tmp_path / truth.files["T2w"])),
+        moving=ants.image_read(str(pam50_dirs[0] / "PAM50_cord.nii.gz")),
+        transformlist=[str(tmp_path / truth.files["xfm_PAM50_to_T2w"])], interpolator="linear")
+    mask = np.asarray(nib.load(tmp_path / truth.files["T2w_label-SC_mask"]).dataobj)
+    assert dice(warped.numpy() >= 0.5, mask) > 0.99
 
 
 def test_cli_writes_a_phantom_cohort(pam50_dirs: tuple[Path, Path], tmp_path: Path) -> None:
