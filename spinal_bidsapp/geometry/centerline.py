@@ -333,11 +333,12 @@ def _initial_arc_bruteforce(centerline: Centerline, points: NDArray[np.float64]
 
 @dataclass(frozen=True)
 class _CordTable:
-    """Per-sample rows for first-order (Taylor) evaluation around the nearest dense sample.
+    """Per-sample columns for first-order (Taylor) evaluation around the nearest dense sample.
 
-    ``newton`` holds C, T, dT/ds (N, 9); ``frame`` holds C, T, R, dR/ds, A, dA/ds (N, 6, 3).
-    Frame derivatives are zero on the end rows, so beyond its ends the curve continues straight
-    with the end frame.
+    Structure of arrays, one contiguous row per coordinate, so that every gather and every
+    product is a contiguous 1-D numpy operation. ``newton`` rows: C, T, dT/ds (9, N); ``frame``
+    rows: C, T, R, dR/ds, A, dA/ds (18, N). Frame derivatives are zero on the end samples, so
+    beyond its ends the curve continues straight with the end frame. Points are (3, M).
     """
 
     newton: NDArray[np.float64]
@@ -353,29 +354,39 @@ class _CordTable:
         for d in derivs:
             d[[0, -1]] = 0.0
         newton = np.ascontiguousarray(
-            np.concatenate([centerline.points_mm, centerline.tangents, derivs[0]], axis=1))
-        frame = np.ascontiguousarray(np.stack(
+            np.concatenate([centerline.points_mm, centerline.tangents, derivs[0]], axis=1).T)
+        frame = np.ascontiguousarray(np.concatenate(
             [centerline.points_mm, centerline.tangents, centerline.normals_right, derivs[1],
-             centerline.normals_anterior, derivs[2]], axis=1))
+             centerline.normals_anterior, derivs[2]], axis=1).T)
         return cls(newton=newton, frame=frame, step=centerline.step_mm,
                    length=centerline.length_mm)
 
     def _nearest(self, s: NDArray[np.float64]) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
         pos = np.rint(s * (1.0 / self.step))
-        np.clip(pos, 0, len(self.newton) - 1, out=pos)
+        np.clip(pos, 0, self.newton.shape[1] - 1, out=pos)
         idx = pos.astype(np.intp)
         pos *= self.step
         return idx, pos
 
+    @staticmethod
+    def _dot(table: NDArray[np.float64], row: int, idx: NDArray[np.intp],
+             vec: tuple[NDArray[np.float64], ...]) -> NDArray[np.float64]:
+        out = table[row].take(idx)
+        out *= vec[0]
+        out += table[row + 1].take(idx) * vec[1]
+        out += table[row + 2].take(idx) * vec[2]
+        return out
+
     def refine(self, points: NDArray[np.float64], s0: NDArray[np.float64], n_iter: int
                ) -> NDArray[np.float64]:
         s = np.asarray(s0, dtype=np.float64)
+        tab = self.newton
         for _ in range(n_iter):
             idx, s_i = self._nearest(s)
-            rows = np.take(self.newton, idx, axis=0)
-            d = points - rows[:, 0:3]
-            resid = np.einsum("ij,ij->i", d, rows[:, 3:6])
-            denom = 1.0 - np.einsum("ij,ij->i", d, rows[:, 6:9])
+            d = tuple(points[c] - tab[c].take(idx) for c in range(3))
+            resid = self._dot(tab, 3, idx, d)
+            denom = self._dot(tab, 6, idx, d)
+            np.subtract(1.0, denom, out=denom)
             np.maximum(denom, 0.2, out=denom)
             resid /= denom
             s = s_i + resid
@@ -385,28 +396,31 @@ class _CordTable:
                ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         s = self.refine(points, s0, n_iter)
         idx, s_i = self._nearest(s)
-        rows = np.take(self.frame, idx, axis=0)
+        tab = self.frame
         delta = s - s_i
         frame_delta = np.clip(s, 0.0, self.length) - s_i
-        d = points - rows[:, 0] - delta[:, None] * rows[:, 1]
-        dots = np.einsum("mc,mkc->mk", d, rows[:, 2:6])
-        right = dots[:, 0] + frame_delta * dots[:, 1]
-        anterior = dots[:, 2] + frame_delta * dots[:, 3]
+        d = tuple(points[c] - tab[c].take(idx) - delta * tab[3 + c].take(idx)
+                  for c in range(3))
+        right = self._dot(tab, 6, idx, d) + frame_delta * self._dot(tab, 9, idx, d)
+        anterior = self._dot(tab, 12, idx, d) + frame_delta * self._dot(tab, 15, idx, d)
         return s, right, anterior
 
     def world(self, s: NDArray[np.float64], right: NDArray[np.float64],
               anterior: NDArray[np.float64]) -> NDArray[np.float64]:
         idx, s_i = self._nearest(s)
-        rows = np.take(self.frame, idx, axis=0)
-        frame_delta = np.clip(s, 0.0, self.length) - s_i
-        w = np.empty((len(s), 6))
-        w[:, 0] = 1.0
-        w[:, 1] = s - s_i
-        w[:, 2] = right
-        w[:, 3] = right * frame_delta
-        w[:, 4] = anterior
-        w[:, 5] = anterior * frame_delta
-        out: NDArray[np.float64] = np.einsum("mk,mkc->mc", w, rows)
+        tab = self.frame
+        delta = s - s_i
+        right_d = right * (np.clip(s, 0.0, self.length) - s_i)
+        anterior_d = anterior * (np.clip(s, 0.0, self.length) - s_i)
+        out = np.empty((3, len(s)))
+        for c in range(3):
+            row = tab[c].take(idx)
+            row += delta * tab[3 + c].take(idx)
+            row += right * tab[6 + c].take(idx)
+            row += right_d * tab[9 + c].take(idx)
+            row += anterior * tab[12 + c].take(idx)
+            row += anterior_d * tab[15 + c].take(idx)
+            out[c] = row
         return out
 
 
@@ -430,8 +444,8 @@ def refine_arc(centerline: Centerline, points: NDArray[np.float64], arc0: NDArra
         Arc position of the orthogonal projection of each point (unbounded: points beyond an
         end project onto the straight extension of the end tangent).
     """
-    return _CordTable.build(centerline).refine(np.asarray(points, dtype=np.float64), arc0,
-                                               n_iter)
+    pts = np.ascontiguousarray(np.atleast_2d(np.asarray(points, dtype=np.float64)).T)
+    return _CordTable.build(centerline).refine(pts, arc0, n_iter)
 
 
 def cord_coordinates(centerline: Centerline, points_mm: NDArray[np.float64],
@@ -450,8 +464,8 @@ def cord_coordinates(centerline: Centerline, points_mm: NDArray[np.float64],
     -------
     arc_mm, right_mm, anterior_mm : (M,) float64, mm
     """
-    return _CordTable.build(centerline).coords(np.asarray(points_mm, dtype=np.float64), arc0,
-                                               n_iter)
+    pts = np.ascontiguousarray(np.atleast_2d(np.asarray(points_mm, dtype=np.float64)).T)
+    return _CordTable.build(centerline).coords(pts, arc0, n_iter)
 
 
 def cord_to_world(centerline: Centerline, arc_mm: NDArray[np.float64],
@@ -469,8 +483,9 @@ def cord_to_world(centerline: Centerline, arc_mm: NDArray[np.float64],
     >>> cord_to_world(cl, np.array([7.0]), np.array([2.0]), np.array([-1.0])).tolist()
     [[2.0, -1.0, -3.0]]
     """
-    return _CordTable.build(centerline).world(np.asarray(arc_mm, dtype=np.float64),
-                                              np.asarray(right_mm), np.asarray(anterior_mm))
+    out: NDArray[np.float64] = _CordTable.build(centerline).world(
+        np.asarray(arc_mm, dtype=np.float64), np.asarray(right_mm), np.asarray(anterior_mm)).T
+    return out
 
 
 def locate_points(centerline: Centerline, points_mm: NDArray[np.float64], *,

@@ -72,11 +72,11 @@ class Straightening:
 
 
 def _initial_arc(centerline: Centerline, points: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Arc where the plane through each point, normal to the cord's main axis, meets the cord."""
+    """Arc where the plane through each (3, M) point, normal to the cord's axis, meets the cord."""
     axis = centerline.points_mm[-1] - centerline.points_mm[0]
     axis /= np.linalg.norm(axis)
     h = np.maximum.accumulate(centerline.points_mm @ axis)
-    hp = points @ axis
+    hp = axis @ points
     s = np.interp(hp, h, centerline.arc_mm)
     below, above = hp < h[0], hp > h[-1]
     s[below] = (hp[below] - h[0]) / max(float(centerline.tangents[0] @ axis), 0.1)
@@ -107,12 +107,15 @@ def map_points_between(points_mm: NDArray[np.float64], source: Centerline, targe
     >>> map_points_between(np.array([[1.0, 2, -4]]), a, b, identity_arc_map()).round(6).tolist()
     [[6.0, 2.0, -4.0]]
     """
-    return _map_points(np.atleast_2d(np.asarray(points_mm, dtype=np.float64)), source,
-                       _CordTable.build(source), _CordTable.build(target), arc_to_target)
+    pts = np.ascontiguousarray(np.atleast_2d(np.asarray(points_mm, dtype=np.float64)).T)
+    out: NDArray[np.float64] = _map_points(pts, source, _CordTable.build(source),
+                                           _CordTable.build(target), arc_to_target).T
+    return out
 
 
 def _map_points(points: NDArray[np.float64], source: Centerline, source_table: _CordTable,
                 target_table: _CordTable, arc_to_target: ArcMap) -> NDArray[np.float64]:
+    """(3, M) points -> (3, M) mapped points."""
     s, right, anterior = source_table.coords(points, _initial_arc(source, points),
                                              _NEWTON_ITERATIONS)
     return target_table.world(arc_to_target.forward(s), right, anterior)
@@ -141,23 +144,24 @@ def compute_displacement(shape: tuple[int, int, int], affine: NDArray[np.float64
     flat_out = out.reshape(-1, 3)
     source_table, target_table = _CordTable.build(source), _CordTable.build(target)
     for start, stop in chunk_bounds(shape):
-        p = grid_points(shape, affine, start, stop)
+        p = np.ascontiguousarray(grid_points(shape, affine, start, stop).T)
         q = _map_points(p, source, source_table, target_table, arc_to_target)
         q -= p
-        flat_out[start:stop] = q
+        flat_out[start:stop] = q.T
     return DisplacementField(data=out, affine=np.asarray(affine, dtype=np.float64))
 
 
-def _world_axis_spacing(affine: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Voxel size along world R, A, S: spacing of the voxel axis closest to each world axis."""
+def _world_axis_spacing(shape: tuple[int, int, int], affine: NDArray[np.float64]
+                        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Voxel size and field-of-view length (mm) along world R, A, S (closest voxel axes)."""
     cols = np.asarray(affine, dtype=np.float64)[:3, :3]
     zooms = np.linalg.norm(cols, axis=0)
     closest = np.argmax(np.abs(cols) / zooms, axis=1)
-    return zooms[closest]
+    return zooms[closest], zooms[closest] * np.asarray(shape, dtype=np.float64)[closest]
 
 
 def straight_grid(centerline: Centerline, voxel_mm: NDArray[np.float64], *,
-                  xy_size_mm: float = DEFAULT_XY_SIZE_MM
+                  xy_size_mm: float | NDArray[np.float64] = DEFAULT_XY_SIZE_MM
                   ) -> tuple[tuple[int, int, int], NDArray[np.float64], Centerline]:
     """RAS grid holding a vertical line as long as the cord, centred on the cord's mid-point.
 
@@ -166,8 +170,8 @@ def straight_grid(centerline: Centerline, voxel_mm: NDArray[np.float64], *,
     centerline : Centerline
     voxel_mm : (3,) float, mm
         Voxel size along R, A, S.
-    xy_size_mm : float, mm
-        Half-width of the in-plane field of view.
+    xy_size_mm : float or (2,) float, mm
+        Half-width of the in-plane field of view (one value, or one along R and one along A).
 
     Returns
     -------
@@ -177,7 +181,7 @@ def straight_grid(centerline: Centerline, voxel_mm: NDArray[np.float64], *,
     vox = np.asarray(voxel_mm, dtype=np.float64)
     length = centerline.length_mm
     mid = sample_centerline(centerline, np.array([length / 2]))[0][0]
-    half_xy = np.maximum(np.rint(xy_size_mm / vox[:2]).astype(int), 1)
+    half_xy = np.maximum(np.rint(np.asarray(xy_size_mm) / vox[:2]).astype(int), 1)
     nz = int(np.ceil(length / vox[2] - 1e-6)) + 1
     shape = (int(2 * half_xy[0] + 1), int(2 * half_xy[1] + 1), nz)
     affine = np.diag([*vox, 1.0])
@@ -201,12 +205,15 @@ def straighten_to_line(centerline: Centerline, curved_shape: tuple[int, int, int
     curved_shape, curved_affine
         Grid of the curved image (where ``straight_to_curve`` lives).
     xy_size_mm : float, mm
-        Half-width of the straight field of view.
+        Half-width of the straight field of view, at most half the curved image's field of
+        view along R and A (as SCT does: the field is not computed where there is no image).
     voxel_mm : (3,) float, mm, optional
         Straight voxel size along R, A, S; default: the curved image's spacing per world axis.
     """
-    vox = _world_axis_spacing(curved_affine) if voxel_mm is None else np.asarray(voxel_mm)
-    shape, affine, straight = straight_grid(centerline, vox, xy_size_mm=xy_size_mm)
+    spacing, fov = _world_axis_spacing(curved_shape, curved_affine)
+    vox = spacing if voxel_mm is None else np.asarray(voxel_mm, dtype=np.float64)
+    half = np.minimum(float(xy_size_mm), fov[:2] / 2)
+    shape, affine, straight = straight_grid(centerline, vox, xy_size_mm=half)
     arc_map = identity_arc_map()
     c2s = compute_displacement(shape, affine, straight, centerline, arc_map)
     s2c = compute_displacement(curved_shape, curved_affine, centerline, straight, arc_map)
