@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from spinal_bidsapp.geometry.centerline import (
     Centerline,
     _CordTable,
+    centerline_from_points,
     sample_centerline,
     straight_centerline,
 )
@@ -226,7 +227,7 @@ def _invert_map(arc_map: ArcMap) -> ArcMap:
     return ArcMap(source_mm=arc_map.dest_mm, dest_mm=arc_map.source_mm)
 
 
-def straighten_to_centerline(centerline: Centerline, dest: Centerline,
+def straighten_to_centerline(centerline: Centerline, dest: Centerline | NDArray[np.float64],
                              curved_shape: tuple[int, int, int],
                              curved_affine: NDArray[np.float64],
                              dest_shape: tuple[int, int, int], dest_affine: NDArray[np.float64],
@@ -238,8 +239,9 @@ def straighten_to_centerline(centerline: Centerline, dest: Centerline,
     ----------
     centerline : Centerline
         Curved (input) cord centerline.
-    dest : Centerline
-        Destination centerline; it need not be straight.
+    dest : Centerline or (K, 3) float, mm, world
+        Destination centerline (it need not be straight), or ordered points along it, which
+        are interpolated with :func:`centerline_from_points` (no smoothing).
     curved_shape, curved_affine
         Input image grid (``straight_to_curve`` lives there).
     dest_shape, dest_affine
@@ -255,6 +257,9 @@ def straighten_to_centerline(centerline: Centerline, dest: Centerline,
     InputDataError
         Discs out of anatomical order, or no disc in common.
     """
+    if not isinstance(dest, Centerline):
+        dest = centerline_from_points(np.asarray(dest, dtype=np.float64), smooth_mm=0.0,
+                                      step_mm=centerline.step_mm)
     src_pos = dst_pos = None
     if input_discs and dest_discs:
         src_pos = project_discs(input_discs, centerline)

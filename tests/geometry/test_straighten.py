@@ -197,3 +197,18 @@ def test_real_subject_discs_land_on_pam50_small(errsm30: dict[str, Volume],
     mapped = transform_points(src_discs[3][None], res.straight_to_curve)[0]
     assert mapped[2] == pytest.approx(dst_discs[3][2], abs=0.5)
     assert res.curve_to_straight.shape == cord.shape
+
+
+def test_destination_given_as_coordinates_preserves_arc_fraction(cervical: TubePhantom) -> None:
+    cl = centerline_from_mask(cervical.mask.data, cervical.mask.affine)
+    line = np.stack([np.full(13, 2.0), np.full(13, -1.0), np.linspace(-60.0, 60.0, 13)], axis=1)
+    dest_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    dest_affine[:3, 3] = [-10.0, -12.0, -70.0]
+    res = straighten_to_centerline(cl, line, cervical.mask.shape, cervical.mask.affine,
+                                   (25, 25, 141), dest_affine)
+    assert res.straight.length_mm == pytest.approx(120.0)
+    fractions = np.array([0.1, 0.5, 0.9])
+    on_cord = cl.points_mm[np.rint(fractions * (len(cl.arc_mm) - 1)).astype(int)]
+    mapped = transform_points(on_cord, res.straight_to_curve)
+    assert np.allclose(mapped[:, :2], [2.0, -1.0], atol=0.05)
+    assert np.allclose(mapped[:, 2], -60.0 + 120.0 * fractions, atol=0.3)
