@@ -6,6 +6,7 @@ implementation once, at configuration time, and records its name and version for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -85,4 +86,62 @@ class RootletSegmenter(Protocol):
     info: EngineInfo
 
     def segment_rootlets(self, image: Path, *, contrast: Contrast, out_dir: Path) -> RootletResult:
+        ...
+
+
+@dataclass(frozen=True)
+class TemplateSubject:
+    """One input of a template build: an image already on the common (straight) template grid."""
+
+    label: str
+    """File-name-safe identifier, e.g. ``sub-01`` or ``sub-01_ses-02`` (letters, digits, _ -)."""
+    image: Path
+    """Straightened, intensity-normalised image on the template grid."""
+    cord_mask: Path
+    """Cord mask (0-1) on the same grid."""
+
+
+@dataclass(frozen=True)
+class TemplateIteration:
+    """Outputs of one template iteration (index 0 is the initial average)."""
+
+    index: int
+    level_mm: float | None
+    """Registration level of the iteration; None for the initial average."""
+    average: Path
+    sd: Path
+
+
+@dataclass(frozen=True)
+class SubjectWarps:
+    """Final warps of one subject, ITK displacement fields (LPS) on the template grid."""
+
+    label: str
+    subject_to_template: Path
+    """Moves the subject into the template (pull field: template point -> subject point)."""
+    template_to_subject: Path
+    """Moves the template onto the subject (the inverse mapping)."""
+
+
+@dataclass(frozen=True)
+class TemplateBuildResult:
+    template: Path
+    sd: Path
+    """Voxelwise SD of the resampled subjects at the last iteration."""
+    mask: Path
+    """Template cord mask (cord probability >= 0.5)."""
+    cord_probability: Path | None
+    """Mean of the warped cord masks; None when the engine does not produce it."""
+    iterations: tuple[TemplateIteration, ...]
+    warps: tuple[SubjectWarps, ...]
+    """Per-subject final warps; empty when the engine cannot export them as ITK fields."""
+    convergence: Path
+    """JSON record: per iteration, median SD inside the mask and RMS change of the average."""
+
+
+class TemplateBuilder(Protocol):
+    info: EngineInfo
+
+    def build_template(self, subjects: Sequence[TemplateSubject], *, work_dir: Path,
+                       nprocs: int) -> TemplateBuildResult:
         ...

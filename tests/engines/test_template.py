@@ -1,0 +1,210 @@
+"""Builtin template loop on tiny phantoms: convergence, unbiasedness, resume, parallel equality."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from spinal_bidsapp.engines.base import TemplateSubject
+from spinal_bidsapp.engines.builtin import Stage, build_template, preset_options
+from spinal_bidsapp.engines.builtin.averaging import correlation_in_mask, mirror_axis
+from spinal_bidsapp.engines.builtin.protocol import (
+    TemplateOptions,
+    level_pyramid,
+    registration_argv,
+)
+from spinal_bidsapp.engines.builtin.template import iteration_dir
+from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.fieldio import load_field
+from spinal_bidsapp.geometry.fields import compose_fields
+from spinal_bidsapp.image import load_volume
+
+SHAPE = (24, 24, 40)
+AFFINE = np.array([[-1.0, 0, 0, 11.5], [0, 1.0, 0, -11.5], [0, 0, 1.0, -19.5], [0, 0, 0, 1]])
+
+
+def _anatomy(x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
+    """Dark elliptic cord inside bright CSF, centred in x (symmetric), z-invariant."""
+    cx, cy = (SHAPE[0] - 1) / 2, (SHAPE[1] - 1) / 2
+    r_cord = np.sqrt(((x - cx) / 3.5) ** 2 + ((y - cy) / 2.6) ** 2)
+    r_csf = np.sqrt(((x - cx) / 7.0) ** 2 + ((y - cy - 0.5) / 5.5) ** 2)
+    cord = 1 / (1 + np.exp((r_cord - 1) * 4 / 0.6))
+    csf = 1 / (1 + np.exp((r_csf - 1) * 6 / 0.6))
+    return (400 + 600 * csf - 700 * cord).astype(np.float32), cord
+
+
+def _grid() -> tuple[NDArray, NDArray, NDArray]:
+    x, y, z = np.meshgrid(*[np.arange(n, dtype=float) for n in SHAPE], indexing="ij")
+    return x, y, z
+
+
+def true_anatomy() -> NDArray:
+    x, y, _ = _grid()
+    return _anatomy(x, y)[0]
+
+
+def make_cohort(root: Path, n: int, *, amplitude: float = 3.5, seed: int = 0
+                ) -> list[TemplateSubject]:
+    """Subjects = the true anatomy pulled through smooth zero-mean random deformations."""
+    rng = np.random.default_rng(seed)
+    fields = []
+    for _ in range(n):
+        f = np.stack([ndimage.gaussian_filter(c, (4, 4, 6)) for c in rng.normal(size=(3, *SHAPE))])
+        fields.append(f / np.abs(f).max() * amplitude)
+    mean = np.mean(fields, axis=0)
+    x, y, _ = _grid()
+    subjects = []
+    for i, f in enumerate(fields):
+        image, cord = _anatomy(x + f[0] - mean[0], y + f[1] - mean[1])
+        image = image + rng.normal(0, 20, SHAPE).astype(np.float32)
+        paths = root / f"sub-{i:02d}_T2w.nii.gz", root / f"sub-{i:02d}_cordmask.nii.gz"
+        nib.save(nib.Nifti1Image(image, AFFINE), paths[0])
+        nib.save(nib.Nifti1Image((cord > 0.5).astype(np.float32), AFFINE), paths[1])
+        subjects.append(TemplateSubject(label=f"sub-{i:02d}", image=paths[0], cord_mask=paths[1]))
+    return subjects
+
+
+def _data(path: Path) -> NDArray:
+    return load_volume(path, dtype=np.float64).data
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("template")
+    subjects = make_cohort(root, 4)
+    options = preset_options("fast")
+    result = build_template(subjects, work_dir=root / "work", options=options, nprocs=2)
+    return root, subjects, options, result
+
+
+def test_template_converges_towards_the_true_shape(built) -> None:
+    _, _, options, result = built
+    truth = true_anatomy()
+    gradient = np.linalg.norm(np.gradient(truth), axis=0)
+    edges = gradient > 0.3 * gradient.max()
+    corr = [correlation_in_mask(_data(it.average), truth, edges) for it in result.iterations]
+    rms = [float(np.sqrt(np.mean((_data(it.average) - truth)[edges] ** 2)))
+           for it in result.iterations]
+    assert len(result.iterations) == options.n_iterations + 1
+    assert corr[-1] > corr[0] and corr[-1] > 0.997
+    assert corr[-1] >= max(corr[1:]) - 2e-4
+    assert rms[-1] < 0.6 * rms[0]
+    record = json.loads(result.convergence.read_text())["iterations"]
+    sd = [r["median_sd_in_mask"] for r in record]
+    assert sd[-1] < 0.5 * sd[0]
+    assert record[-1]["rms_change_in_mask"] < record[1]["rms_change_in_mask"]
+
+
+def test_mean_warp_after_shape_update_is_near_zero(built) -> None:
+    root, _, options, result = built
+    warps = sorted((iteration_dir(root / "work", options.n_iterations) / "warps").glob("*.nii.gz"))
+    assert len(warps) == 8  # 4 subjects and their mirrors
+    fields = [load_field(p).data.astype(np.float64) for p in warps]
+    mask = _data(result.mask) > 0
+    mean_norm = np.linalg.norm(np.mean(fields, axis=0), axis=-1)[mask]
+    subject_norm = np.linalg.norm(np.stack(fields), axis=-1)[:, mask]
+    assert np.sqrt(np.mean(subject_norm ** 2)) > 0.3
+    assert np.sqrt(np.mean(mean_norm ** 2)) < 0.02 * np.sqrt(np.mean(subject_norm ** 2))
+
+
+def test_final_warps_are_mutual_inverses(built) -> None:
+    _, subjects, _, result = built
+    assert [w.label for w in result.warps] == [s.label for s in subjects]
+    forward = load_field(result.warps[0].subject_to_template)
+    inverse = load_field(result.warps[0].template_to_subject)
+    round_trip = compose_fields(inverse, forward).data
+    inner = (slice(3, -3), slice(3, -3), slice(3, -3))
+    assert np.abs(round_trip[inner]).max() < 0.1
+    assert _data(result.cord_probability).max() <= 1.0
+    assert set(np.unique(_data(result.mask))) <= {0.0, 1.0}
+
+
+def test_resume_after_deleting_last_iteration_gives_identical_result(built) -> None:
+    root, subjects, options, result = built
+    copy = root / "resumed"
+    shutil.copytree(root / "work", copy)
+    last = iteration_dir(copy, options.n_iterations)
+    shutil.rmtree(last)
+    shutil.rmtree(copy / "final")
+    first_avg = iteration_dir(copy, 1) / "avg.nii.gz"
+    mtime = first_avg.stat().st_mtime_ns
+    resumed = build_template(subjects, work_dir=copy, options=options, nprocs=2)
+    assert first_avg.stat().st_mtime_ns == mtime  # earlier iterations were skipped
+    assert last.is_dir()
+    for a, b in ((result.template, resumed.template), (result.sd, resumed.sd),
+                 (result.cord_probability, resumed.cord_probability)):
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(_data(a), _data(b))
+    np.testing.assert_array_equal(load_field(result.warps[1].subject_to_template).data,
+                                  load_field(resumed.warps[1].subject_to_template).data)
+
+
+def test_one_and_two_processes_give_the_same_template(tmp_path: Path) -> None:
+    subjects = make_cohort(tmp_path, 3, seed=1)
+    options = TemplateOptions(protocol=(Stage(4.0, 1), Stage(2.0, 1)), symmetric=False,
+                              coarse_iterations=20, fine_iterations=10)
+    one = build_template(subjects, work_dir=tmp_path / "one", options=options, nprocs=1)
+    two = build_template(subjects, work_dir=tmp_path / "two", options=options, nprocs=2)
+    a, b = _data(one.template), _data(two.template)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    wa = load_field(one.warps[2].template_to_subject).data
+    wb = load_field(two.warps[2].template_to_subject).data
+    assert np.abs(wa - wb).max() <= 1e-5 * max(np.abs(wa).max(), 1e-3)
+
+
+def test_inputs_on_another_grid_are_rejected(tmp_path: Path) -> None:
+    subjects = make_cohort(tmp_path, 2)
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 2.0
+    nib.save(nib.Nifti1Image(load_volume(subjects[1].image).data, shifted), subjects[1].image)
+    with pytest.raises(InputDataError, match="not on the template grid"):
+        build_template(subjects, work_dir=tmp_path / "work", options=preset_options("fast"))
+
+
+def test_labels_must_be_unique_and_file_safe(tmp_path: Path) -> None:
+    subject = TemplateSubject(label="sub 01", image=tmp_path / "a", cord_mask=tmp_path / "b")
+    with pytest.raises(InputDataError):
+        build_template([subject, subject], work_dir=tmp_path, options=preset_options("fast"))
+
+
+def test_oblique_grid_cannot_be_mirrored() -> None:
+    c, s = np.cos(0.3), np.sin(0.3)
+    oblique = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    with pytest.raises(InputDataError, match="oblique"):
+        mirror_axis(oblique)
+
+
+def test_level_sets_shrink_and_smoothing_in_mm() -> None:
+    options = preset_options("seed")
+    coarse = level_pyramid(8.0, voxel_mm=0.5, shape=(201, 201, 700), options=options)
+    fine = level_pyramid(1.0, voxel_mm=0.5, shape=(201, 201, 700), options=options)
+    assert coarse.shrink_factors == (16, 1) and coarse.iterations == (20, 0)
+    assert fine.shrink_factors == (4, 2, 1) and fine.iterations == (40, 20, 0)
+    assert fine.sigmas_mm[1] == pytest.approx(0.5) and fine.sigmas_mm[-1] == 0.0
+    tiny = level_pyramid(8.0, voxel_mm=1.0, shape=SHAPE, options=options)
+    assert max(tiny.shrink_factors) == 3
+
+
+def test_registration_command_is_syn_only_with_seed_and_warm_start(tmp_path: Path) -> None:
+    options = TemplateOptions(seed=7)
+    pyramid = level_pyramid(2.0, voxel_mm=1.0, shape=(64, 64, 64), options=options)
+    argv = registration_argv(fixed=tmp_path / "t.nii.gz", moving=tmp_path / "s.nii.gz",
+                             out_prefix=tmp_path / "r_", pyramid=pyramid, options=options,
+                             initial_warp=tmp_path / "w.nii.gz")
+    text = " ".join(argv)
+    assert argv.count("--transform") == 1 and "SyN[0.1,3,0]" in text
+    assert f"CC[{tmp_path}/t.nii.gz,{tmp_path}/s.nii.gz,1,2]" in text
+    assert "--random-seed 7" in text and f"--initial-moving-transform {tmp_path}/w.nii.gz" in text
+    assert "--shrink-factors 4x2x1" in text and "--smoothing-sigmas 2x1x0mm" in text
+    assert "Affine" not in text and "Rigid" not in text
+    with pytest.raises(ValueError, match="cannot take a path"):
+        registration_argv(fixed=tmp_path / "a,b.nii.gz", moving=tmp_path / "s.nii.gz",
+                          out_prefix=tmp_path / "r_", pyramid=pyramid, options=options,
+                          initial_warp=None)
