@@ -1,0 +1,322 @@
+"""MINC template engine: the seed's nist_mni_pipelines (ipl) ANIMAL loop, run as an external tool.
+
+Path (``docs/reference/minc_ipl.md`` §2, ``sct.md`` §3.7-3.8): NIfTI inputs -> MINC2 (``nii2mnc``),
+a subjects CSV (scan, mask), a generated driver calling
+``ipl.model.generate_nonlinear.generate_nonlinear_model_csv`` with the seed's options (symmetric,
+protocol 8/4/2/1 mm x 4, refine), run as ``python -m scoop -n N driver.py`` through
+:func:`~spinal_bidsapp.engines.tools.run_tool`, then every ``avg.NNN`` / ``sd.NNN`` back to
+NIfTI (``mnc2nii``) on the input grid.
+
+Pinned: nist_mni_pipelines commit :data:`NIST_MNI_PIPELINES_COMMIT` (the one neuropoly/template
+uses; ``ipl/model`` is identical at the scoop-era HEAD). The upstream moved to the NIST-MNI
+organisation in 2024 and replaced scoop by Ray (``@ray.remote``), so this driver does not run
+with newer upstream code. As in the seed, every subject gets the same all-ones mask: ipl cannot
+give a cord probability map, and its transforms stay MINC ``.xfm`` grids (not exported as ITK
+fields), so the result has ``cord_probability=None`` and no warps.
+
+Conversions go through a RAS-ordered copy: Debian's ``nii2mnc`` 2.3.00 writes a wrong origin for
+permuted axes (e.g. PSR; checked in ``tests/engines/test_minc.py``), axis flips are handled.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spinal_bidsapp.engines.base import (
+    EngineInfo,
+    TemplateBuildResult,
+    TemplateIteration,
+    TemplateSubject,
+)
+from spinal_bidsapp.engines.builtin.averaging import median_in_mask, rms_in_mask
+from spinal_bidsapp.engines.builtin.protocol import SEED_PROTOCOL, Stage
+from spinal_bidsapp.engines.tools import discover_tool, find_tool, run_tool
+from spinal_bidsapp.errors import EngineUnavailable, InputDataError
+from spinal_bidsapp.files import sha256_file, write_json, write_text
+from spinal_bidsapp.image import Volume, load_volume, reorient, same_grid, save_volume
+from spinal_bidsapp.steps import params_digest
+
+logger = logging.getLogger(__name__)
+
+NIST_MNI_PIPELINES_COMMIT = "cadc7219e79d6edb90742e1e340f8eee76332006"
+"""vfonov/nist_mni_pipelines commit pinned by neuropoly/template (scoop era; newer: Ray)."""
+
+CONTAINER_IMAGE = ("the spinal_bidsapp MINC container image (minc-toolkit-v2 1.9.18, "
+                   f"nist_mni_pipelines {NIST_MNI_PIPELINES_COMMIT[:8]}, scoop)")
+REQUIRED_PROGRAMS = ("minctracc", "nii2mnc", "mnc2nii")
+REQUIRED_MODULES = ("ipl", "scoop")
+MINC_ENVIRONMENT = {"MINC_FORCE_V2": "1", "VOLUME_CACHE_THRESHOLD": "-1"}
+"""Write MINC2 (HDF5) files; never block-cache volumes (slow and error-prone in minctracc)."""
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class MincTemplateOptions:
+    """ipl ``generate_nonlinear_model`` options (defaults: the seed's ``generate_template.py``).
+
+    ``level_mm`` of every stage must be one of ipl's minctracc steps (32, 16, 12, 8, 6, 4, 2, 1,
+    0.5); ipl fails with "No iterations were performed!" otherwise.
+    """
+
+    protocol: tuple[Stage, ...] = SEED_PROTOCOL
+    symmetric: bool = True
+    refine: bool = True
+    timeout_s: float = 14 * 24 * 3600.0
+    conversion_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        bad = [s.level_mm for s in self.protocol if s.level_mm not in _IPL_LEVELS]
+        if bad:
+            raise ValueError(f"ipl levels must be among {sorted(_IPL_LEVELS)}, got {bad}")
+
+    @property
+    def n_iterations(self) -> int:
+        return sum(stage.iterations for stage in self.protocol)
+
+
+_IPL_LEVELS = frozenset({32.0, 16.0, 12.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.5})
+
+
+def check_minc_available(*, search_path: str | None = None) -> None:
+    """Raise :class:`EngineUnavailable` unless the MINC programs and ipl/scoop are usable."""
+    missing = [name for name in REQUIRED_PROGRAMS if find_tool(name, search_path=search_path)
+               is None]
+    missing += [f"the Python module {name}" for name in REQUIRED_MODULES
+                if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EngineUnavailable(
+            f"the MINC template engine needs {', '.join(missing)}; use {CONTAINER_IMAGE}, or "
+            "choose --template-engine builtin")
+
+
+def ipl_options(options: MincTemplateOptions) -> dict[str, object]:
+    """The ``options`` dict passed to ``generate_nonlinear_model_csv``.
+
+    >>> ipl_options(MincTemplateOptions())["protocol"][0]
+    {'iter': 4, 'level': 8}
+    """
+    return {
+        "symmetric": options.symmetric,
+        "protocol": [{"iter": s.iterations, "level": _ipl_level(s.level_mm)}
+                     for s in options.protocol],
+        "refine": options.refine,
+    }
+
+
+def _ipl_level(level_mm: float) -> int | float:
+    return int(level_mm) if float(level_mm).is_integer() else level_mm
+
+
+def driver_source(*, subjects_csv: Path, work_prefix: Path, options: MincTemplateOptions) -> str:
+    """Python source of the scoop driver (every scoop worker imports it: keep the main guard)."""
+    return (
+        '"""Generated by spinal_bidsapp.engines.minc: the seed\'s generate_template.py.\n\n'
+        f"nist_mni_pipelines {NIST_MNI_PIPELINES_COMMIT}; run as python -m scoop -n N "
+        f'{"driver.py"}\n"""\n\n'
+        "from ipl.model.generate_nonlinear import generate_nonlinear_model_csv\n\n"
+        'if __name__ == "__main__":\n'
+        "    generate_nonlinear_model_csv(\n"
+        f"        {str(subjects_csv)!r},\n"
+        f"        work_prefix={str(work_prefix)!r},\n"
+        f"        options={ipl_options(options)!r},\n"
+        "    )\n"
+    )
+
+
+def scoop_argv(driver: Path, *, nprocs: int, python: Path | None = None) -> list[str]:
+    """``python -m scoop -n N driver.py`` (scoop counts the root process as one worker)."""
+    return [str(python or Path(sys.executable)), "-m", "scoop", "-n", str(max(1, nprocs)),
+            str(driver)]
+
+
+def subjects_csv_text(rows: Sequence[tuple[Path, Path]]) -> str:
+    """ipl's CSV: ``scan.mnc,mask.mnc`` per line, no header, no quoting (paths without commas)."""
+    lines = []
+    for scan, mask in rows:
+        if "," in str(scan) or "," in str(mask):
+            raise ValueError(f"ipl's CSV cannot hold a path with a comma: {scan}, {mask}")
+        lines.append(f"{scan},{mask}")
+    return "\n".join(lines) + "\n"
+
+
+def nifti_to_minc(src: Path, dst: Path, *, log_file: Path, timeout_s: float = 600.0) -> Path:
+    """Convert a NIfTI volume to MINC2 float through a RAS-ordered copy (no resampling)."""
+    volume = load_volume(src, dtype=np.float32)
+    ras = reorient(volume, ("R", "A", "S"))
+    staging = dst.with_name(f".{dst.name}.staging.nii")
+    tmp = dst.with_name(f".{dst.name}.tmp.mnc")
+    save_volume(ras, staging, dtype=np.float32)
+    tmp.unlink(missing_ok=True)  # nii2mnc has no -clobber
+    try:
+        run_tool(["nii2mnc", "-float", staging, tmp], log_file=log_file, expected_outputs=[tmp],
+                 threads=1, timeout_s=timeout_s, extra_env=MINC_ENVIRONMENT)
+        os.replace(tmp, dst)
+    finally:
+        staging.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+def minc_to_nifti(src: Path, dst: Path, *, reference: Volume, log_file: Path,
+                  timeout_s: float = 600.0) -> Path:
+    """Convert a MINC volume back to NIfTI on ``reference``'s grid (voxel order and affine).
+
+    Raises
+    ------
+    InputDataError
+        The MINC volume is not on the reference grid (after reordering the axes).
+    """
+    staging = dst.with_name(f".{dst.name}.staging.nii")
+    staging.unlink(missing_ok=True)
+    try:
+        run_tool(["mnc2nii", "-nii", "-float", src, staging], log_file=log_file,
+                 expected_outputs=[staging], threads=1, timeout_s=timeout_s,
+                 extra_env=MINC_ENVIRONMENT)
+        volume = reorient(load_volume(staging, dtype=np.float32), reference.axcodes)
+    finally:
+        staging.unlink(missing_ok=True)
+    if not same_grid(volume, reference):
+        raise InputDataError(f"{src} is not on the template grid after conversion "
+                             f"(shape {volume.shape} vs {reference.shape})")
+    save_volume(Volume(volume.data, reference.affine), dst, dtype=np.float32)
+    return dst
+
+
+class MincTemplateBuilder:
+    """:class:`~spinal_bidsapp.engines.base.TemplateBuilder` running ipl under scoop."""
+
+    def __init__(self, options: MincTemplateOptions | None = None, *,
+                 search_path: str | None = None) -> None:
+        check_minc_available(search_path=search_path)
+        self.options = options or MincTemplateOptions()
+        tool = discover_tool("minctracc", version_args=["-version"], search_path=search_path)
+        version = tool.version if tool is not None else "unknown"
+        self.info = EngineInfo(name="minc", version=f"{version}; nist_mni_pipelines "
+                                                    f"{NIST_MNI_PIPELINES_COMMIT[:8]}")
+
+    def build_template(self, subjects: Sequence[TemplateSubject], *, work_dir: Path,
+                       nprocs: int) -> TemplateBuildResult:
+        """Convert, run ipl, convert back.
+
+        A rerun resumes: ipl skips every output that exists (its own rule), unless the inputs
+        or options changed since the last run, in which case its folder is cleared first.
+        """
+        work_dir = Path(work_dir).absolute()
+        if len(subjects) < 2 or any(not _LABEL.match(s.label) for s in subjects):
+            raise InputDataError("a MINC template needs at least two subjects with file-safe "
+                                 "labels")
+        reference = load_volume(subjects[0].image)
+        logs = work_dir / "logs"
+        mnc = work_dir / "mnc"
+        prefix = work_dir / "model_nl_all"
+        self._forget_stale_run(subjects, work_dir, prefix)
+        mask = mnc / "mask_all.mnc"
+        ones = Volume(np.ones(reference.shape, np.float32), reference.affine)
+        save_volume(ones, work_dir / "mask_all.nii.gz")
+        nifti_to_minc(work_dir / "mask_all.nii.gz", mask, log_file=logs / "nii2mnc_mask.log")
+        rows = []
+        for subject in subjects:
+            if not same_grid(load_volume(subject.image), reference):
+                raise InputDataError(f"{subject.image} is not on the template grid of "
+                                     f"{subjects[0].image}")
+            scan = mnc / f"{subject.label}.mnc"
+            nifti_to_minc(subject.image, scan, log_file=logs / f"nii2mnc_{subject.label}.log",
+                          timeout_s=self.options.conversion_timeout_s)
+            rows.append((scan, mask))
+        csv = work_dir / "subjects.csv"
+        write_text(csv, subjects_csv_text(rows))
+        driver = work_dir / "generate_template.py"
+        write_text(driver, driver_source(subjects_csv=csv, work_prefix=prefix,
+                                         options=self.options))
+        n = self.options.n_iterations
+        outputs = [prefix / f"avg.{n:03d}.mnc", prefix / f"sd.{n:03d}.mnc",
+                   prefix / f"avg.{n:03d}_mask.mnc"]
+        run_tool(scoop_argv(driver, nprocs=nprocs), log_file=logs / "ipl_generate_model.log",
+                 expected_outputs=outputs, threads=1, timeout_s=self.options.timeout_s,
+                 cwd=work_dir, extra_env=MINC_ENVIRONMENT)
+        return self._convert_outputs(prefix, work_dir, reference)
+
+    def _forget_stale_run(self, subjects: Sequence[TemplateSubject], work_dir: Path,
+                          prefix: Path) -> None:
+        """ipl resumes by file existence only: drop its folder when inputs or options changed."""
+        digest = params_digest({
+            "options": ipl_options(self.options), "version": self.info.version,
+            "subjects": [[s.label, sha256_file(Path(s.image))] for s in subjects]})
+        marker = work_dir / "inputs.sha256"
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() != digest:
+            logger.info("MINC template inputs changed; restarting ipl from scratch")
+            shutil.rmtree(prefix, ignore_errors=True)
+        write_text(marker, digest + "\n")
+
+    def _convert_outputs(self, prefix: Path, work_dir: Path,
+                         reference: Volume) -> TemplateBuildResult:
+        out = work_dir / "nifti"
+        logs = work_dir / "logs"
+        levels = [s.level_mm for s in self.options.protocol for _ in range(s.iterations)]
+        iterations = []
+        for k in range(1, self.options.n_iterations + 1):
+            paths = []
+            sources = {"avg": f"avg.{k:03d}.mnc", "sd": f"sd.{k:03d}.mnc",
+                       "mask": f"avg.{k:03d}_mask.mnc"}
+            for name, source in sources.items():
+                src = prefix / source
+                dst = out / f"{name}.{k:03d}.nii.gz"
+                minc_to_nifti(src, dst, reference=reference, log_file=logs / "mnc2nii.log",
+                              timeout_s=self.options.conversion_timeout_s)
+                paths.append(dst)
+            iterations.append(TemplateIteration(index=k, level_mm=levels[k - 1],
+                                                average=paths[0], sd=paths[1]))
+        convergence = work_dir / "convergence.json"
+        write_json(convergence, {"engine": "minc", "version": self.info.version,
+                                 "options": ipl_options(self.options),
+                                 "iterations": _convergence_records(out, levels)})
+        n = self.options.n_iterations
+        return TemplateBuildResult(template=out / f"avg.{n:03d}.nii.gz",
+                                   sd=out / f"sd.{n:03d}.nii.gz",
+                                   mask=out / f"mask.{n:03d}.nii.gz", cord_probability=None,
+                                   iterations=tuple(iterations), warps=(),
+                                   convergence=convergence)
+
+
+def _convergence_records(out: Path, levels: Sequence[float]) -> list[dict[str, object]]:
+    records: list[dict[str, object]] = []
+    previous = None
+    for k, level in enumerate(levels, start=1):
+        average = load_volume(out / f"avg.{k:03d}.nii.gz").data
+        mask = load_volume(out / f"mask.{k:03d}.nii.gz").data
+        record: dict[str, object] = {
+            "iteration": k, "level_mm": level,
+            "median_sd_in_mask": median_in_mask(load_volume(out / f"sd.{k:03d}.nii.gz").data,
+                                                mask)}
+        if previous is not None:
+            record["rms_change_in_mask"] = rms_in_mask(average - previous, mask)
+        records.append(record)
+        previous = average
+    return records
+
+
+__all__ = [
+    "CONTAINER_IMAGE",
+    "MINC_ENVIRONMENT",
+    "NIST_MNI_PIPELINES_COMMIT",
+    "MincTemplateBuilder",
+    "MincTemplateOptions",
+    "check_minc_available",
+    "driver_source",
+    "ipl_options",
+    "minc_to_nifti",
+    "nifti_to_minc",
+    "scoop_argv",
+    "subjects_csv_text",
+]
