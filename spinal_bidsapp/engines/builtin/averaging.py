@@ -31,23 +31,26 @@ def mirror_axis(affine: NDArray[np.float64]) -> int:
     return axis
 
 
-def mirror_x(data: NDArray, axis: int) -> NDArray:
-    """Mirror about the grid centre along voxel ``axis`` (exact, no interpolation).
-
-    >>> mirror_x(np.arange(3).reshape(3, 1, 1), 0).ravel().tolist()
-    [2, 1, 0]
-    """
-    return np.ascontiguousarray(np.flip(data, axis=axis))
-
-
-def symmetrise(data: NDArray, axis: int) -> NDArray[np.float32]:
-    """Average of ``data`` and its mirror (ipl's ``symmetrize``).
+def symmetrise(data: NDArray, axis: int) -> NDArray[np.float64]:
+    """Average of ``data`` and its mirror (ipl's ``symmetrize``), float64.
 
     >>> symmetrise(np.array([[[1.0]], [[3.0]]]), 0).ravel().tolist()
     [2.0, 2.0]
     """
     values = np.asarray(data, dtype=np.float64)
-    return (0.5 * (values + np.flip(values, axis=axis))).astype(np.float32)
+    return 0.5 * (values + np.flip(values, axis=axis))
+
+
+def mirror_field_x(data: NDArray, axis: int) -> NDArray[np.float32]:
+    """Mirror a RAS displacement field about the grid centre: flip ``axis``, negate world x.
+
+    >>> u = np.zeros((2, 1, 1, 3)); u[0, 0, 0] = [1.0, 2.0, 3.0]
+    >>> mirror_field_x(u, 0)[1, 0, 0].tolist()
+    [-1.0, 2.0, 3.0]
+    """
+    mirrored = np.array(np.flip(data, axis=axis), dtype=np.float32)
+    mirrored[..., 0] *= -1.0
+    return mirrored
 
 
 class RunningMoments:
@@ -79,11 +82,23 @@ class RunningMoments:
             raise ValueError("no array was added")
         return self._sum / self.count
 
-    def sd(self) -> NDArray[np.float64]:
+    def mean_square(self) -> NDArray[np.float64]:
         if self._sum_sq is None:
             raise ValueError("no array was added")
-        mean = self.mean()
-        return np.sqrt(np.maximum(self._sum_sq / self.count - mean * mean, 0.0))
+        return self._sum_sq / self.count
+
+    def sd(self) -> NDArray[np.float64]:
+        return sd_from_moments(self.mean(), self.mean_square())
+
+
+def sd_from_moments(mean: NDArray, mean_square: NDArray) -> NDArray[np.float64]:
+    """Population SD from E[x] and E[x^2].
+
+    >>> sd_from_moments(np.array([2.0]), np.array([5.0])).tolist()
+    [1.0]
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    return np.sqrt(np.maximum(np.asarray(mean_square, dtype=np.float64) - mean * mean, 0.0))
 
 
 def mask_from_probability(probability: NDArray, threshold: float = 0.5) -> NDArray[np.uint8]:

@@ -80,7 +80,8 @@ class TemplateOptions:
     total_variance_vox : float
         SyN total-field smoothing (variance, voxels); 0 as in ANTs' presets.
     cc_radius_vox : int
-        Radius of the ``CC`` metric window, in voxels of the current pyramid level.
+        Radius of the ``CC`` metric window, in voxels of the current pyramid level (1: as
+        accurate as 2 on straightened phantoms at a third of the cost).
     coarse_iterations, fine_iterations : int
         Gradient-descent iterations at the coarser and the finest pyramid level of a registration.
     convergence_threshold : float
@@ -100,7 +101,7 @@ class TemplateOptions:
     syn_step: float = 0.1
     update_variance_vox: float = 3.0
     total_variance_vox: float = 0.0
-    cc_radius_vox: int = 2
+    cc_radius_vox: int = 1
     coarse_iterations: int = 40
     fine_iterations: int = 20
     convergence_threshold: float = 1e-6

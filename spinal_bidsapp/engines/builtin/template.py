@@ -3,17 +3,21 @@
 Loop (``docs/reference/minc_ipl.md`` §2.5-2.6, §6.5), for N subjects already straightened onto
 one template grid:
 
-0. Items are the subjects plus, in symmetric mode, their left-right mirrors (2N). The first
-   template is the voxelwise mean of the items (ipl starts from subject 0; the mean is unbiased).
-1. Every item is registered to the current template (SyN only, CC metric, pyramid stopping at the
-   iteration's level, warm-started from its previous corrected warp): ``phi_i`` maps template
-   points to item points, ``phi_i(p) = p + u_i(p)``.
-2. Shape update at full step: ``psi = Id + mean_i u_i``; every corrected warp is
-   ``w_i = phi_i o psi^-1`` (one composed field), so the mean of the ``w_i`` is the identity and
-   the new template sits at the average of the correspondences.
-3. Each item is resampled once from its input through ``w_i``; the mean (symmetrised in symmetric
-   mode), the SD, the mean of the warped cord masks (cord probability) and the mask
-   ``probability >= 0.5`` are the iteration's outputs.
+0. The population is the N subjects plus, in symmetric mode, their left-right mirrors (2N, as in
+   ipl). The first template is the voxelwise mean (ipl starts from subject 0; the mean is
+   unbiased); in symmetric mode it is exactly symmetric, and stays so.
+1. Every subject is registered to the current template (SyN only, CC metric, pyramid stopping at
+   the iteration's level, optionally warm-started from its previous corrected warp): ``phi_i``
+   maps template points to subject points, ``phi_i(p) = p + u_i(p)``. Because the template is
+   symmetric, the registration of a mirrored subject is the mirror of its subject's
+   registration, ``M u_i(M p)``; it is derived, not computed (ipl registers both copies and
+   averages them into this mirror-consistent pair), which halves the cost of symmetric mode.
+2. Shape update at full step: ``psi = Id + mean u`` over the population; every corrected warp is
+   ``w_i = phi_i o psi^-1`` (one composed field), so the population mean of the ``w_i`` is the
+   identity and the new template sits at the average of the correspondences.
+3. Each subject is resampled once from its input through ``w_i``; the population mean, the SD,
+   the mean of the warped cord masks (cord probability) and the mask ``probability >= 0.5`` are
+   the iteration's outputs (mirrored copies enter through symmetrised first and second moments).
 
 Resume: every stage (inputs, iter-000 ... iter-NNN, final) leaves a ledger with a key chained
 from the previous stage's ledger and the hashes of its outputs; a rerun skips every stage whose
@@ -77,9 +81,7 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class _Item:
-    name: str
     label: str
-    flipped: bool
     image: Path
     cord_mask: Path
 
@@ -132,10 +134,11 @@ def build_template(subjects: Sequence[TemplateSubject], *, work_dir: Path,
     TemplateBuildError
         A registration or resampling failed.
     """
+    import ants  # noqa: F401  (loaded once here, inherited by forked workers)
+
     work_dir = Path(work_dir).absolute()
     build = _Build(work_dir=work_dir, options=options, nprocs=max(1, nprocs),
-                   items=_items(subjects, work_dir, options.symmetric),
-                   subjects=tuple(subjects))
+                   items=_items(subjects, work_dir), subjects=tuple(subjects))
     stages: list[tuple[str, Callable[[], tuple[list[Path], list[Path]]]]] = [
         ("inputs", lambda: _prepare_inputs(build)),
         (iteration_dir(work_dir, 0).name, lambda: _initial_average(build)),
@@ -150,8 +153,7 @@ def build_template(subjects: Sequence[TemplateSubject], *, work_dir: Path,
     return _result(build)
 
 
-def _items(subjects: Sequence[TemplateSubject], work_dir: Path,
-           symmetric: bool) -> tuple[_Item, ...]:
+def _items(subjects: Sequence[TemplateSubject], work_dir: Path) -> tuple[_Item, ...]:
     labels = [s.label for s in subjects]
     if len(subjects) < 2:
         raise InputDataError(f"a template needs at least two subjects, got {len(subjects)}")
@@ -161,14 +163,8 @@ def _items(subjects: Sequence[TemplateSubject], work_dir: Path,
     if bad:
         raise InputDataError(f"subject labels must use letters, digits, '_' and '-': {bad}")
     inputs = work_dir / "inputs"
-    items = []
-    for label in labels:
-        for flipped in (False, True) if symmetric else (False,):
-            name = f"{label}_flip" if flipped else label
-            items.append(_Item(name=name, label=label, flipped=flipped,
-                               image=inputs / f"{name}_image.nii.gz",
-                               cord_mask=inputs / f"{name}_cordmask.nii.gz"))
-    return tuple(items)
+    return tuple(_Item(label=label, image=inputs / f"{label}_image.nii.gz",
+                       cord_mask=inputs / f"{label}_cordmask.nii.gz") for label in labels)
 
 
 def _state_needs(options: TemplateOptions) -> Callable[[int], bool]:
@@ -248,13 +244,12 @@ def _map(fn: Callable[[J], R], jobs: Sequence[J], labels: Sequence[str], nprocs:
 # ---------------------------------------------------------------- stages
 
 def _prepare_inputs(build: _Build) -> tuple[list[Path], list[Path]]:
-    """Copy the inputs under stable names (float32), with mirrored copies in symmetric mode."""
+    """Copy the inputs under stable names (float32 image, cord mask clipped to 0-1)."""
     reference = load_volume(build.subjects[0].image)
-    axis = averaging.mirror_axis(reference.affine) if build.options.symmetric else 0
-    by_label = {s.label: s for s in build.subjects}
+    if build.options.symmetric:
+        averaging.mirror_axis(reference.affine)
     outputs: list[Path] = []
-    for item in build.items:
-        subject = by_label[item.label]
+    for item, subject in zip(build.items, build.subjects, strict=True):
         image = load_volume(subject.image)
         mask = load_volume(subject.cord_mask)
         for vol, path in ((image, subject.image), (mask, subject.cord_mask)):
@@ -265,9 +260,6 @@ def _prepare_inputs(build: _Build) -> tuple[list[Path], list[Path]]:
                     "the same grid")
         image_data = image.data.astype(np.float32)
         mask_data = np.clip(mask.data, 0.0, 1.0).astype(np.float32)
-        if item.flipped:
-            image_data = averaging.mirror_x(image_data, axis)
-            mask_data = averaging.mirror_x(mask_data, axis)
         save_volume(Volume(image_data, reference.affine), item.image, dtype=np.float32)
         save_volume(Volume(mask_data, reference.affine), item.cord_mask, dtype=np.float32)
         outputs += [item.image, item.cord_mask]
@@ -290,17 +282,17 @@ def _write_average(build: _Build, directory: Path, images: Sequence[Path],
         intensity.add(image.data)
         cord.add(load_volume(mask_path).data)
     assert affine is not None
-    mean: np.ndarray = intensity.mean()
-    probability: np.ndarray = cord.mean()
-    if build.options.symmetric:
+    mean, mean_square, probability = intensity.mean(), intensity.mean_square(), cord.mean()
+    if build.options.symmetric:  # the mirrored copies' moments are the mirrored moments
         axis = averaging.mirror_axis(affine)
         mean = averaging.symmetrise(mean, axis)
+        mean_square = averaging.symmetrise(mean_square, axis)
         probability = averaging.symmetrise(probability, axis)
+    sd = averaging.sd_from_moments(mean, mean_square)
     paths = _products(directory)
     mask = averaging.mask_from_probability(probability)
     save_volume(Volume(mean.astype(np.float32), affine), paths["avg"], dtype=np.float32)
-    save_volume(Volume(intensity.sd().astype(np.float32), affine), paths["sd"],
-                dtype=np.float32)
+    save_volume(Volume(sd.astype(np.float32), affine), paths["sd"], dtype=np.float32)
     save_volume(Volume(probability.astype(np.float32), affine), paths["prob"], dtype=np.float32)
     save_volume(Volume(mask, affine), paths["mask"], dtype=np.uint8)
     return load_volume(paths["avg"]), Volume(mask, affine)
@@ -312,7 +304,7 @@ def _stats(build: _Build, directory: Path, index: int, extra: dict[str, float]) 
     stats: dict[str, Any] = {
         "iteration": index,
         "level_mm": None if index == 0 else build.options.iteration_levels()[index - 1],
-        "n_images": len(build.items),
+        "n_images": len(build.items) * (2 if build.options.symmetric else 1),
         "median_sd_in_mask": averaging.median_in_mask(load_volume(paths["sd"]).data, mask),
         **extra,
     }
@@ -334,7 +326,7 @@ def _initial_average(build: _Build) -> tuple[list[Path], list[Path]]:
 
 
 def _warp(directory: Path, item: _Item) -> Path:
-    return directory / "warps" / f"{item.name}_warp.nii.gz"
+    return directory / "warps" / f"{item.label}_warp.nii"
 
 
 def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
@@ -349,16 +341,16 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
     logger.info("template iteration %d/%d: level %g mm, shrink %s, %d images", k,
                 options.n_iterations, level, pyramid.shrink_factors, len(build.items))
     started = time.monotonic()
-    raw = [directory / "registration" / f"{item.name}_warp.nii.gz" for item in build.items]
+    raw = [directory / "registration" / f"{item.label}_warp.nii" for item in build.items]
     jobs = [RegistrationJob(
         fixed=template, moving=item.image,
         initial_warp=_warp(previous, item) if options.refine and k > 1 else None,
-        out_warp=out, scratch_dir=directory / "scratch" / item.name, pyramid=pyramid,
+        out_warp=out, scratch_dir=directory / "scratch" / item.label, pyramid=pyramid,
         options=options) for item, out in zip(build.items, raw, strict=True)]
-    seconds = _map(register_item, jobs, [i.name for i in build.items], build.nprocs)
+    seconds = _map(register_item, jobs, [i.label for i in build.items], build.nprocs)
     registered = time.monotonic()
 
-    mean_warp = _mean_field([load_field(p) for p in raw])
+    mean_warp = _mean_field(build, [load_field(p) for p in raw])
     mean_inverse = invert_field(mean_warp, mean_warp.shape, mean_warp.affine)
     save_field(mean_warp, directory / "mean_warp.nii.gz")
     save_field(mean_inverse, directory / "mean_inverse.nii.gz")
@@ -366,17 +358,17 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
     resample = [ResampleJob(warp=r, mean_inverse=directory / "mean_inverse.nii.gz",
                             image=item.image, cord_mask=item.cord_mask,
                             out_warp=_warp(directory, item),
-                            out_image=warped / f"{item.name}_image.nii.gz",
-                            out_mask=warped / f"{item.name}_cordmask.nii.gz")
+                            out_image=warped / f"{item.label}_image.nii",
+                            out_mask=warped / f"{item.label}_cordmask.nii")
                 for item, r in zip(build.items, raw, strict=True)]
-    _map(resample_item, resample, [i.name for i in build.items], build.nprocs)
+    _map(resample_item, resample, [i.label for i in build.items], build.nprocs)
     _, mask = _write_average(build, directory, [j.out_image for j in resample],
                              [j.out_mask for j in resample])
     corrected = [load_field(j.out_warp) for j in resample]
     extra = {
         "mean_warp_rms_mm": averaging.rms_in_mask(mean_warp.data, mask.data),
         "corrected_mean_warp_rms_mm": averaging.rms_in_mask(
-            _mean_field(corrected).data, mask.data),
+            _mean_field(build, corrected).data, mask.data),
         "subject_warp_rms_mm": float(np.sqrt(np.mean(
             [averaging.rms_in_mask(f.data, mask.data) ** 2 for f in corrected]))),
     }
@@ -392,11 +384,16 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
             [_warp(directory, item) for item in build.items])
 
 
-def _mean_field(fields: Sequence[DisplacementField]) -> DisplacementField:
+def _mean_field(build: _Build, fields: Sequence[DisplacementField]) -> DisplacementField:
+    """Population mean displacement (with the mirrored copies' fields in symmetric mode)."""
     moments = averaging.RunningMoments()
     for f in fields:
         moments.add(f.data)
-    return DisplacementField(data=moments.mean().astype(np.float32), affine=fields[0].affine)
+    mean = moments.mean()
+    if build.options.symmetric:
+        axis = averaging.mirror_axis(fields[0].affine)
+        mean = 0.5 * (mean + averaging.mirror_field_x(mean, axis))
+    return DisplacementField(data=mean.astype(np.float32), affine=fields[0].affine)
 
 
 def _final_paths(build: _Build) -> dict[str, Path]:
@@ -421,14 +418,13 @@ def _finalize(build: _Build) -> tuple[list[Path], list[Path]]:
     for name, key in (("template", "avg"), ("sd", "sd"), ("mask", "mask"), ("prob", "prob")):
         paths[name].parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sources[key], paths[name])
-    originals = [item for item in build.items if not item.flipped]
     jobs = []
-    for item in originals:
+    for item in build.items:
         forward, inverse = _subject_warp_paths(build, item.label)
         forward.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_warp(last, item), forward)
+        save_field(load_field(_warp(last, item)), forward)
         jobs.append(InverseJob(warp=forward, out_inverse=inverse))
-    _map(invert_item, jobs, [i.label for i in originals], build.nprocs)
+    _map(invert_item, jobs, [i.label for i in build.items], build.nprocs)
     records = []
     for k in range(n + 1):
         directory = iteration_dir(build.work_dir, k)
