@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="name of the group template (default: SpinalCord)")
     proc.add_argument("--template-resolution", dest="template_resolution_mm", type=float,
                       metavar="MM", help="template voxel size (default: 0.5 mm)")
+    proc.add_argument("--template-xy-size", dest="template_xy_size_mm", type=float,
+                      metavar="MM", help="template half-width around the cord (default: 20 mm)")
+    proc.add_argument("--template-preset", dest="template_preset", choices=["seed", "fast"],
+                      help="template iterations: seed = 8/4/2/1 mm x 4 (default), fast = demo")
+    proc.add_argument("--no-symmetric", dest="template_symmetric", action="store_false",
+                      help="do not build a left-right symmetric template")
 
     run = parser.add_argument_group("execution")
     run.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",

@@ -161,6 +161,13 @@ class GroupConfig(BaseModel):
     template_engine: TemplateEngine = "auto"
     template_name: str = Field(default="SpinalCord", pattern=r"^[A-Za-z0-9]+$")
     template_resolution_mm: float = Field(default=0.5, gt=0, le=4)
+    template_xy_size_mm: float = Field(default=20.0, gt=2, le=100)
+    """Half-width of the template's field of view around the cord (SCT's -xy-size is 35)."""
+    template_margin_mm: float = Field(default=10.0, ge=0, le=100)
+    """Template extent beyond the top and bottom discs."""
+    template_preset: Literal["seed", "fast"] = "seed"
+    """Template-loop protocol: seed = 8/4/2/1 mm x 4 iterations; fast = demo/tests."""
+    template_symmetric: bool = True
 
 
 class SeedsConfig(BaseModel):
@@ -300,13 +307,16 @@ def build_config(cli_values: Mapping[str, Any], *, config_file: Path | None = No
         raise ConfigError(_format_validation_error(exc, origin)) from exc
 
 
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "VECLIB_MAXIMUM_THREADS",
+)
+"""Variables that size the thread pools of OpenMP, ITK/ANTs, OpenBLAS, MKL, numexpr, Accelerate."""
+
+
 def thread_environment(threads: int) -> dict[str, str]:
     """Environment variables that cap native thread pools (ITK, OpenMP, BLAS) at ``threads``."""
-    value = str(max(1, threads))
-    return {name: value for name in (
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-    )}
+    return dict.fromkeys(THREAD_VARIABLES, str(max(1, int(threads))))
 
 
 def apply_thread_limits(threads: int) -> None:

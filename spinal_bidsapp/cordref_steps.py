@@ -233,8 +233,11 @@ def register(anat: Path, cord: Path, discs: Path, template: Pam50,
                 dtype=np.uint8)
     for image in (paths.anat_in_template, paths.cord_in_template, paths.template_cord,
                   paths.template_levels):
-        write_sidecar(image, {"Description": "carried across the PAM50 registration",
-                              "SpatialReference": str(template.template_folder)})
+        fields: dict[str, object] = {"Description": "carried across the PAM50 registration",
+                  "SpatialReference": str(template.template_folder)}
+        if image == paths.anat_in_template:
+            fields["SkullStripped"] = False
+        write_sidecar(image, fields)
     errors = disc_errors_mm(result, subject_points, template_points)
     inside = np.asarray(warped_cord > 0.5)
     covered = inside.any(axis=(0, 1))

@@ -1,14 +1,208 @@
-"""Group level: population template from the participant outputs (see issue #5)."""
+"""Group level: a new unbiased spinal cord template from the participant outputs.
+
+1. Collect each subject's participant outputs (anatomy, cord mask, discs); subjects without them
+   are skipped with a warning, and fewer than two usable subjects is an error.
+2. Template space: mean arc length of every vertebral level, a straight line with the discs at
+   those distances, a grid around it (``templatespace``).
+3. Every subject straightened onto it with disc matching, cord intensity normalised (parallel,
+   one resumable step per subject).
+4. The template loop (builtin antspyx engine, or MINC/nist_mni_pipelines), resumable per
+   iteration.
+5. Outputs: a TemplateFlow-style folder and an SCT-ready folder (``group_outputs``), per-subject
+   warps to the new template, a group QC page.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
+import numpy as np
+
+from spinal_bidsapp.bids.dataset import SourceImage
+from spinal_bidsapp.bids.outputs import derivative_path
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.errors import UsageError
+from spinal_bidsapp.engines.base import TemplateBuilder
+from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.files import write_json
+from spinal_bidsapp.parallel import map_isolated
+from spinal_bidsapp.steps import run_step
+from spinal_bidsapp.templatespace import TemplateSpace
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GroupSubject:
+    """One subject's participant outputs, as the group level uses them."""
+
+    source: SourceImage
+    anat: Path
+    cord: Path
+    discs: Path
+
+    @property
+    def label(self) -> str:
+        return self.source.entity_prefix
+
+
+@dataclass(frozen=True)
+class StraightenJob:
+    subject: GroupSubject
+    space: TemplateSpace
+    step_dir: Path
+    image: Path
+    cord: Path
+    coverage: Path
+    to_template: Path
+    from_template: Path
+
+
+def collect_subjects(config: RunConfig) -> list[GroupSubject]:
+    """Participant outputs of every selected subject; those lacking any are skipped (warned)."""
+    from spinal_bidsapp.participant import plan_units
+
+    out = config.execution.output_dir.resolve()
+    units, problems = plan_units(config)
+    subjects, skipped = [], [p.label for p in problems]
+    for unit in units:
+        paths = [derivative_path(out, kind, unit.source)
+                 for kind in ("anat_preproc", "cord_mask", "discs")]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            logger.warning("%s: skipped, participant outputs missing (%s); run the participant "
+                           "level first", unit.label, ", ".join(missing))
+            skipped.append(unit.label)
+            continue
+        subjects.append(GroupSubject(unit.source, *paths))
+    logger.info("Group level: %d usable subjects, %d skipped%s", len(subjects), len(skipped),
+                f" ({', '.join(skipped)})" if skipped else "")
+    if len(subjects) < 2:
+        raise InputDataError(
+            f"a template needs at least 2 subjects with participant outputs (cord mask and disc "
+            f"labels) in {out}; found {len(subjects)}: run the participant level first")
+    return subjects
+
+
+def build_space(config: RunConfig, subjects: list[GroupSubject]) -> TemplateSpace:
+    from spinal_bidsapp.cordref_steps import load_centerline, read_discs
+    from spinal_bidsapp.templatespace import average_levels, define_template_space
+
+    positions = {}
+    for subject in subjects:
+        _, line = load_centerline(subject.cord)
+        positions[subject.label] = read_discs(subject.discs, line)[1]
+    group, part = config.group, config.participant
+    levels = average_levels(positions, first_disc=part.first_disc, last_disc=part.last_disc)
+    space = define_template_space(levels, resolution_mm=group.template_resolution_mm,
+                                  xy_half_mm=group.template_xy_size_mm,
+                                  margin_mm=group.template_margin_mm)
+    logger.info("Template space: discs %s at z %s mm, grid %s at %.2f mm",
+                space.disc_values.tolist(), np.round(space.disc_z_mm, 1).tolist(),
+                space.shape, group.template_resolution_mm)
+    return space
+
+
+def straighten_for_template(job: StraightenJob) -> None:
+    """Straighten one subject onto the template space and normalise its cord intensity."""
+    run_step("straighten", partial(_straighten, job), step_dir=job.step_dir,
+             inputs=[job.subject.anat, job.subject.cord, job.subject.discs],
+             params={"shape": job.space.shape, "affine": job.space.affine.tolist(),
+                     "discs": job.space.disc_z_mm.tolist()},
+             outputs=[job.image, job.cord, job.coverage, job.to_template, job.from_template],
+             label=job.subject.label)
+
+
+def _straighten(job: StraightenJob) -> None:
+    from spinal_bidsapp.fieldio import save_field
+    from spinal_bidsapp.geometry.centerline import centerline_from_mask
+    from spinal_bidsapp.geometry.discs import discs_from_label_array
+    from spinal_bidsapp.geometry.fields import apply_field
+    from spinal_bidsapp.geometry.straighten import straighten_to_centerline
+    from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+    from spinal_bidsapp.templatespace import normalize_intensity
+
+    anat, cord, discs = (load_volume(job.subject.anat), load_mask(job.subject.cord),
+                         load_mask(job.subject.discs))
+    line = centerline_from_mask(cord.data, cord.affine)
+    space = job.space
+    result = straighten_to_centerline(
+        line, space.centerline, anat.shape, anat.affine, space.shape, space.affine,
+        input_discs=discs_from_label_array(discs.data, discs.affine),
+        dest_discs=space.disc_points_mm())
+    field = result.curve_to_straight
+    straight_cord = apply_field(cord.data.astype(np.float32), cord.affine, field, order=1)
+    coverage = apply_field(np.ones(anat.shape, np.float32), anat.affine, field, order=1)
+    image = apply_field(anat.data, anat.affine, field, order=3)
+    image = normalize_intensity(np.clip(image, 0, None), straight_cord,
+                                voxel_z_mm=float(abs(space.affine[2, 2])))
+    save_volume(Volume(image, space.affine), job.image)
+    save_volume(Volume(np.clip(straight_cord, 0, 1).astype(np.float32), space.affine), job.cord)
+    save_volume(Volume((coverage > 0.999).astype(np.uint8), space.affine), job.coverage,
+                dtype=np.uint8)
+    save_field(field, job.to_template)
+    save_field(result.straight_to_curve, job.from_template)
+
+
 def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
-    raise UsageError("the group level is not available in this version yet")
+    """Build the template; exit 0 on success (failures raise)."""
+    from spinal_bidsapp.group_outputs import publish_template
+
+    ex = config.execution
+    subjects = collect_subjects(config)
+    space = build_space(config, subjects)
+    work = ex.resolved_work_dir / "group"
+    write_json(work / "template_space.json", {
+        "discs": space.disc_values.tolist(), "disc_z_mm": space.disc_z_mm.tolist(),
+        "levels": [vars(level) for level in space.levels], "shape": list(space.shape),
+        "affine": space.affine.tolist()})
+    jobs = [_straighten_job(work, subject, space) for subject in subjects]
+    outcomes = map_isolated(straighten_for_template, jobs, [s.label for s in subjects],
+                            nprocs=ex.nprocs, stop_on_first_crash=ex.stop_on_first_crash)
+    failed = [o for o in outcomes if not o.ok]
+    for outcome in failed:
+        logger.error("%s: straightening failed: %s", outcome.label, outcome.error)
+    usable = [job for job, outcome in zip(jobs, outcomes, strict=True) if outcome.ok]
+    if len(usable) < 2:
+        raise InputDataError("fewer than 2 subjects could be straightened; see the log")
+    builder, engine_name, engine_version = _template_builder(config)
+    engines[engine_name] = engine_version
+    from spinal_bidsapp.engines.base import TemplateSubject
+
+    result = builder.build_template(
+        [TemplateSubject(label=job.subject.label.replace("_", "-"), image=job.image,
+                         cord_mask=job.cord) for job in usable],
+        work_dir=work / "template", nprocs=ex.nprocs)
+    publish_template(config, space, result, usable)
+    return 1 if failed else 0
+
+
+def _straighten_job(work: Path, subject: GroupSubject, space: TemplateSpace) -> StraightenJob:
+    folder = work / "straight" / subject.label
+    return StraightenJob(subject=subject, space=space, step_dir=folder,
+                         image=folder / "image.nii.gz", cord=folder / "cord.nii.gz",
+                         coverage=folder / "coverage.nii.gz",
+                         to_template=folder / "curve2straight.nii.gz",
+                         from_template=folder / "straight2curve.nii.gz")
+
+
+def _template_builder(config: RunConfig) -> tuple[TemplateBuilder, str, str]:
+    """The template engine chosen by --template-engine, with its provenance name and version."""
+    from spinal_bidsapp.engines import resolve_template_engine
+    from spinal_bidsapp.engines.builtin.protocol import preset_options
+    from spinal_bidsapp.engines.builtin.template import BuiltinTemplateBuilder
+
+    group = config.group
+    choice = resolve_template_engine(group.template_engine)
+    logger.info("Template engine: %s (%s)", choice.name, choice.reason)
+    if choice.name == "minc":
+        from spinal_bidsapp.engines.minc import MincTemplateBuilder
+
+        return MincTemplateBuilder(), "MINC nist_mni_pipelines", choice.version or "unknown"
+    threads = max(1, (config.execution.omp_nthreads or 1))
+    options = preset_options(group.template_preset, symmetric=group.template_symmetric,
+                             seed=config.seeds.random_seed, threads_per_worker=threads)
+    builtin = BuiltinTemplateBuilder(options)
+    return builtin, "spinal_bidsapp template loop", builtin.info.version

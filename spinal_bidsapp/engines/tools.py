@@ -20,20 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spinal_bidsapp.config import thread_environment
 from spinal_bidsapp.errors import EngineUnavailable, OutputNotWritableError, SpinalBidsAppError
 
 logger = logging.getLogger(__name__)
-
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "NUMEXPR_MAX_THREADS",
-)
-"""Variables that size the thread pools of OpenMP, ITK/ANTs, OpenBLAS, MKL and numexpr."""
-
 
 class ExternalToolError(SpinalBidsAppError):
     """An external tool failed: non-zero exit, timeout, or a declared output is missing."""
@@ -59,15 +49,6 @@ class ToolRun:
     duration_s: float
     outputs: tuple[Path, ...]
     """The declared outputs, all verified to exist, in the order given."""
-
-
-def thread_caps(threads: int) -> dict[str, str]:
-    """Environment entries limiting every native thread pool of a child to ``threads``.
-
-    >>> thread_caps(2)["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"]
-    '2'
-    """
-    return dict.fromkeys(THREAD_VARIABLES, str(max(1, int(threads))))
 
 
 def find_tool(name: str, *, search_path: str | None = None) -> Path | None:
@@ -116,7 +97,7 @@ def run_tool(argv: Sequence[str | Path], *, log_file: Path, expected_outputs: Se
     expected_outputs : sequence of Path
         Files the tool must have created; checked after a zero exit status.
     threads : int
-        Value of every variable in :data:`THREAD_VARIABLES` in the child's environment.
+        Thread cap of the child (every :data:`spinal_bidsapp.config.THREAD_VARIABLES`).
     timeout_s : float
         Wall-clock limit, seconds; the whole process group is killed when it expires.
     cwd : Path, optional
@@ -137,7 +118,7 @@ def run_tool(argv: Sequence[str | Path], *, log_file: Path, expected_outputs: Se
         raise ValueError("run_tool needs a program name")
     tool = Path(args[0]).name
     command = shlex.join(args)
-    env = {**os.environ, **thread_caps(threads), **(extra_env or {})}
+    env = {**os.environ, **thread_environment(threads), **(extra_env or {})}
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from spinal_bidsapp.config import THREAD_VARIABLES, thread_environment
 from spinal_bidsapp.engines.tools import (
-    THREAD_VARIABLES,
     ExternalToolError,
     discover_tool,
     find_tool,
     run_tool,
-    thread_caps,
 )
 from spinal_bidsapp.errors import EngineUnavailable
 
@@ -57,7 +56,7 @@ def test_run_tool_caps_threads_logs_output_and_returns_declared_files(tmp_path: 
     text = log.read_text()
     assert text.startswith(f"$ {tool} ")
     env = json.loads(next(ln for ln in text.splitlines() if ln.startswith("env "))[4:])
-    assert env == {**thread_caps(3), "EXTRA_VAR": "yes"}
+    assert env == {**thread_environment(3), "EXTRA_VAR": "yes"}
     assert "to stderr" in text
     assert run.duration_s >= 0
 

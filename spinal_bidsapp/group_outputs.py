@@ -1,0 +1,166 @@
+"""Group outputs: the TemplateFlow-style folder, the SCT-ready folder and per-subject warps.
+
+Layout under OUTPUT_DIR (``tpl-*`` is listed in ``.bidsignore``)::
+
+    tpl-<name>/template_description.json
+    tpl-<name>/tpl-<name>_res-01_<contrast>.nii.gz            the template
+    tpl-<name>/tpl-<name>_res-01_desc-sd_<contrast>.nii.gz    SD across subjects
+    tpl-<name>/tpl-<name>_res-01_label-SC_probseg.nii.gz      cord probability
+    tpl-<name>/tpl-<name>_res-01_label-SC_mask.nii.gz
+    tpl-<name>/tpl-<name>_res-01_desc-{discs,levels}_dseg.nii.gz (+ .tsv)
+    tpl-<name>/tpl-<name>_res-01_desc-centerline_mask.nii.gz
+    tpl-<name>/iterations/tpl-<name>_res-01_desc-iterNN[sd]_<contrast>.nii.gz, convergence.json
+    tpl-<name>/sct/template/<name>_{t2,cord,label_disc,centerline,levels}.nii.gz, info_label.txt
+        (use it as ``sct_register_to_template -t OUTPUT_DIR/tpl-<name>/sct``)
+    sub-XX/anat/sub-XX_from-<contrast>_to-<name>_mode-image_xfm.nii.gz (and the inverse)
+    sub-XX/anat/sub-XX_space-<name>_desc-preproc_<contrast>.nii.gz
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spinal_bidsapp import __version__
+from spinal_bidsapp.bids.outputs import derivative_path, write_lut, write_sidecar
+from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.engines.base import TemplateBuildResult
+from spinal_bidsapp.files import atomic_path, write_json, write_text
+from spinal_bidsapp.geometry.discs import DISC_NAMES
+from spinal_bidsapp.image import Volume, load_volume, save_volume
+from spinal_bidsapp.morphometrics import VERTEBRA_NAMES
+from spinal_bidsapp.templatespace import TemplateSpace, disc_label_array, level_label_array
+
+if TYPE_CHECKING:
+    from spinal_bidsapp.group import StraightenJob
+
+logger = logging.getLogger(__name__)
+
+RES = "01"
+SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
+SCT_INFO_IDS = {"t1": 0, "t2": 1, "t2s": 2, "cord": 3, "levels": 7, "label_disc": 10,
+                "centerline": 13}
+"""``info_label.txt`` IDs that ``sct_register_to_template`` looks templates up by (as PAM50)."""
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst
+
+
+def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
+                     jobs: Sequence[StraightenJob]) -> Path:
+    """Write every group output; returns the TemplateFlow folder."""
+    name = config.group.template_name
+    contrast = jobs[0].subject.source.suffix
+    out = config.execution.output_dir.resolve()
+    tpl = out / f"tpl-{name}"
+    prefix = f"tpl-{name}_res-{RES}"
+    image = _copy(result.template, tpl / f"{prefix}_{contrast}.nii.gz")
+    _copy(result.sd, tpl / f"{prefix}_desc-sd_{contrast}.nii.gz")
+    mask = _copy(result.mask, tpl / f"{prefix}_label-SC_mask.nii.gz")
+    if result.cord_probability is not None:
+        _copy(result.cord_probability, tpl / f"{prefix}_label-SC_probseg.nii.gz")
+    cord = load_volume(mask)
+    discs = Volume(disc_label_array(space), space.affine)
+    save_volume(discs, tpl / f"{prefix}_desc-discs_dseg.nii.gz", dtype=np.uint8)
+    write_lut(tpl / f"{prefix}_desc-discs_dseg.tsv",
+              {int(v): DISC_NAMES[int(v)] for v in space.disc_values})
+    levels = Volume(level_label_array(space, cord.data), space.affine)
+    save_volume(levels, tpl / f"{prefix}_desc-levels_dseg.nii.gz", dtype=np.uint8)
+    write_lut(tpl / f"{prefix}_desc-levels_dseg.tsv",
+              {int(v): VERTEBRA_NAMES[int(v)] for v in space.disc_values[:-1]})
+    centerline = _centerline_array(space)
+    save_volume(Volume(centerline, space.affine), tpl / f"{prefix}_desc-centerline_mask.nii.gz",
+                dtype=np.uint8)
+    for iteration in result.iterations:
+        tag = f"iter{iteration.index:02d}"
+        _copy(iteration.average, tpl / "iterations" / f"{prefix}_desc-{tag}_{contrast}.nii.gz")
+        _copy(iteration.sd, tpl / "iterations" / f"{prefix}_desc-{tag}sd_{contrast}.nii.gz")
+    _copy(result.convergence, tpl / "iterations" / "convergence.json")
+    write_json(tpl / "template_description.json", _description(config, space, contrast, jobs))
+    _write_sct_folder(tpl / "sct" / "template", name, contrast, image=image, cord=mask,
+                      discs=tpl / f"{prefix}_desc-discs_dseg.nii.gz",
+                      centerline=tpl / f"{prefix}_desc-centerline_mask.nii.gz",
+                      levels=tpl / f"{prefix}_desc-levels_dseg.nii.gz")
+    by_label = {w.label: w for w in result.warps}
+    for job in jobs:
+        warps = by_label.get(job.subject.label.replace("_", "-"))
+        _subject_outputs(out, name, job, warps)
+    logger.info("Template %s written to %s (SCT-ready copy: %s)", name, tpl, tpl / "sct")
+    return tpl
+
+
+def _centerline_array(space: TemplateSpace) -> np.ndarray:
+    out = np.zeros(space.shape, np.uint8)
+    out[space.shape[0] // 2, space.shape[1] // 2, :] = 1
+    return out
+
+
+def _description(config: RunConfig, space: TemplateSpace, contrast: str,
+                 jobs: Sequence[StraightenJob]) -> dict:
+    return {
+        "Name": f"{config.group.template_name}: spinal cord template",
+        "Identifier": config.group.template_name,
+        "Authors": ["spinal_bidsapp"],
+        "License": "same as the source dataset",
+        "TemplateFlowVersion": "1.0.0",
+        "GeneratedBy": [{"Name": "spinal_bidsapp", "Version": __version__}],
+        "Contrasts": [contrast],
+        "Subjects": [job.subject.label for job in jobs],
+        "res": {RES: {"zooms": [abs(float(v)) for v in np.diag(space.affine)[:3]],
+                      "shape": list(space.shape), "origin": space.affine[:3, 3].tolist()}},
+        "Discs": {str(int(v)): {"name": DISC_NAMES[int(v)], "z_mm": round(float(z), 3)}
+                  for v, z in zip(space.disc_values, space.disc_z_mm, strict=True)},
+        "LevelLengths": [{"upper_disc": lv.upper, "mean_mm": round(lv.mean_mm, 3),
+                          "sd_mm": round(lv.sd_mm, 3), "n_subjects": lv.n_subjects}
+                         for lv in space.levels],
+        "Protocol": {"engine": config.group.template_engine,
+                     "preset": config.group.template_preset,
+                     "symmetric": config.group.template_symmetric},
+    }
+
+
+def _write_sct_folder(folder: Path, name: str, contrast: str, *, image: Path, cord: Path,
+                      discs: Path, centerline: Path, levels: Path) -> None:
+    """``template/`` folder with ``info_label.txt``, as SCT's ``-t`` option expects."""
+    files = {SCT_CONTRAST.get(contrast, "t2"): image, "cord": cord, "label_disc": discs,
+             "centerline": centerline, "levels": levels}
+    lines = ["# Keyword=IDs_templates (Please use one of the following keywords: IDs_templates,"
+             " IDs_atlas, IDs_labels)", "# ID, name, file"]
+    for key, src in sorted(files.items(), key=lambda kv: SCT_INFO_IDS[kv[0]]):
+        target = folder / f"{name}_{key}.nii.gz"
+        _copy(src, target)
+        lines.append(f"{SCT_INFO_IDS[key]}, {key}, {target.name}")
+    write_text(folder / "info_label.txt", "\n".join(lines) + "\n")
+
+
+def _subject_outputs(out: Path, name: str, job: StraightenJob, warps: object) -> None:
+    """Total native <-> template warps (straightening then the loop's warp) and the image."""
+    from spinal_bidsapp.engines.base import SubjectWarps
+    from spinal_bidsapp.fieldio import load_field, save_field
+    from spinal_bidsapp.geometry.fields import apply_field, compose_fields
+
+    source = job.subject.source
+    to_tpl = load_field(job.to_template)
+    from_tpl = load_field(job.from_template)
+    if isinstance(warps, SubjectWarps):
+        to_tpl = compose_fields(load_field(warps.subject_to_template), to_tpl)
+        from_tpl = compose_fields(from_tpl, load_field(warps.template_to_subject))
+    forward = derivative_path(out, "xfm_to_template", source, template=name)
+    save_field(to_tpl, forward)
+    save_field(from_tpl, derivative_path(out, "xfm_from_template", source, template=name))
+    anat = load_volume(job.subject.anat)
+    warped = Volume(np.asarray(apply_field(anat.data, anat.affine, to_tpl, order=3), np.float32),
+                    to_tpl.affine)
+    target = derivative_path(out, "anat_in_template", source, template=name)
+    save_volume(warped, target)
+    write_sidecar(target, {"SkullStripped": False,
+                           "Description": f"anatomy resampled in the {name} template space",
+                           "SpatialReference": f"tpl-{name}"})

@@ -1,0 +1,111 @@
+"""The participant level end to end on the real multi-subject dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from spinal_bidsapp.bids.validate import find_validator
+from spinal_bidsapp.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pam50_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A PAM50 folder in SCT's layout made of links to PAM50_small (renamed PAM50_*)."""
+    root = tmp_path_factory.mktemp("pam50") / "PAM50"
+    folder = root / "template"
+    folder.mkdir(parents=True)
+    for path in (data_dir / "PAM50_small").glob("PAM50_small_*.nii.gz"):
+        (folder / path.name.replace("PAM50_small_", "PAM50_")).symlink_to(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory, bids_real: Path,
+             pam50_dir: Path) -> tuple[Path, int, float]:
+    out = tmp_path_factory.mktemp("real") / "out"
+    start = time.perf_counter()
+    code = main([str(bids_real), str(out), "participant", "--template-dir", str(pam50_dir),
+                 "--nprocs", "2"])
+    return out, code, time.perf_counter() - start
+
+
+def test_subjects_without_labels_fail_alone(real_run: tuple[Path, int, float]) -> None:
+    out, code, _ = real_run
+    assert code == 1
+    log = next((out / "logs").glob("participant_*.log")).read_text()
+    assert "sub-ms01 failed: sub-ms01: no cord mask" in log
+    assert "sub-lumbar01 failed" in log
+    assert "sub-unf01 failed: sub-unf01_T2w.nii.gz: the cord covers" in log
+    for done in ("errsm30", "les01"):
+        assert (out / f"sub-{done}" / "anat" / f"sub-{done}_label-SC_mask.nii.gz").is_file()
+        assert (out / f"sub-{done}.html").is_file()
+
+
+def test_registration_to_pam50_meets_the_bar(real_run: tuple[Path, int, float]) -> None:
+    out = real_run[0]
+    metrics = json.loads(next((out / "work" / "sub-errsm30" / "register").glob("*.json"))
+                         .read_text())
+    assert metrics["cord_dice_in_template"] >= 0.85
+    for errors in metrics["disc_error_mm"].values():
+        assert errors["to_template"] <= 1.0 and errors["to_anat"] <= 1.0
+    anat = out / "sub-errsm30" / "anat"
+    assert (anat / "sub-errsm30_from-T2w_to-PAM50_mode-image_xfm.nii.gz").is_file()
+    assert (anat / "sub-errsm30_from-PAM50_to-T2w_mode-image_xfm.nii.gz").is_file()
+
+
+def test_subject_without_discs_gets_metrics_but_no_registration(
+        real_run: tuple[Path, int, float]) -> None:
+    anat = real_run[0] / "sub-les01" / "anat"
+    morph = json.loads((anat / "sub-les01_desc-cord_morphometrics.json").read_text())
+    assert morph["levels"] == [] and morph["csa_mean_mm2"] > 20
+    assert not list(anat.glob("*_xfm.nii.gz"))
+    assert "no disc labels" in (real_run[0] / "sub-les01.html").read_text()
+
+
+def test_per_level_csa_of_errsm30(real_run: tuple[Path, int, float]) -> None:
+    anat = real_run[0] / "sub-errsm30" / "anat"
+    morph = json.loads((anat / "sub-errsm30_desc-cord_morphometrics.json").read_text())
+    assert [level["name"] for level in morph["levels"]] == ["C3", "C4"]
+    for level in morph["levels"]:
+        assert 50 < level["csa_mean_mm2"] < 110
+
+
+def test_outputs_are_a_valid_derivative_dataset(real_run: tuple[Path, int, float]) -> None:
+    out = real_run[0]
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    proc = subprocess.run([str(find_validator()), str(out), "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    issues = json.loads(proc.stdout)["issues"]["issues"]
+    errors = [(i["code"], i.get("location")) for i in issues if i["severity"] == "error"]
+    assert errors == []
+
+
+def test_rerun_reuses_every_step(real_run: tuple[Path, int, float], bids_real: Path,
+                                 pam50_dir: Path) -> None:
+    out, _, first = real_run
+    start = time.perf_counter()
+    code = main([str(bids_real), str(out), "participant", "--template-dir", str(pam50_dir),
+                 "--participant-label", "errsm30", "--skip-bids-validation"])
+    again = time.perf_counter() - start
+    assert code == 0
+    log = sorted((out / "logs").glob("participant_*.log"))[-1].read_text()
+    assert "sub-errsm30: register: outputs are current, skipped" in log
+    assert "register: running" not in log
+    assert again < first
+
+
+def test_coverage_threshold_is_configurable(bids_real: Path, tmp_path: Path) -> None:
+    code = main([str(bids_real), str(tmp_path / "out"), "participant", "--participant-label",
+                 "unf01", "--min-cord-coverage", "10", "--skip-bids-validation"])
+    assert code == 0
+    code = main([str(bids_real), str(tmp_path / "out2"), "participant", "--participant-label",
+                 "unf01", "--skip-bids-validation"])
+    assert code == 66
