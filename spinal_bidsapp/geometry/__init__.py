@@ -25,10 +25,8 @@ from spinal_bidsapp.geometry.centerline import (
     Centerline,
     centerline_from_mask,
     centerline_from_points,
-    cord_coordinates,
-    cord_to_world,
-    locate_points,
 )
+from spinal_bidsapp.geometry.coordinates import cord_coordinates, cord_to_world, locate_points
 from spinal_bidsapp.geometry.discs import (
     DISC_NAMES,
     ArcMap,

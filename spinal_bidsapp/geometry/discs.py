@@ -17,7 +17,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.geometry.centerline import Centerline, locate_points
+from spinal_bidsapp.geometry.centerline import Centerline
+from spinal_bidsapp.geometry.coordinates import locate_points
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from spinal_bidsapp.geometry.centerline import dominant_axis, locate_points
+from spinal_bidsapp.geometry.centerline import dominant_axis
+from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field, transform_points
 from spinal_bidsapp.geometry.straighten import Straightening
 

@@ -24,11 +24,11 @@ from numpy.typing import NDArray
 
 from spinal_bidsapp.geometry.centerline import (
     Centerline,
-    _CordTable,
     centerline_from_points,
     sample_centerline,
     straight_centerline,
 )
+from spinal_bidsapp.geometry.coordinates import CordTable
 from spinal_bidsapp.geometry.discs import (
     ArcMap,
     DiscPositions,
@@ -109,13 +109,13 @@ def map_points_between(points_mm: NDArray[np.float64], source: Centerline, targe
     [[6.0, 2.0, -4.0]]
     """
     pts = np.ascontiguousarray(np.atleast_2d(np.asarray(points_mm, dtype=np.float64)).T)
-    out: NDArray[np.float64] = _map_points(pts, source, _CordTable.build(source),
-                                           _CordTable.build(target), arc_to_target).T
+    out: NDArray[np.float64] = _map_points(pts, source, CordTable.build(source),
+                                           CordTable.build(target), arc_to_target).T
     return out
 
 
-def _map_points(points: NDArray[np.float64], source: Centerline, source_table: _CordTable,
-                target_table: _CordTable, arc_to_target: ArcMap) -> NDArray[np.float64]:
+def _map_points(points: NDArray[np.float64], source: Centerline, source_table: CordTable,
+                target_table: CordTable, arc_to_target: ArcMap) -> NDArray[np.float64]:
     """(3, M) points -> (3, M) mapped points."""
     s, right, anterior = source_table.coords(points, _initial_arc(source, points),
                                              _NEWTON_ITERATIONS)
@@ -143,7 +143,7 @@ def compute_displacement(shape: tuple[int, int, int], affine: NDArray[np.float64
     """
     out = np.empty((*shape, 3), dtype=np.float32)
     flat_out = out.reshape(-1, 3)
-    source_table, target_table = _CordTable.build(source), _CordTable.build(target)
+    source_table, target_table = CordTable.build(source), CordTable.build(target)
     for start, stop in chunk_bounds(shape):
         p = np.ascontiguousarray(grid_points(shape, affine, start, stop).T)
         q = _map_points(p, source, source_table, target_table, arc_to_target)

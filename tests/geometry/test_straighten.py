@@ -9,7 +9,8 @@ import pytest
 from geometry_phantoms import TubePhantom, disc_label_array, make_tube_phantom
 
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.geometry.centerline import centerline_from_mask, locate_points
+from spinal_bidsapp.geometry.centerline import centerline_from_mask
+from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import (
     DisplacementField,
