@@ -25,8 +25,12 @@ demo: venv
 	rm -rf $(DEMO_DIR)
 	$(BIN)/spinal_bidsapp-synth demo $(DEMO_DIR) --n-subjects $(DEMO_SUBJECTS) --seed 0
 	$(BIN)/spinal_bidsapp $(DEMO_DIR)/bids $(DEMO_DIR)/out participant --nprocs $(NPROCS)
+	$(BIN)/spinal_bidsapp $(DEMO_DIR)/bids $(DEMO_DIR)/out group --nprocs $(NPROCS) \
+		--template-resolution 1 --template-preset fast --skip-bids-validation
 	@echo
-	@echo "Demo finished. Outputs: $(DEMO_DIR)/out  (per-subject reports: $(DEMO_DIR)/out/sub-*.html)"
+	@echo "Demo finished. Outputs in $(DEMO_DIR)/out:"
+	@echo "  subject reports:  $(DEMO_DIR)/out/sub-*.html  (review page: $(DEMO_DIR)/out/qc/index.html)"
+	@echo "  group template:   $(DEMO_DIR)/out/tpl-SpinalCord/  (SCT-ready: tpl-SpinalCord/sct)"
 
 lint: venv
 	$(BIN)/ruff check spinal_bidsapp tests benchmarks

@@ -18,7 +18,8 @@ from spinal_bidsapp.bids.outputs import raw_uri, write_lut, write_sidecar
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError
 from spinal_bidsapp.files import write_json, write_text
-from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask, locate_points
+from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
+from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import (
     DISC_NAMES,
     DiscPositions,

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from spinal_bidsapp.geometry.centerline import Centerline, dominant_axis, locate_points
+from spinal_bidsapp.geometry.centerline import Centerline, dominant_axis
+from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import DiscPositions, compute_vertebral_distribution
 
 _REGIONS = ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
