@@ -1,4 +1,4 @@
-"""spinal_bidsapp: a BIDS App for spinal cord MRI (cord reference per subject, population templates)."""
+"""spinal_bidsapp: a BIDS App for spinal cord MRI (cord reference per subject, templates)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -90,11 +90,23 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
                       centerline=tpl / f"{prefix}_desc-centerline_mask.nii.gz",
                       levels=tpl / f"{prefix}_desc-levels_dseg.nii.gz")
     by_label = {w.label: w for w in result.warps}
+    template_mask = cord.data > 0
+    aligned = []
     for job in jobs:
         warps = by_label.get(job.subject.label.replace("_", "-"))
-        _subject_outputs(out, name, job, warps)
-    logger.info("Template %s written to %s (SCT-ready copy: %s)", name, tpl, tpl / "sct")
+        image, subject_cord = _subject_outputs(out, name, job, warps)
+        aligned.append((job.subject.label, image, _dice(subject_cord, template_mask)))
+    from spinal_bidsapp.group_report import build_group_report
+
+    page = build_group_report(config, space, result, tpl, aligned)
+    logger.info("Template %s written to %s (SCT-ready copy: %s; report: %s)", name, tpl,
+                tpl / "sct", page)
     return tpl
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return float(2 * (a & b).sum() / total) if total else 0.0
 
 
 def _centerline_array(space: TemplateSpace) -> np.ndarray:
@@ -141,8 +153,10 @@ def _write_sct_folder(folder: Path, name: str, contrast: str, *, image: Path, co
     write_text(folder / "info_label.txt", "\n".join(lines) + "\n")
 
 
-def _subject_outputs(out: Path, name: str, job: StraightenJob, warps: object) -> None:
-    """Total native <-> template warps (straightening then the loop's warp) and the image."""
+def _subject_outputs(out: Path, name: str, job: StraightenJob,
+                     warps: object) -> tuple[Path, np.ndarray]:
+    """Total native <-> template warps (straightening then the loop's warp), the image and the
+    cord mask in template space; returns the image path and the cord mask array."""
     from spinal_bidsapp.engines.base import SubjectWarps
     from spinal_bidsapp.fieldio import load_field, save_field
     from spinal_bidsapp.geometry.fields import apply_field, compose_fields
@@ -164,3 +178,11 @@ def _subject_outputs(out: Path, name: str, job: StraightenJob, warps: object) ->
     write_sidecar(target, {"SkullStripped": False,
                            "Description": f"anatomy resampled in the {name} template space",
                            "SpatialReference": f"tpl-{name}"})
+    cord = load_volume(job.subject.cord)
+    cord_in_template = np.asarray(apply_field(cord.data, cord.affine, to_tpl, order=1)) > 0.5
+    cord_path = derivative_path(out, "cord_mask_in_template", source, template=name)
+    save_volume(Volume(cord_in_template.astype(np.uint8), to_tpl.affine), cord_path,
+                dtype=np.uint8)
+    write_sidecar(cord_path, {"Description": f"cord mask resampled in the {name} template space",
+                              "SpatialReference": f"tpl-{name}"})
+    return target, cord_in_template

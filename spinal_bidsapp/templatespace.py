@@ -98,8 +98,9 @@ def average_levels(discs: Mapping[str, DiscPositions], *, first_disc: int | None
         ranges = ", ".join(f"{label}: discs {_span(p)}" for label, p in sorted(discs.items()))
         gaps = ", ".join(f"{m}-{m + 1}" for m in missing)
         raise InputDataError(
-            f"no subject covers both discs of level(s) {gaps}; the disc ranges do not overlap ({ranges}); choose --first-disc/--last-disc "
-            "inside a common range or add subjects that bridge it")
+            f"no subject covers both discs of level(s) {gaps}; the disc ranges do not overlap "
+            f"({ranges}); choose --first-disc/--last-disc inside a common range or add subjects "
+            "that bridge it")
     return tuple(LevelLength(upper=level, mean_mm=float(np.mean(lengths[level])),
                              sd_mm=float(np.std(lengths[level])),
                              n_subjects=len(lengths[level]))

@@ -427,3 +427,55 @@ def plot_csa(position_mm: NDArray, csa_mm2: NDArray, out: Path, *,
     if title:
         ax.set_title(title, fontsize=11)
     return _save(fig, out)
+
+
+def plot_sagittal_series(images: Sequence[Volume], out: Path, *, titles: Sequence[str],
+                         mask: Volume | None = None, title: str | None = None) -> Path:
+    """Mid-sagittal slices of several images on one grid, side by side (template iterations).
+
+    ``mask`` (on the same grid) picks the slice and is outlined on every panel.
+    """
+    if not images or len(images) != len(titles):
+        raise ValueError("give one title per image, and at least one image")
+    ras_images = [reorient(image) for image in images]
+    ras_mask = _on_grid(mask, ras_images[0], "mask")
+    index = midcord_index(ras_mask, ras_images[0].shape)
+    panels = [make_panel(ras, ras_mask, axis=0, index=index) for ras in ras_images]
+    width_mm, height_mm = panels[0].extent[1], panels[0].extent[3]
+    n = len(panels)
+    scale = min(_panel_scale(1, width_mm, height_mm), 14.0 / (n * width_mm))
+    head = 0.3 + (0.3 if title else 0.0)
+    fig = _new_figure(n * width_mm * scale + 0.2, height_mm * scale + head + 0.1)
+    top = 1.0 - head / fig.get_figheight()
+    for k, (panel, caption) in enumerate(zip(panels, titles, strict=True)):
+        ax = fig.add_axes((k / n + 0.002, 0.01, 1 / n - 0.004, top - 0.01))
+        _draw_panel(ax, panel, intensity_window(panel.image))
+        _draw_outline(ax, panel.mask, panel, TEMPLATE_COLOR)
+        ax.set_title(caption, color="white", fontsize=9)
+    _title(fig, title)
+    return _save(fig, out)
+
+
+def plot_convergence(iteration: Sequence[int], median_sd: Sequence[float],
+                     change: Sequence[float], out: Path, *, title: str | None = None) -> Path:
+    """Template convergence: median SD inside the mask and RMS change between iterations.
+
+    ``change`` may hold NaN (no previous iteration).
+    """
+    fig = _new_figure(6.0, 3.6)
+    fig.set_facecolor("white")
+    ax = fig.add_axes((0.12, 0.15, 0.74, 0.72))
+    ax.plot(iteration, median_sd, color="#1f4e79", marker="o", lw=1.5,
+            label="median SD in the cord mask")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("median SD", color="#1f4e79")
+    twin = ax.twinx()
+    twin.plot(iteration, change, color="#c0504d", marker="s", lw=1.2, ls="--",
+              label="RMS change from the previous average")
+    twin.set_ylabel("RMS change", color="#c0504d")
+    ax.grid(color="#dddddd", lw=0.5)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return _save(fig, out)

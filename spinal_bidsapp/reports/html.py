@@ -84,12 +84,13 @@ def _figure_context(figure: Path | None, page: Path) -> dict[str, Any] | None:
 
 
 def render_subject_report(report: SubjectReport, page: Path, *,
-                          index: Path | None = None) -> Path:
+                          index: Path | None = None, heading: str | None = None) -> Path:
     """Write the subject's HTML page to ``page`` (atomically) and return it.
 
     ``page`` is the report path owned by the caller, normally
     ``<out>/sub-<label>[_ses-<label>].html``; figures are linked relative to it. ``index``, if
-    given, is the dataset QC index the page links back to.
+    given, is the dataset QC index the page links back to. ``heading`` replaces the subject key
+    as the page title (the group page uses the same layout).
     """
     page = Path(page)
     anchors = section_anchors(report.sections)
@@ -106,7 +107,7 @@ def render_subject_report(report: SubjectReport, page: Path, *,
         for anchor, section in zip(anchors, report.sections, strict=True)
     ]
     html = _environment().get_template("subject.html.j2").render(
-        report=report, key=report.key, sections=sections,
+        report=report, key=heading or report.key, sections=sections,
         index_link=relative_link(index, page.parent) if index is not None else "",
     )
     write_text(page, html)

@@ -1,0 +1,82 @@
+"""Group QC page ``OUTPUT_DIR/tpl-<name>.html``: the template, its iterations, its convergence,
+and every subject resampled in template space next to it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from spinal_bidsapp import __version__
+from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.engines.base import TemplateBuildResult
+from spinal_bidsapp.image import load_mask, load_volume
+from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
+from spinal_bidsapp.templatespace import TemplateSpace
+
+MAX_ITERATION_PANELS = 6
+
+
+def build_group_report(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
+                       tpl: Path, subjects: Sequence[tuple[str, Path, float]]) -> Path:
+    """Write the group page; ``subjects`` holds (label, image in template space, cord Dice)."""
+    from spinal_bidsapp.reports import figures
+    from spinal_bidsapp.reports.html import render_subject_report
+
+    name = config.group.template_name
+    figs = tpl / "figures"
+    template = load_volume(result.template)
+    mask = load_mask(result.mask, allow_empty=True)
+    discs = load_mask(tpl / f"tpl-{name}_res-01_desc-discs_dseg.nii.gz")
+    sections = [
+        ReportSection("template", "Template", figures.plot_sagittal(
+            template, figs / "template_sagittal.png", mask=mask, discs=discs,
+            title=f"tpl-{name}"),
+            caption="Mid-sagittal slice of the final template with its cord mask and discs."),
+        ReportSection("template", "Template cross-sections", figures.plot_axial_montage(
+            template, mask, figs / "template_axial.png", title="axial slices"),
+            caption="Cross-sections along the template; the cord should be sharp and centred."),
+    ]
+    chosen = _spread(list(result.iterations), MAX_ITERATION_PANELS)
+    sections.append(ReportSection("iterations", "Iterations", figures.plot_sagittal_series(
+        [load_volume(it.average) for it in chosen], figs / "iterations.png",
+        titles=[f"iteration {it.index}" + (f" ({it.level_mm:g} mm)" if it.level_mm else "")
+                for it in chosen], mask=mask, title="average per iteration"),
+        caption="The average sharpens as the registrations refine."))
+    record = json.loads(result.convergence.read_text(encoding="utf-8"))["iterations"]
+    sections.append(ReportSection("iterations", "Convergence", figures.plot_convergence(
+        [r["iteration"] for r in record], [r["median_sd_in_mask"] for r in record],
+        [r.get("rms_change_in_mask", np.nan) for r in record], figs / "convergence.png",
+        title="template convergence"),
+        caption="Both curves should flatten; a rising SD points to a failing subject."))
+    for label, image, dice in subjects:
+        sections.append(ReportSection("subjects", f"{label} in template space",
+                                      figures.plot_registration(
+                                          template, load_volume(image),
+                                          figs / f"{label}_in_template.png", fixed_mask=mask,
+                                          names=(f"tpl-{name}", label)),
+                                      caption=f"Cord Dice with the template mask: {dice:.3f}."))
+    metrics = [MetricRow("subjects", len(subjects)),
+               MetricRow("mean cord Dice with the template mask",
+                         float(np.mean([d for _, _, d in subjects]))),
+               MetricRow("final median SD in the cord", record[-1]["median_sd_in_mask"])]
+    metrics += [MetricRow(f"level {lv.upper}-{lv.upper + 1} length", lv.mean_mm, "mm",
+                          f"SD {lv.sd_mm:.2f} over {lv.n_subjects} subjects")
+                for lv in space.levels]
+    report = SubjectReport(
+        subject="group", session=None, sections=tuple(sections), metrics=tuple(metrics),
+        provenance=Provenance(version=__version__, engine=config.group.template_engine,
+                              run_uuid=config.execution.run_uuid,
+                              generated=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    page = config.execution.output_dir.resolve() / f"tpl-{name}.html"
+    return render_subject_report(report, page, heading=f"Group template tpl-{name}")
+
+
+def _spread(items: list, count: int) -> list:
+    if len(items) <= count:
+        return items
+    picks = np.unique(np.rint(np.linspace(0, len(items) - 1, count)).astype(int))
+    return [items[i] for i in picks]
