@@ -93,7 +93,7 @@ def test_template_converges_towards_the_true_shape(built) -> None:
     rms = [float(np.sqrt(np.mean((_data(it.average) - truth)[edges] ** 2)))
            for it in result.iterations]
     assert len(result.iterations) == options.n_iterations + 1
-    assert corr[-1] > corr[0] and corr[-1] > 0.997
+    assert corr[-1] > corr[0] + 0.003 and corr[-1] > 0.995
     assert corr[-1] >= max(corr[1:]) - 2e-4
     assert rms[-1] < 0.6 * rms[0]
     record = json.loads(result.convergence.read_text())["iterations"]
@@ -195,7 +195,7 @@ def test_level_sets_shrink_and_smoothing_in_mm() -> None:
 
 
 def test_registration_command_is_syn_only_with_seed_and_warm_start(tmp_path: Path) -> None:
-    options = TemplateOptions(seed=7)
+    options = TemplateOptions(seed=7, metric="CC")
     pyramid = level_pyramid(2.0, voxel_mm=1.0, shape=(64, 64, 64), options=options)
     argv = registration_argv(fixed=tmp_path / "t.nii.gz", moving=tmp_path / "s.nii.gz",
                              out_prefix=tmp_path / "r_", pyramid=pyramid, options=options,
@@ -206,6 +206,11 @@ def test_registration_command_is_syn_only_with_seed_and_warm_start(tmp_path: Pat
     assert "--random-seed 7" in text and f"--initial-moving-transform {tmp_path}/w.nii.gz" in text
     assert "--shrink-factors 4x2x1" in text and "--smoothing-sigmas 2x1x0mm" in text
     assert "Affine" not in text and "Rigid" not in text
+    mattes = registration_argv(fixed=tmp_path / "t.nii.gz", moving=tmp_path / "s.nii.gz",
+                               out_prefix=tmp_path / "r_", pyramid=pyramid,
+                               options=TemplateOptions(), initial_warp=None)
+    assert f"Mattes[{tmp_path}/t.nii.gz,{tmp_path}/s.nii.gz,1,32]" in mattes
+    assert "--initial-moving-transform" not in mattes
     with pytest.raises(ValueError, match="cannot take a path"):
         registration_argv(fixed=tmp_path / "a,b.nii.gz", moving=tmp_path / "s.nii.gz",
                           out_prefix=tmp_path / "r_", pyramid=pyramid, options=options,

@@ -62,7 +62,7 @@ from spinal_bidsapp.engines.builtin.jobs import (
     resample_item,
 )
 from spinal_bidsapp.engines.builtin.protocol import TemplateOptions, level_pyramid
-from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.errors import InputDataError, MissingInputError
 from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.files import sha256_file, write_json
 from spinal_bidsapp.geometry.fields import DisplacementField, invert_field
@@ -131,6 +131,8 @@ def build_template(subjects: Sequence[TemplateSubject], *, work_dir: Path,
     ------
     InputDataError
         Fewer than two subjects, duplicate or unsafe labels, images off the common grid.
+    MissingInputError
+        An image or cord mask does not exist.
     TemplateBuildError
         A registration or resampling failed.
     """
@@ -162,6 +164,9 @@ def _items(subjects: Sequence[TemplateSubject], work_dir: Path) -> tuple[_Item, 
     bad = [label for label in labels if not _LABEL.match(label)]
     if bad:
         raise InputDataError(f"subject labels must use letters, digits, '_' and '-': {bad}")
+    missing = [str(p) for s in subjects for p in (s.image, s.cord_mask) if not Path(p).is_file()]
+    if missing:
+        raise MissingInputError(f"template inputs not found: {', '.join(missing)}")
     inputs = work_dir / "inputs"
     return tuple(_Item(label=label, image=inputs / f"{label}_image.nii.gz",
                        cord_mask=inputs / f"{label}_cordmask.nii.gz") for label in labels)

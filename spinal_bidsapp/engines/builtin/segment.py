@@ -1,0 +1,381 @@
+"""Builtin spinal cord segmentation: classical image analysis, no trained weights (issue #8).
+
+Three stages, all on the image reoriented to RAS so that every z-slice is an axial cut:
+
+1. **Detection** (:func:`ring_score`). In each axial slice the cord is a disc surrounded by a
+   ring of CSF: darker than the ring on T2w/T2*w (bright CSF), brighter on T1w (dark CSF). The
+   score of a point is the contrast between an elliptical disc and the *weakest* of the four
+   quadrants (anterior, posterior, left, right) of the ring around it, taken at three cord sizes.
+   Using the weakest quadrant rather than the ring mean rejects one-sided edges (fat next to
+   muscle, vessel walls), which have a strong mean contrast but no ring.
+2. **Centerline** (:func:`track_centerline`). The best local maxima of each slice are linked by
+   dynamic programming (Viterbi: detection score minus a penalty on the in-plane jump between
+   slices), then the path is smoothed by a weighted local-linear fit that rejects outlying
+   slices (residual > 3 MAD) and is iterated. Slices without a cord (brainstem, below the conus)
+   have low scores and low weight, so they neither pull the path nor enter the mask.
+3. **Boundary** (:func:`fit_boundary`). From the centre, 64 rays are cast in the axial plane. On
+   each ray the edge is placed where the intensity crosses half-way between the cord level
+   (median within 1.5 mm of the centre) and the first CSF extremum along the ray (the
+   half-maximum rule that also defines edges blurred by partial volume). Radii that disagree
+   with their angular neighbours are replaced by the neighbours' median, then smoothed across
+   slices. We chose rays + half-maximum over active contours, level sets or graph cuts because
+   the cord is star-shaped around its centre, the rule has no weights to tune per contrast, it
+   is sub-voxel accurate, and every slice yields an explicit measure of how well it worked.
+   Centre and boundary are fitted twice (the second time around the centroid of the first mask).
+
+Confidence of a slice = fraction of rays with a CSF edge x min(1, ring contrast / 0.1) (the
+median CSF-minus-cord contrast along the rays, in units of the 1st-99.5th percentile range of
+the image). The overall confidence is the mean over the slices kept in the mask; below
+:data:`LOW_CONFIDENCE` the result should be reviewed (the pipeline flags it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+from scipy.signal import fftconvolve
+
+from spinal_bidsapp.engines.base import Contrast, EngineInfo, SegmentationResult
+from spinal_bidsapp.image import Volume, load_volume, reorient, save_volume
+
+logger = logging.getLogger(__name__)
+
+CsfPolarity = Literal["bright", "dark"]
+"""CSF brighter than the cord (T2w, T2*w) or darker (T1w)."""
+
+CSF_POLARITY: dict[str, CsfPolarity] = {"T2w": "bright", "T2starw": "bright", "T1w": "dark"}
+
+METHOD = "builtin ring detection + Viterbi centerline + half-maximum rays (spinal_bidsapp #8)"
+LOW_CONFIDENCE = 0.5
+"""Overall confidence below which a builtin segmentation is reported as needing review."""
+KEEP_SLICE_CONFIDENCE = 0.25
+"""Slices below this confidence are left out of the mask (no cord found there)."""
+
+_CORD_SIZES_MM = ((4.0, 3.0), (5.0, 3.5), (6.5, 4.5))
+"""Semi-axes (left-right, anterior-posterior) of the disc templates."""
+_RING_MM = 2.5
+_N_RAYS = 64
+_RAY_STEP_MM = 0.1
+_RAY_MAX_MM = 11.0
+_CONTRAST_REF = 0.1
+
+
+@dataclass(frozen=True)
+class CordSegmentation:
+    """Result of :func:`segment_cord` (arrays on the input grid, world RAS+ mm)."""
+
+    mask: NDArray[np.uint8]
+    """(nx, ny, nz) binary cord mask on the input grid."""
+    centerline_mm: NDArray[np.float64]
+    """(K, 3) cord centre of each kept axial slice (RAS grid), inferior to superior."""
+    slice_confidence: NDArray[np.float64]
+    """(nz_ras,) confidence of every axial slice of the RAS grid, 0 where no cord was kept."""
+    confidence: float
+    """Mean confidence over the kept slices (0 when none)."""
+
+
+def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
+                 csf: CsfPolarity) -> CordSegmentation:
+    """Segment the spinal cord of a 3-D image.
+
+    Parameters
+    ----------
+    data : (nx, ny, nz) float, any orientation
+    affine : (4, 4) float, voxel to world RAS+ mm
+    csf : {'bright', 'dark'}
+        CSF polarity of the contrast (:data:`CSF_POLARITY`).
+
+    Returns
+    -------
+    CordSegmentation
+    """
+    source = Volume(np.asarray(data, np.float32), np.asarray(affine, np.float64))
+    ras = reorient(source)
+    zooms = ras.zooms
+    image = _normalise(ras.data)
+    sign = 1.0 if csf == "bright" else -1.0
+    score = ring_score(image, zooms, sign=sign)
+    centers, weights = track_centerline(score, zooms)
+    mask = np.zeros(ras.shape, np.uint8)
+    conf = np.zeros(ras.shape[2])
+    for _ in range(2):
+        radii, conf = fit_boundary(image, zooms, centers, sign=sign)
+        keep = _kept_slices(conf)
+        mask = rasterise(radii, centers, zooms, ras.shape, keep)
+        centers, weights = _recentre(mask, centers, weights, keep, zooms)
+    conf = np.where(keep, conf, 0.0)
+    overall = float(conf[keep].mean()) if keep.any() else 0.0
+    points = np.c_[centers[keep], np.flatnonzero(keep)] @ ras.affine[:3, :3].T + ras.affine[:3, 3]
+    back = _to_source_grid(Volume(mask, ras.affine), source)
+    logger.debug("builtin cord segmentation: %d slices kept, confidence %.2f", keep.sum(), overall)
+    return CordSegmentation(mask=back, centerline_mm=points, slice_confidence=conf,
+                            confidence=overall)
+
+
+def _normalise(data: NDArray) -> NDArray[np.float32]:
+    """Intensities scaled so that the 1st-99.5th percentiles of non-zero voxels span 0-1."""
+    values = data[data > 0] if (data > 0).sum() > 100 else data.ravel()
+    low, high = np.percentile(values, [1.0, 99.5])
+    return ((data - low) / max(float(high - low), 1e-6)).astype(np.float32)
+
+
+def _ellipse(zooms: NDArray, a_mm: float, b_mm: float, half: int) -> NDArray[np.float64]:
+    x = np.arange(-half, half + 1) * zooms[0]
+    y = np.arange(-half, half + 1) * zooms[1]
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    return np.asarray((xx / a_mm) ** 2 + (yy / b_mm) ** 2)
+
+
+def ring_score(image: NDArray, zooms: NDArray, *, sign: float) -> NDArray[np.float32]:
+    """Cord-in-CSF score of every voxel (axial slices = last axis).
+
+    ``sign * (weakest ring quadrant mean - disc mean)``, maximised over the cord sizes; the
+    image is smoothed first (1 mm in-plane, and 1 mm across slices when they are <= 2 mm).
+    """
+    sigma_z = 1.0 / zooms[2] if zooms[2] <= 2.0 else 0.0
+    smooth = ndimage.gaussian_filter(image, (1.0 / zooms[0], 1.0 / zooms[1], sigma_z))
+    best = np.full(image.shape, -np.inf, np.float32)
+    for a_mm, b_mm in _CORD_SIZES_MM:
+        half = int(np.ceil((a_mm + _RING_MM) / min(zooms[0], zooms[1])))
+        padded = np.pad(smooth, ((half, half), (half, half), (0, 0)), mode="edge")
+        inner = _ellipse(zooms, a_mm, b_mm, half)
+        outer = _ellipse(zooms, a_mm + _RING_MM, b_mm + _RING_MM, half)
+        disc = _mean_filter(padded, inner <= 1.0, half)
+        x, y = np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1),
+                           indexing="ij")
+        ring = (inner > 1.0) & (outer <= 1.0)
+        quadrants = (np.abs(y) >= np.abs(x)) & (y > 0), (np.abs(y) >= np.abs(x)) & (y < 0), \
+            (np.abs(x) > np.abs(y)) & (x > 0), (np.abs(x) > np.abs(y)) & (x < 0)
+        means = [_mean_filter(padded, ring & q, half) for q in quadrants]
+        weakest = np.min(np.stack(means), axis=0) if sign > 0 else np.max(np.stack(means), axis=0)
+        best = np.maximum(best, (sign * (weakest - disc)).astype(np.float32))
+    return best
+
+
+def _mean_filter(padded: NDArray, footprint: NDArray[np.bool_], half: int) -> NDArray:
+    kernel = footprint.astype(np.float32) / footprint.sum()
+    out = fftconvolve(padded, kernel[::-1, ::-1, None], mode="same", axes=(0, 1))
+    return out[half:-half, half:-half]
+
+
+def _candidates(score: NDArray, zooms: NDArray, k: int = 6) -> tuple[NDArray, NDArray]:
+    """Top ``k`` local maxima per slice: positions (nz, k, 2) voxels and scores (nz, k)."""
+    size = (max(3, int(round(4.0 / zooms[0]))), max(3, int(round(4.0 / zooms[1]))), 1)
+    peaks = (score == ndimage.maximum_filter(score, size=size)) & (score > 0)
+    nz = score.shape[2]
+    pos = np.zeros((nz, k, 2))
+    val = np.full((nz, k), -1.0)
+    for z in range(nz):
+        ij = np.argwhere(peaks[:, :, z])
+        if len(ij) == 0:
+            ij = np.array([np.unravel_index(np.argmax(score[:, :, z]), score.shape[:2])])
+        order = np.argsort(score[ij[:, 0], ij[:, 1], z])[::-1][:k]
+        pos[z, :len(order)] = ij[order]
+        val[z, :len(order)] = score[ij[order, 0], ij[order, 1], z]
+    return pos, val
+
+
+def track_centerline(score: NDArray, zooms: NDArray, *,
+                     jump_penalty: float = 0.1) -> tuple[NDArray, NDArray]:
+    """Most plausible cord path through the slice detections, smoothed robustly.
+
+    Returns
+    -------
+    centers : (nz, 2) float, voxel (x, y) of the cord centre in every slice
+    weights : (nz,) float, detection score of each slice relative to the best slice (0-1)
+    """
+    pos, val = _candidates(score, zooms)
+    scale = max(float(np.percentile(val[:, 0], 90)), 1e-6)
+    node = np.clip(val / scale, -1.0, 1.5)
+    nz, k = val.shape
+    total = node[0].copy()
+    back = np.zeros((nz, k), int)
+    for z in range(1, nz):
+        jump = np.linalg.norm((pos[z][:, None, :] - pos[z - 1][None, :, :]) * zooms[:2], axis=2)
+        cost = total[None, :] - jump_penalty * jump ** 2 / (zooms[2] + 1.0)
+        back[z] = np.argmax(cost, axis=1)
+        total = node[z] + cost[np.arange(k), back[z]]
+    path = np.zeros(nz, int)
+    path[-1] = int(np.argmax(total))
+    for z in range(nz - 1, 0, -1):
+        path[z - 1] = back[z, path[z]]
+    raw = pos[np.arange(nz), path]
+    weights = np.clip(node[np.arange(nz), path], 0.0, 1.0)
+    return smooth_path(raw, weights, zooms), weights
+
+
+def smooth_path(raw: NDArray, weights: NDArray, zooms: NDArray, *,
+                bandwidth_mm: float = 8.0) -> NDArray[np.float64]:
+    """Weighted local-linear fit of (nz, 2) voxel positions along z, rejecting outliers."""
+    nz = len(raw)
+    z_mm = np.arange(nz) * zooms[2]
+    bw = max(bandwidth_mm, 1.5 * zooms[2])
+    inlier = weights > 0.05
+    fit = raw.astype(np.float64)
+    for _ in range(3):
+        w = weights * inlier + 1e-6
+        fit = _local_linear(z_mm, raw, w, bw)
+        resid = np.linalg.norm((raw - fit) * zooms[:2], axis=1)
+        mad = np.median(resid[inlier]) if inlier.any() else 0.0
+        inlier = (weights > 0.05) & (resid <= max(3.0 * 1.4826 * mad, 2.0))
+    return fit
+
+
+def _local_linear(t: NDArray, y: NDArray, w: NDArray, bandwidth: float) -> NDArray[np.float64]:
+    kern = np.exp(-0.5 * ((t[:, None] - t[None, :]) / bandwidth) ** 2) * w[None, :]
+    out = np.zeros_like(y, dtype=np.float64)
+    for i in range(len(t)):
+        sw = kern[i].sum()
+        tm = (kern[i] * t).sum() / sw
+        ym = (kern[i][:, None] * y).sum(axis=0) / sw
+        var = (kern[i] * (t - tm) ** 2).sum()
+        slope = ((kern[i] * (t - tm))[:, None] * (y - ym)).sum(axis=0) / var if var > 1e-9 \
+            else 0.0
+        out[i] = ym + slope * (t[i] - tm)
+    return out
+
+
+def fit_boundary(image: NDArray, zooms: NDArray, centers: NDArray, *,
+                 sign: float) -> tuple[NDArray, NDArray]:
+    """Cord radius along ``_N_RAYS`` in-plane rays in every slice (half-maximum rule).
+
+    Returns
+    -------
+    radii : (nz, n_rays) float, mm
+    confidence : (nz,) float, 0-1
+    """
+    smooth = ndimage.gaussian_filter(image, (0.5 / zooms[0], 0.5 / zooms[1], 0.0))
+    angles = np.linspace(0.0, 2 * np.pi, _N_RAYS, endpoint=False)
+    r = np.arange(0.0, _RAY_MAX_MM, _RAY_STEP_MM)
+    nz = image.shape[2]
+    radii = np.full((nz, _N_RAYS), np.nan)
+    conf = np.zeros(nz)
+    for z in range(nz):
+        xs = centers[z, 0] + np.cos(angles)[:, None] * r[None, :] / zooms[0]
+        ys = centers[z, 1] + np.sin(angles)[:, None] * r[None, :] / zooms[1]
+        prof = sign * ndimage.map_coordinates(smooth[:, :, z], [xs, ys], order=1,
+                                              mode="nearest")
+        radii[z], conf[z] = _ray_edges(prof, r)
+    radii = _regularise(radii, conf, zooms)
+    return radii, conf
+
+
+def _ray_edges(prof: NDArray, r: NDArray) -> tuple[NDArray, float]:
+    """Half-maximum edge on each ray; CSF = first local maximum clearly above the cord level."""
+    cord = float(np.median(prof[:, r <= 1.5]))
+    start = int(np.searchsorted(r, 1.5))
+    peaks = (prof[:, 1:-1] >= prof[:, :-2]) & (prof[:, 1:-1] >= prof[:, 2:])
+    peaks = np.c_[np.zeros(len(prof), bool), peaks, np.ones(len(prof), bool)]
+    peaks[:, :start] = False
+    strong = peaks & (prof - cord > 0.04)
+    edges = np.full(len(prof), np.nan)
+    contrasts = []
+    for i in range(len(prof)):
+        hits = np.flatnonzero(strong[i])
+        if len(hits) == 0:
+            continue
+        p = hits[0]
+        half = cord + 0.5 * (prof[i, p] - cord)
+        below = np.flatnonzero(prof[i, :p] < half)
+        if len(below) == 0:
+            continue
+        j = below[-1]
+        t = (half - prof[i, j]) / max(prof[i, j + 1] - prof[i, j], 1e-9)
+        edges[i] = r[j] + t * (r[1] - r[0])
+        contrasts.append(prof[i, p] - cord)
+    valid = np.isfinite(edges).mean()
+    contrast = float(np.median(contrasts)) if contrasts else 0.0
+    return edges, float(valid * min(1.0, contrast / _CONTRAST_REF))
+
+
+def _regularise(radii: NDArray, conf: NDArray, zooms: NDArray) -> NDArray[np.float64]:
+    """Fill missing rays, replace angular outliers, smooth across slices."""
+    out = radii.copy()
+    n = radii.shape[1]
+    idx = np.arange(n)
+    for z in range(len(out)):
+        ok = np.isfinite(out[z])
+        if ok.sum() < 3:
+            out[z] = np.nan
+            continue
+        out[z] = np.interp(idx, idx[ok], out[z, ok], period=n)
+        med = ndimage.median_filter(out[z], size=9, mode="wrap")
+        out[z] = np.where(np.abs(out[z] - med) > 1.0, med, out[z])
+        out[z] = ndimage.uniform_filter1d(out[z], 3, mode="wrap")
+    bad = ~np.isfinite(out[:, 0]) | (conf < KEEP_SLICE_CONFIDENCE)
+    good = np.flatnonzero(~bad)
+    if len(good):
+        for z in np.flatnonzero(bad):
+            out[z] = out[good[np.argmin(np.abs(good - z))]]
+    if zooms[2] <= 2.0 and len(out) >= 3:
+        out = ndimage.median_filter(out, size=(3, 1), mode="nearest")
+    return out
+
+
+def _kept_slices(conf: NDArray) -> NDArray[np.bool_]:
+    """Slices of the longest run whose confidence (median over 3 slices) is high enough."""
+    ok = ndimage.median_filter(conf, size=min(3, len(conf)), mode="nearest") \
+        >= KEEP_SLICE_CONFIDENCE
+    labels, n = ndimage.label(ok)
+    if n == 0:
+        return np.zeros_like(ok)
+    sizes = ndimage.sum(ok, labels, range(1, n + 1))
+    return np.asarray(labels == 1 + int(np.argmax(sizes)))
+
+
+def rasterise(radii: NDArray, centers: NDArray, zooms: NDArray, shape: tuple[int, int, int],
+              keep: NDArray[np.bool_]) -> NDArray[np.uint8]:
+    """Voxels whose centre lies inside the star-shaped contour of each kept slice."""
+    mask = np.zeros(shape, np.uint8)
+    n = radii.shape[1]
+    x = np.arange(shape[0])[:, None]
+    y = np.arange(shape[1])[None, :]
+    for z in np.flatnonzero(keep):
+        dx = (x - centers[z, 0]) * zooms[0]
+        dy = (y - centers[z, 1]) * zooms[1]
+        angle = np.mod(np.arctan2(dy, dx), 2 * np.pi) / (2 * np.pi) * n
+        limit = np.interp(angle.ravel(), np.arange(n + 1),
+                          np.r_[radii[z], radii[z, 0]]).reshape(angle.shape)
+        mask[:, :, z] = np.hypot(dx, dy) <= limit
+    return mask
+
+
+def _recentre(mask: NDArray, centers: NDArray, weights: NDArray, keep: NDArray,
+              zooms: NDArray) -> tuple[NDArray, NDArray]:
+    """Centroid of each kept slice of the mask, smoothed like the detections."""
+    raw = centers.copy()
+    w = weights.copy()
+    for z in np.flatnonzero(keep):
+        ij = np.argwhere(mask[:, :, z])
+        if len(ij):
+            raw[z] = ij.mean(axis=0)
+            w[z] = 1.0
+    return smooth_path(raw, w, zooms, bandwidth_mm=4.0), w
+
+
+def _to_source_grid(mask: Volume, source: Volume) -> NDArray[np.uint8]:
+    """Undo :func:`reorient` (a pure axis permutation and flip)."""
+    back = reorient(mask, tuple(source.axcodes))  # type: ignore[arg-type]
+    return np.asarray(back.data, np.uint8)
+
+
+class BuiltinCordSegmenter:
+    """:class:`~spinal_bidsapp.engines.base.CordSegmenter` on :func:`segment_cord`."""
+
+    def __init__(self, version: str) -> None:
+        self.info = EngineInfo(name="spinal_bidsapp-builtin", version=version)
+
+    def segment_cord(self, image: Path, *, contrast: Contrast,
+                     out_dir: Path) -> SegmentationResult:
+        vol = load_volume(image)
+        result = segment_cord(vol.data, vol.affine, csf=CSF_POLARITY[contrast])
+        name = image.name.removesuffix(".gz").removesuffix(".nii")
+        out = save_volume(vol.with_data(result.mask), Path(out_dir) / f"{name}_seg.nii.gz",
+                          dtype=np.uint8)
+        return SegmentationResult(cord_mask=out, confidence=result.confidence)
