@@ -64,6 +64,9 @@ _N_RAYS = 64
 _RAY_STEP_MM = 0.1
 _RAY_MAX_MM = 11.0
 _CONTRAST_REF = 0.1
+_WEAK = 0.3
+"""Detections below this fraction of the 90th-percentile score get no weight in the path fit."""
+_EDGE_FRACTION = 0.4
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,7 @@ def track_centerline(score: NDArray, zooms: NDArray, *,
     for z in range(nz - 1, 0, -1):
         path[z - 1] = back[z, path[z]]
     raw = pos[np.arange(nz), path]
-    weights = np.clip(node[np.arange(nz), path], 0.0, 1.0)
+    weights = np.clip((node[np.arange(nz), path] - _WEAK) / (1.0 - _WEAK), 0.0, 1.0)
     return smooth_path(raw, weights, zooms), weights
 
 
@@ -281,7 +284,7 @@ def _ray_edges(prof: NDArray, r: NDArray) -> tuple[NDArray, float]:
         if len(hits) == 0:
             continue
         p = hits[0]
-        half = cord + 0.5 * (prof[i, p] - cord)
+        half = cord + _EDGE_FRACTION * (prof[i, p] - cord)
         below = np.flatnonzero(prof[i, :p] < half)
         if len(below) == 0:
             continue
