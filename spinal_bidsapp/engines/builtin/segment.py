@@ -169,7 +169,7 @@ def _mean_filter(padded: NDArray, footprint: NDArray[np.bool_], half: int) -> ND
 
 def _candidates(score: NDArray, zooms: NDArray, k: int = 6) -> tuple[NDArray, NDArray]:
     """Top ``k`` local maxima per slice: positions (nz, k, 2) voxels and scores (nz, k)."""
-    size = (max(3, int(round(4.0 / zooms[0]))), max(3, int(round(4.0 / zooms[1]))), 1)
+    size = (max(3, round(4.0 / float(zooms[0]))), max(3, round(4.0 / float(zooms[1]))), 1)
     peaks = (score == ndimage.maximum_filter(score, size=size)) & (score > 0)
     nz = score.shape[2]
     pos = np.zeros((nz, k, 2))
