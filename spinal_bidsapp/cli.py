@@ -49,6 +49,19 @@ def _derivative_pair(value: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+class _PrintBoutiquesDescriptor(argparse.Action):
+    """``--bids-exec-spec``: print the Boutiques descriptor (JSON) and exit 0, like --version."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        import json
+
+        from spinal_bidsapp.boutiques import descriptor
+
+        print(json.dumps(descriptor(), indent=2))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="spinal_bidsapp",
@@ -61,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("analysis_level", metavar="{participant,group}",
                         help="participant: per-subject processing; group: template building")
     parser.add_argument("--version", action="version", version=f"spinal_bidsapp {__version__}")
+    parser.add_argument("--bids-exec-spec", action=_PrintBoutiquesDescriptor, nargs=0,
+                        help="print the Boutiques descriptor of this command line and exit")
 
     sel = parser.add_argument_group("data selection")
     sel.add_argument("--participant-label", "--participant_label", dest="participant_label",
