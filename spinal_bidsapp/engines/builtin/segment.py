@@ -49,7 +49,25 @@ logger = logging.getLogger(__name__)
 CsfPolarity = Literal["bright", "dark"]
 """CSF brighter than the cord (T2w, T2*w) or darker (T1w)."""
 
-CSF_POLARITY: dict[str, CsfPolarity] = {"T2w": "bright", "T2starw": "bright", "T1w": "dark"}
+
+@dataclass(frozen=True)
+class ContrastProfile:
+    """How the cord looks in one contrast: what to detect and which edge to follow."""
+
+    csf: CsfPolarity
+    detect: Literal["cord", "canal"]
+    """``cord``: the cord inside its CSF ring; ``canal``: the whole canal (cord + CSF) against
+    bone and muscle, for T2*w where cord and CSF differ too little for the ring."""
+    edge: Literal["csf", "any"]
+    """``csf``: edge towards the first CSF extremum; ``any``: towards the first clear change
+    either way (T2*w, whose lateral CSF is often not resolved)."""
+
+
+PROFILES: dict[str, ContrastProfile] = {
+    "T2w": ContrastProfile(csf="bright", detect="cord", edge="csf"),
+    "T1w": ContrastProfile(csf="dark", detect="cord", edge="csf"),
+    "T2starw": ContrastProfile(csf="bright", detect="canal", edge="any"),
+}
 
 METHOD = "builtin ring detection + Viterbi centerline + half-maximum rays (spinal_bidsapp #8)"
 LOW_CONFIDENCE = 0.5
@@ -60,10 +78,19 @@ KEEP_SLICE_CONFIDENCE = 0.25
 _CORD_SIZES_MM = ((4.0, 3.0), (5.0, 3.5), (6.5, 4.5))
 """Semi-axes (left-right, anterior-posterior) of the disc templates."""
 _RING_MM = 2.5
+_CANAL_SIZES_MM = ((7.0, 5.5), (9.0, 7.0))
 _N_RAYS = 64
 _RAY_STEP_MM = 0.1
 _RAY_MAX_MM = 11.0
 _CONTRAST_REF = 0.1
+_MIN_RISE = 0.04
+"""Smallest CSF-minus-cord contrast (normalised units) accepted as a CSF maximum."""
+_MIN_RISE_ANY = 0.12
+_CORE_ANY_MM = 3.0
+_CLEAR_CHANGE = 0.15
+"""Smallest cord-to-surroundings change (normalised units) followed by ``edge='any'``: above the
+grey/white matter contrast of T2*w."""
+_ITERATIONS = 2
 _WEAK = 0.3
 """Detections below this fraction of the 90th-percentile score get no weight in the path fit."""
 _EDGE_FRACTION = 0.4
@@ -84,15 +111,15 @@ class CordSegmentation:
 
 
 def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
-                 csf: CsfPolarity) -> CordSegmentation:
+                 contrast: Contrast) -> CordSegmentation:
     """Segment the spinal cord of a 3-D image.
 
     Parameters
     ----------
     data : (nx, ny, nz) float, any orientation
     affine : (4, 4) float, voxel to world RAS+ mm
-    csf : {'bright', 'dark'}
-        CSF polarity of the contrast (:data:`CSF_POLARITY`).
+    contrast : {'T2w', 'T1w', 'T2starw'}
+        Selects the :data:`PROFILES` entry.
 
     Returns
     -------
@@ -102,13 +129,19 @@ def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
     ras = reorient(source)
     zooms = ras.zooms
     image = _normalise(ras.data)
-    sign = 1.0 if csf == "bright" else -1.0
-    score = ring_score(image, zooms, sign=sign)
+    profile = PROFILES[contrast]
+    sign = 1.0 if profile.csf == "bright" else -1.0
+    if profile.detect == "cord":
+        score = ring_score(image, zooms, sign=sign)
+    else:
+        score = ring_score(image, zooms, sign=-1.0, sizes=_CANAL_SIZES_MM, ring_mm=3.0,
+                           combine="mean")
     centers, weights = track_centerline(score, zooms)
     mask = np.zeros(ras.shape, np.uint8)
     conf = np.zeros(ras.shape[2])
-    for _ in range(2):
-        radii, conf = fit_boundary(image, zooms, centers, sign=sign)
+    for _ in range(_ITERATIONS):
+        radii, conf = fit_boundary(image, zooms, centers, sign=sign,
+                                   either_way=profile.edge == "any")
         keep = _kept_slices(conf)
         mask = rasterise(radii, centers, zooms, ras.shape, keep)
         centers, weights = _recentre(mask, centers, weights, keep, zooms)
@@ -135,20 +168,24 @@ def _ellipse(zooms: NDArray, a_mm: float, b_mm: float, half: int) -> NDArray[np.
     return np.asarray((xx / a_mm) ** 2 + (yy / b_mm) ** 2)
 
 
-def ring_score(image: NDArray, zooms: NDArray, *, sign: float) -> NDArray[np.float32]:
-    """Cord-in-CSF score of every voxel (axial slices = last axis).
+def ring_score(image: NDArray, zooms: NDArray, *, sign: float,
+               sizes: tuple[tuple[float, float], ...] = _CORD_SIZES_MM,
+               ring_mm: float = _RING_MM,
+               combine: Literal["weakest", "mean"] = "weakest") -> NDArray[np.float32]:
+    """Disc-in-ring score of every voxel (axial slices = last axis).
 
-    ``sign * (weakest ring quadrant mean - disc mean)``, maximised over the cord sizes; the
+    ``sign * (ring - disc mean)`` where ring is the weakest of the four ring quadrants (or their
+    mean), maximised over the disc ``sizes`` (semi-axes left-right, anterior-posterior, mm); the
     image is smoothed first (1 mm in-plane, and 1 mm across slices when they are <= 2 mm).
     """
     sigma_z = 1.0 / zooms[2] if zooms[2] <= 2.0 else 0.0
     smooth = ndimage.gaussian_filter(image, (1.0 / zooms[0], 1.0 / zooms[1], sigma_z))
     best = np.full(image.shape, -np.inf, np.float32)
-    for a_mm, b_mm in _CORD_SIZES_MM:
-        half = int(np.ceil((a_mm + _RING_MM) / min(zooms[0], zooms[1])))
+    for a_mm, b_mm in sizes:
+        half = int(np.ceil((a_mm + ring_mm) / min(zooms[0], zooms[1])))
         padded = np.pad(smooth, ((half, half), (half, half), (0, 0)), mode="edge")
         inner = _ellipse(zooms, a_mm, b_mm, half)
-        outer = _ellipse(zooms, a_mm + _RING_MM, b_mm + _RING_MM, half)
+        outer = _ellipse(zooms, a_mm + ring_mm, b_mm + ring_mm, half)
         disc = _mean_filter(padded, inner <= 1.0, half)
         x, y = np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1),
                            indexing="ij")
@@ -156,8 +193,9 @@ def ring_score(image: NDArray, zooms: NDArray, *, sign: float) -> NDArray[np.flo
         quadrants = (np.abs(y) >= np.abs(x)) & (y > 0), (np.abs(y) >= np.abs(x)) & (y < 0), \
             (np.abs(x) > np.abs(y)) & (x > 0), (np.abs(x) > np.abs(y)) & (x < 0)
         means = [_mean_filter(padded, ring & q, half) for q in quadrants]
-        weakest = np.min(np.stack(means), axis=0) if sign > 0 else np.max(np.stack(means), axis=0)
-        best = np.maximum(best, (sign * (weakest - disc)).astype(np.float32))
+        stack = sign * np.stack(means)
+        ring_value = stack.min(axis=0) if combine == "weakest" else stack.mean(axis=0)
+        best = np.maximum(best, (ring_value - sign * disc).astype(np.float32))
     return best
 
 
@@ -185,7 +223,7 @@ def _candidates(score: NDArray, zooms: NDArray, k: int = 6) -> tuple[NDArray, ND
 
 
 def track_centerline(score: NDArray, zooms: NDArray, *,
-                     jump_penalty: float = 0.1) -> tuple[NDArray, NDArray]:
+                     jump_penalty: float = 0.15) -> tuple[NDArray, NDArray]:
     """Most plausible cord path through the slice detections, smoothed robustly.
 
     Returns
@@ -201,7 +239,7 @@ def track_centerline(score: NDArray, zooms: NDArray, *,
     back = np.zeros((nz, k), int)
     for z in range(1, nz):
         jump = np.linalg.norm((pos[z][:, None, :] - pos[z - 1][None, :, :]) * zooms[:2], axis=2)
-        cost = total[None, :] - jump_penalty * jump ** 2 / (zooms[2] + 1.0)
+        cost = total[None, :] - jump_penalty * jump ** 2 / zooms[2]
         back[z] = np.argmax(cost, axis=1)
         total = node[z] + cost[np.arange(k), back[z]]
     path = np.zeros(nz, int)
@@ -245,7 +283,7 @@ def _local_linear(t: NDArray, y: NDArray, w: NDArray, bandwidth: float) -> NDArr
 
 
 def fit_boundary(image: NDArray, zooms: NDArray, centers: NDArray, *,
-                 sign: float) -> tuple[NDArray, NDArray]:
+                 sign: float, either_way: bool = False) -> tuple[NDArray, NDArray]:
     """Cord radius along ``_N_RAYS`` in-plane rays in every slice (half-maximum rule).
 
     Returns
@@ -264,37 +302,53 @@ def fit_boundary(image: NDArray, zooms: NDArray, centers: NDArray, *,
         ys = centers[z, 1] + np.sin(angles)[:, None] * r[None, :] / zooms[1]
         prof = sign * ndimage.map_coordinates(smooth[:, :, z], [xs, ys], order=1,
                                               mode="nearest")
-        radii[z], conf[z] = _ray_edges(prof, r)
+        radii[z], conf[z] = _ray_edges(prof, r, either_way=either_way)
     radii = _regularise(radii, conf, zooms)
     return radii, conf
 
 
-def _ray_edges(prof: NDArray, r: NDArray) -> tuple[NDArray, float]:
-    """Half-maximum edge on each ray; CSF = first local maximum clearly above the cord level."""
-    cord = float(np.median(prof[:, r <= 1.5]))
+def _ray_edges(prof: NDArray, r: NDArray, *, either_way: bool) -> tuple[NDArray, float]:
+    """Half-maximum edge on each ray; CSF = first local maximum clearly above the cord level.
+
+    With ``either_way``, a ray that drops clearly (bone, muscle) before reaching a CSF maximum
+    is mirrored about the cord level, so that the same rule finds the edge of that drop.
+    """
+    cord = float(np.median(prof[:, r <= (_CORE_ANY_MM if either_way else 1.5)]))
     start = int(np.searchsorted(r, 1.5))
-    peaks = (prof[:, 1:-1] >= prof[:, :-2]) & (prof[:, 1:-1] >= prof[:, 2:])
-    peaks = np.c_[np.zeros(len(prof), bool), peaks, np.ones(len(prof), bool)]
-    peaks[:, :start] = False
-    strong = peaks & (prof - cord > 0.04)
+    min_rise = _MIN_RISE_ANY if either_way else _MIN_RISE
+    rises = np.stack([_local_max(ray, start) for ray in prof]) & (prof - cord > min_rise)
+    drops = (cord - prof > _CLEAR_CHANGE) & (np.arange(len(r)) >= start)
     edges = np.full(len(prof), np.nan)
     contrasts = []
     for i in range(len(prof)):
-        hits = np.flatnonzero(strong[i])
-        if len(hits) == 0:
+        rise, drop = np.flatnonzero(rises[i]), np.flatnonzero(drops[i])
+        ray = prof[i]
+        if either_way and len(drop) and (len(rise) == 0 or drop[0] < rise[0]):
+            ray = 2 * cord - ray
+            rise = np.flatnonzero(_local_max(ray, start) & (ray - cord > _CLEAR_CHANGE))
+        if len(rise) == 0:
             continue
-        p = hits[0]
-        half = cord + _EDGE_FRACTION * (prof[i, p] - cord)
-        below = np.flatnonzero(prof[i, :p] < half)
+        p = rise[0]
+        half = cord + _EDGE_FRACTION * (ray[p] - cord)
+        below = np.flatnonzero(ray[:p] < half)
         if len(below) == 0:
             continue
         j = below[-1]
-        t = (half - prof[i, j]) / max(prof[i, j + 1] - prof[i, j], 1e-9)
+        t = (half - ray[j]) / max(ray[j + 1] - ray[j], 1e-9)
         edges[i] = r[j] + t * (r[1] - r[0])
-        contrasts.append(prof[i, p] - cord)
+        contrasts.append(ray[p] - cord)
     valid = np.isfinite(edges).mean()
     contrast = float(np.median(contrasts)) if contrasts else 0.0
     return edges, float(valid * min(1.0, contrast / _CONTRAST_REF))
+
+
+def _local_max(ray: NDArray, start: int) -> NDArray[np.bool_]:
+    """Local maxima of a 1-D profile from index ``start`` on (its last sample counts)."""
+    peak = np.zeros(len(ray), bool)
+    peak[1:-1] = (ray[1:-1] >= ray[:-2]) & (ray[1:-1] >= ray[2:])
+    peak[-1] = True
+    peak[:start] = False
+    return peak
 
 
 def _regularise(radii: NDArray, conf: NDArray, zooms: NDArray) -> NDArray[np.float64]:
@@ -377,7 +431,7 @@ class BuiltinCordSegmenter:
     def segment_cord(self, image: Path, *, contrast: Contrast,
                      out_dir: Path) -> SegmentationResult:
         vol = load_volume(image)
-        result = segment_cord(vol.data, vol.affine, csf=CSF_POLARITY[contrast])
+        result = segment_cord(vol.data, vol.affine, contrast=contrast)
         name = image.name.removesuffix(".gz").removesuffix(".nii")
         out = save_volume(vol.with_data(result.mask), Path(out_dir) / f"{name}_seg.nii.gz",
                           dtype=np.uint8)
