@@ -173,7 +173,7 @@ def _refine(subject: NDArray, subject_arc: NDArray, pattern: NDArray, tpl_arc: f
         tpl_cols, _ = _resample(pattern, tpl_arc + window[ok])
         score = _ncc(sub_cols, tpl_cols)
         if score > best_score:
-            best, best_score = guess + shift, score
+            best, best_score = float(guess + shift), score
     return float(best)
 
 
