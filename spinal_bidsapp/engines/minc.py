@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 NIST_MNI_PIPELINES_COMMIT = "cadc7219e79d6edb90742e1e340f8eee76332006"
 """vfonov/nist_mni_pipelines commit pinned by neuropoly/template (scoop era; newer: Ray)."""
 
-CONTAINER_IMAGE = ("the spinal_bidsapp MINC container image (minc-toolkit-v2 1.9.18, "
-                   f"nist_mni_pipelines {NIST_MNI_PIPELINES_COMMIT[:8]}, scoop)")
+CONTAINER_IMAGE = ("the spinal_bidsapp container image (minc-toolkit-v2, nist_mni_pipelines "
+                   f"{NIST_MNI_PIPELINES_COMMIT[:8]} and scoop inside)")
 REQUIRED_PROGRAMS = ("minctracc", "nii2mnc", "mnc2nii")
 REQUIRED_MODULES = ("ipl", "scoop")
 MINC_ENVIRONMENT = {"MINC_FORCE_V2": "1", "VOLUME_CACHE_THRESHOLD": "-1"}

@@ -122,7 +122,7 @@ def test_ipl_levels_are_checked() -> None:
 
 
 def test_missing_minc_names_the_container_image(tmp_path: Path) -> None:
-    with pytest.raises(EngineUnavailable, match="MINC container image") as info:
+    with pytest.raises(EngineUnavailable, match="spinal_bidsapp container image") as info:
         check_minc_available(search_path=str(tmp_path))
     assert "minctracc" in str(info.value) and "--template-engine builtin" in str(info.value)
 
