@@ -63,18 +63,21 @@ class RunningMoments:
     ([2.0], [1.0])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, squares: bool = True) -> None:
         self.count = 0
+        self._squares = squares
         self._sum: NDArray[np.float64] | None = None
         self._sum_sq: NDArray[np.float64] | None = None
 
     def add(self, values: NDArray) -> None:
         x = np.asarray(values, dtype=np.float64)
-        if self._sum is None or self._sum_sq is None:
+        if self._sum is None:
             self._sum = np.zeros_like(x)
-            self._sum_sq = np.zeros_like(x)
+            if self._squares:
+                self._sum_sq = np.zeros_like(x)
         self._sum += x
-        self._sum_sq += x * x
+        if self._sum_sq is not None:
+            self._sum_sq += x * x
         self.count += 1
 
     def mean(self) -> NDArray[np.float64]:
@@ -84,7 +87,7 @@ class RunningMoments:
 
     def mean_square(self) -> NDArray[np.float64]:
         if self._sum_sq is None:
-            raise ValueError("no array was added")
+            raise ValueError("no array was added, or squares are not tracked")
         return self._sum_sq / self.count
 
     def sd(self) -> NDArray[np.float64]:

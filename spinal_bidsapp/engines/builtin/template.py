@@ -355,7 +355,7 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
     seconds = _map(register_item, jobs, [i.label for i in build.items], build.nprocs)
     registered = time.monotonic()
 
-    mean_warp = _mean_field(build, [load_field(p) for p in raw])
+    mean_warp, _ = _mean_field(build, raw, None)
     mean_inverse = invert_field(mean_warp, mean_warp.shape, mean_warp.affine)
     save_field(mean_warp, directory / "mean_warp.nii.gz")
     save_field(mean_inverse, directory / "mean_inverse.nii.gz")
@@ -369,13 +369,11 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
     _map(resample_item, resample, [i.label for i in build.items], build.nprocs)
     _, mask = _write_average(build, directory, [j.out_image for j in resample],
                              [j.out_mask for j in resample])
-    corrected = [load_field(j.out_warp) for j in resample]
+    corrected_mean, subject_rms = _mean_field(build, [j.out_warp for j in resample], mask.data)
     extra = {
         "mean_warp_rms_mm": averaging.rms_in_mask(mean_warp.data, mask.data),
-        "corrected_mean_warp_rms_mm": averaging.rms_in_mask(
-            _mean_field(build, corrected).data, mask.data),
-        "subject_warp_rms_mm": float(np.sqrt(np.mean(
-            [averaging.rms_in_mask(f.data, mask.data) ** 2 for f in corrected]))),
+        "corrected_mean_warp_rms_mm": averaging.rms_in_mask(corrected_mean.data, mask.data),
+        "subject_warp_rms_mm": float(np.sqrt(np.mean(np.square(subject_rms)))),
     }
     stats = _stats(build, directory, k, extra)
     write_json(directory / "timing.json", {
@@ -389,16 +387,25 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
             [_warp(directory, item) for item in build.items])
 
 
-def _mean_field(build: _Build, fields: Sequence[DisplacementField]) -> DisplacementField:
-    """Population mean displacement (with the mirrored copies' fields in symmetric mode)."""
-    moments = averaging.RunningMoments()
-    for f in fields:
-        moments.add(f.data)
+def _mean_field(build: _Build, paths: Sequence[Path], mask: np.ndarray | None
+                ) -> tuple[DisplacementField, list[float]]:
+    """Population mean displacement (mirrored fields included in symmetric mode), read one field
+    at a time; also the RMS displacement of each field inside ``mask`` (empty without one)."""
+    moments = averaging.RunningMoments(squares=False)
+    rms = []
+    affine = None
+    for path in paths:
+        field = load_field(path)
+        affine = field.affine
+        moments.add(field.data)
+        if mask is not None:
+            rms.append(averaging.rms_in_mask(field.data, mask))
+    assert affine is not None
     mean = moments.mean()
     if build.options.symmetric:
-        axis = averaging.mirror_axis(fields[0].affine)
+        axis = averaging.mirror_axis(affine)
         mean = 0.5 * (mean + averaging.mirror_field_x(mean, axis))
-    return DisplacementField(data=mean.astype(np.float32), affine=fields[0].affine)
+    return DisplacementField(data=mean.astype(np.float32), affine=affine), rms
 
 
 def _final_paths(build: _Build) -> dict[str, Path]:
