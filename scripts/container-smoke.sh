@@ -59,8 +59,11 @@ description = json.loads((out / "dataset_description.json").read_text())
 app = description["GeneratedBy"][0]
 assert app["Name"] == "spinal_bidsapp", app
 assert app.get("Container", {}).get("Type") == "docker", f"no container provenance: {app}"
-masks = sorted(out.glob("sub-*/anat/sub-*_label-SC_mask.nii.gz"))
-assert len(masks) == n_subjects, f"{len(masks)} cord masks for {n_subjects} subjects"
+subjects = sorted(p.name for p in out.glob("sub-*") if p.is_dir())
+assert len(subjects) == n_subjects, f"{len(subjects)} subject folders for {n_subjects} subjects"
+masks = [out / s / "anat" / f"{s}_label-SC_mask.nii.gz" for s in subjects]
+missing = [str(m) for m in masks if not m.is_file()]
+assert not missing, f"cord masks missing: {missing}"
 templates = sorted(out.glob("tpl-*/tpl-*_T2w.nii.gz"))
 assert templates, "no group template written"
 engines = [entry["Name"] for entry in description["GeneratedBy"][1:]]
