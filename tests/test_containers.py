@@ -138,6 +138,16 @@ def test_dockerfile_pam50_step_fills_the_cache(tmp_path: Path) -> None:
     assert pam50.source == "cache" and pam50.version == PAM50_RELEASE
 
 
+def test_inline_python_of_the_container_files_compiles() -> None:
+    """Every ``python -c '...'`` program in the Dockerfile and Singularity.def is valid Python."""
+    programs = []
+    for name in ("Dockerfile", "Singularity.def"):
+        programs += re.findall(r"python -c '([^']+)'", (REPO / name).read_text())
+    assert len(programs) >= 8
+    for program in programs:
+        compile(program, "<container file>", "exec")
+
+
 def test_shell_scripts_parse() -> None:
     for script in (REPO / "main", REPO / "scripts" / "container-smoke.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
