@@ -6,7 +6,9 @@
 #   scripts/container-smoke.sh            # needs Docker; used by .github/workflows/container.yml
 #
 # Environment: IMAGE (tag to build, default spinal_bidsapp:smoke), SKIP_BUILD=1 to reuse IMAGE,
-# N_SUBJECTS (default 4), NPROCS (default 2), KEEP=1 to keep the work folder.
+# N_SUBJECTS (default 4), NPROCS (default 2), KEEP=1 to keep the work folder, PARTICIPANT_ARGS /
+# GROUP_ARGS (extra options, e.g. "--engine builtin"; default: none, so the engines are chosen as
+# users get them, SCT and MINC).
 # The development machines have no Docker engine: this script runs only in the container CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +43,12 @@ run -v "$work/demo:/demo" --entrypoint spinal_bidsapp-synth "$IMAGE" \
 
 echo "== participant level"
 run -v "$work/demo/bids:/data:ro" -v "$work/out:/out" "$IMAGE" \
-    /data /out participant --nprocs "$NPROCS"
+    /data /out participant --nprocs "$NPROCS" ${PARTICIPANT_ARGS:-}
 
 echo "== group level"
 run -v "$work/demo/bids:/data:ro" -v "$work/out:/out" "$IMAGE" \
     /data /out group --nprocs "$NPROCS" --template-resolution 1 --template-preset fast \
-    --skip-bids-validation
+    --skip-bids-validation ${GROUP_ARGS:-}
 
 echo "== checks"
 python3 - "$work/out" "$N_SUBJECTS" <<'PY'
