@@ -229,7 +229,8 @@ def _write_docs(text: str) -> None:
         new = current.rstrip("\n") + "\n\n" + text
     else:
         nxt = current.find("\n## ", start + 3)
-        new = current[:start] + text + (current[nxt + 1:] if nxt >= 0 else "")
+        rest = "\n" + current[nxt + 1:] if nxt >= 0 else ""
+        new = current[:start] + text.rstrip("\n") + "\n" + rest
     path.write_text(new.rstrip("\n") + "\n")
 
 
