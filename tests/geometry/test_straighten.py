@@ -213,3 +213,22 @@ def test_destination_given_as_coordinates_preserves_arc_fraction(cervical: TubeP
     mapped = transform_points(on_cord, res.straight_to_curve)
     assert np.allclose(mapped[:, :2], [2.0, -1.0], atol=0.05)
     assert np.allclose(mapped[:, 2], -60.0 + 120.0 * fractions, atol=0.3)
+
+
+@pytest.mark.parametrize(("subject", "contrast"), [
+    ("errsm30", "T2starw"),  # axial 0.5 x 0.5 x 7.5 mm, 9 slices, LAS
+    ("errsm30", "T1w"),      # sagittal-ish 1 mm, RAS
+    ("les01", "T2w"),        # 0.8 mm, PSR
+    ("unf01", "T2w"),        # a 16 mm axial slab
+])
+def test_every_real_mask_straightens_and_round_trips(data_dir: Path, subject: str,
+                                                     contrast: str) -> None:
+    path = (data_dir / "bids-real/derivatives/labels" / f"sub-{subject}" / "anat"
+            / f"sub-{subject}_{contrast}_label-SC_mask.nii.gz")
+    mask = load_mask(path)
+    assert _roundtrip_dice(mask) >= 0.95
+    cl = centerline_from_mask(mask.data, mask.affine)
+    res = straighten_to_line(cl, mask.shape, mask.affine)
+    metric = measure_straightness(mask.data, mask.affine, res.curve_to_straight)
+    assert metric.n_slices >= 5
+    assert metric.rms_mm <= 0.25
