@@ -30,7 +30,6 @@ on ``nprocs``; ITK's multi-threaded metric sums could in principle depend on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -61,6 +60,7 @@ from spinal_bidsapp.engines.builtin.jobs import (
     register_item,
     resample_item,
 )
+from spinal_bidsapp.engines.builtin.ledger import Stage, digest, run_stages
 from spinal_bidsapp.engines.builtin.protocol import TemplateOptions, level_pyramid
 from spinal_bidsapp.errors import InputDataError, MissingInputError
 from spinal_bidsapp.fieldio import load_field, save_field
@@ -141,17 +141,17 @@ def build_template(subjects: Sequence[TemplateSubject], *, work_dir: Path,
     work_dir = Path(work_dir).absolute()
     build = _Build(work_dir=work_dir, options=options, nprocs=max(1, nprocs),
                    items=_items(subjects, work_dir), subjects=tuple(subjects))
-    stages: list[tuple[str, Callable[[], tuple[list[Path], list[Path]]]]] = [
+    stages: list[Stage] = [
         ("inputs", lambda: _prepare_inputs(build)),
         (iteration_dir(work_dir, 0).name, lambda: _initial_average(build)),
     ]
     for k in range(1, options.n_iterations + 1):
         stages.append((iteration_dir(work_dir, k).name, partial(_run_iteration, build, k)))
     stages.append(("final", lambda: _finalize(build)))
-    key = _digest({"engine": ENGINE_VERSION, "options": options.ledger_params(),
+    key = digest({"engine": ENGINE_VERSION, "options": options.ledger_params(),
                    "subjects": [[s.label, sha256_file(Path(s.image)),
                                  sha256_file(Path(s.cord_mask))] for s in subjects]})
-    _run_stages(work_dir, stages, key, needs_state=_state_needs(options))
+    run_stages(work_dir, stages, key, needs_state=_state_needs(options))
     return _result(build)
 
 
@@ -177,64 +177,6 @@ def _state_needs(options: TemplateOptions) -> Callable[[int], bool]:
     n = options.n_iterations
     # stage indices: 0 inputs, 1 iter-000, 2 iter-001, ..., n + 1 iter-n, n + 2 final
     return lambda index: index == n + 2 or (options.refine and 3 <= index <= n + 1)
-
-
-# ---------------------------------------------------------------- ledgers and resume
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _hashes(root: Path, paths: Sequence[Path]) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in paths}
-
-
-def _ledger(work_dir: Path, name: str) -> Path:
-    return work_dir / name / "ledger.json"
-
-
-def _read_ledger(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _files_match(root: Path, recorded: dict[str, str]) -> bool:
-    return all((root / rel).is_file() and sha256_file(root / rel) == digest
-               for rel, digest in recorded.items())
-
-
-def _run_stages(work_dir: Path, stages: Sequence[tuple[str, Callable[[], tuple[list[Path],
-                list[Path]]]]], key0: str, *, needs_state: Callable[[int], bool]) -> None:
-    """Skip every leading stage whose ledger matches; run the rest in order."""
-    keys = [key0]
-    start = len(stages)
-    for index, (name, _) in enumerate(stages):
-        ledger = _read_ledger(_ledger(work_dir, name))
-        if ledger is None or ledger.get("key") != keys[-1] or not _files_match(
-                work_dir, ledger.get("products", {})):
-            start = index
-            break
-        keys.append(_digest([keys[-1], ledger]))
-    # a stage that continues from its predecessor's warps needs them intact
-    while 0 < start < len(stages) and needs_state(start):
-        ledger = _read_ledger(_ledger(work_dir, stages[start - 1][0])) or {}
-        if _files_match(work_dir, ledger.get("state", {})):
-            break
-        start -= 1
-        keys.pop()
-    for name, _ in stages[:start]:
-        logger.info("template %s: outputs are current, skipped", name)
-    for name, action in stages[start:]:
-        logger.info("template %s: running", name)
-        _ledger(work_dir, name).unlink(missing_ok=True)
-        products, state = action()
-        ledger = {"key": keys[-1], "products": _hashes(work_dir, products),
-                  "state": _hashes(work_dir, state)}
-        write_json(_ledger(work_dir, name), ledger)
-        keys.append(_digest([keys[-1], ledger]))
 
 
 def _map(fn: Callable[[J], R], jobs: Sequence[J], labels: Sequence[str], nprocs: int) -> list[R]:

@@ -1,0 +1,91 @@
+"""Resume machinery of the template loop: chained stage ledgers.
+
+Every stage (inputs, iter-000 ... iter-NNN, final) writes ``<work>/<stage>/ledger.json`` with a
+key and the SHA-256 of its outputs, split into *products* (kept) and *state* (the per-subject
+warps, which cleanup may delete). A stage's key is the digest of the previous stage's key and
+ledger, the first key the digest of the inputs and options, so a change anywhere reruns
+everything after it. A rerun skips the leading stages whose ledger matches and whose products are
+intact, steps back while the next stage needs state that is gone, and runs the rest in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from spinal_bidsapp.files import sha256_file, write_json
+
+logger = logging.getLogger(__name__)
+
+Stage = tuple[str, Callable[[], tuple[list[Path], list[Path]]]]
+"""Name (folder under the work dir) and action returning (products, state)."""
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of the JSON form of ``value`` (sorted keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _hashes(root: Path, paths: Sequence[Path]) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in paths}
+
+
+def _ledger_path(work_dir: Path, name: str) -> Path:
+    return work_dir / name / "ledger.json"
+
+
+def _read_ledger(work_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_ledger_path(work_dir, name).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _files_match(root: Path, recorded: dict[str, str]) -> bool:
+    return all((root / rel).is_file() and sha256_file(root / rel) == expected
+               for rel, expected in recorded.items())
+
+
+def run_stages(work_dir: Path, stages: Sequence[Stage], key0: str, *,
+               needs_state: Callable[[int], bool]) -> None:
+    """Skip every leading stage whose ledger matches; run the rest in order.
+
+    Parameters
+    ----------
+    stages : sequence of Stage
+        In order; each action must create every path it returns.
+    key0 : str
+        Digest of the inputs and options.
+    needs_state : callable
+        ``needs_state(i)``: stage ``i`` reads stage ``i - 1``'s state files.
+    """
+    keys = [key0]
+    start = len(stages)
+    for index, (name, _) in enumerate(stages):
+        ledger = _read_ledger(work_dir, name)
+        if ledger is None or ledger.get("key") != keys[-1] or not _files_match(
+                work_dir, ledger.get("products", {})):
+            start = index
+            break
+        keys.append(digest([keys[-1], ledger]))
+    while 0 < start < len(stages) and needs_state(start):
+        previous = _read_ledger(work_dir, stages[start - 1][0]) or {}
+        if _files_match(work_dir, previous.get("state", {})):
+            break
+        start -= 1
+        keys.pop()
+    for name, _ in stages[:start]:
+        logger.info("template %s: outputs are current, skipped", name)
+    for name, action in stages[start:]:
+        logger.info("template %s: running", name)
+        _ledger_path(work_dir, name).unlink(missing_ok=True)
+        products, state = action()
+        ledger = {"key": keys[-1], "products": _hashes(work_dir, products),
+                  "state": _hashes(work_dir, state)}
+        write_json(_ledger_path(work_dir, name), ledger)
+        keys.append(digest([keys[-1], ledger]))
