@@ -139,3 +139,25 @@ def test_inverse_field_undoes_the_forward_field() -> None:
     assert np.abs(inner).max() < 0.05
     x = np.array([[11.2, 12.5, 9.9]])
     assert np.allclose(transform_points(invert_points(x, field), field), x, atol=1e-3)
+
+
+def test_ants_applies_our_field_like_apply_field(tmp_path: Path) -> None:
+    ants = pytest.importorskip("ants")
+    rng = np.random.default_rng(9)
+    moving_aff = _oblique_affine()
+    moving = ndimage.gaussian_filter(rng.normal(100, 30, (26, 24, 22)), 1.5).astype(np.float32)
+    centre = moving_aff[:3, :3] @ (np.array(moving.shape) - 1) / 2 + moving_aff[:3, 3]
+    ref_aff = np.diag([1.0, 1.1, 1.2, 1.0])
+    ref_aff[:3, 3] = centre - np.array([1.0, 1.1, 1.2]) * (np.array([20, 18, 16]) - 1) / 2
+    field = _smooth_field((20, 18, 16), ref_aff, amplitude=2.5, seed=10)
+    nib.save(nib.Nifti1Image(moving, moving_aff), str(tmp_path / "moving.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((20, 18, 16), np.float32), ref_aff),
+             str(tmp_path / "ref.nii.gz"))
+    save_field(field, tmp_path / "warp.nii.gz")
+    out = ants.apply_transforms(fixed=ants.image_read(str(tmp_path / "ref.nii.gz")),
+                                moving=ants.image_read(str(tmp_path / "moving.nii.gz")),
+                                transformlist=[str(tmp_path / "warp.nii.gz")],
+                                interpolator="linear")
+    ours = apply_field(moving, moving_aff, field, order=1)
+    assert (ours > 0).mean() > 0.5
+    assert np.abs(out.numpy() - ours).max() < 1e-3 * np.ptp(ours)
