@@ -6,7 +6,10 @@ BIDS-App template shipped with Boutiques (``boutiques/templates/bids-app.json``)
 starts ``mkdir -p [OUTPUT_DIR]; spinal_bidsapp [BIDS_DIR] [OUTPUT_DIR] [ANALYSIS_LEVEL]
 [PARTICIPANT_LABEL] [SESSION_LABEL]``, the output folder is offered both as a new name (String)
 and as an existing participant-level folder (File), and the folder is the only output, so
-``bosh validate --bids`` accepts it.
+``bosh validate --bids`` accepts it. ``custom.BIDSAppSpecVersion`` is 1.0.0: the positional BIDS
+Apps 1.0 interface (levels ``participant``/``group``). The draft execution specification's argument
+ids (``InputDataset``, ``OutputLocation``, ``AnalysisLevel`` with levels such as ``subject`` and
+``dataset``) describe another interface and are not used; its exit codes are (:data:`ERROR_CODES`).
 
 Mapping of argparse actions (options are always optional; no default values are declared, because
 Boutiques would then pass them on every invocation):
