@@ -215,3 +215,20 @@ def test_registration_command_is_syn_only_with_seed_and_warm_start(tmp_path: Pat
         registration_argv(fixed=tmp_path / "a,b.nii.gz", moving=tmp_path / "s.nii.gz",
                           out_prefix=tmp_path / "r_", pyramid=pyramid, options=options,
                           initial_warp=None)
+
+
+def test_warm_start_resume_recomputes_missing_warps(tmp_path: Path) -> None:
+    subjects = make_cohort(tmp_path, 3, seed=2)
+    options = TemplateOptions(protocol=(Stage(4.0, 1), Stage(2.0, 2)), symmetric=False,
+                              refine=True, coarse_iterations=20, fine_iterations=10)
+    full = build_template(subjects, work_dir=tmp_path / "w", options=options, nprocs=2)
+    reference = _data(full.template)
+    assert not (iteration_dir(tmp_path / "w", 1) / "warps").exists()  # cleaned after iter 3
+    shutil.rmtree(iteration_dir(tmp_path / "w", 3))  # last iteration lost ...
+    shutil.rmtree(iteration_dir(tmp_path / "w", 2) / "warps")  # ... and the warps it starts from
+    initial = iteration_dir(tmp_path / "w", 0) / "avg.nii.gz"
+    mtime = initial.stat().st_mtime_ns
+    resumed = build_template(subjects, work_dir=tmp_path / "w", options=options, nprocs=2)
+    assert initial.stat().st_mtime_ns == mtime  # steps back to iteration 1 only
+    assert (iteration_dir(tmp_path / "w", 2) / "warps").is_dir()
+    np.testing.assert_array_equal(_data(resumed.template), reference)
