@@ -14,8 +14,11 @@ with newer upstream code. As in the seed, every subject gets the same all-ones m
 give a cord probability map, and its transforms stay MINC ``.xfm`` grids (not exported as ITK
 fields), so the result has ``cord_probability=None`` and no warps.
 
-Conversions go through a RAS-ordered copy: Debian's ``nii2mnc`` 2.3.00 writes a wrong origin for
-permuted axes (e.g. PSR; checked in ``tests/engines/test_minc.py``), axis flips are handled.
+ipl mirrors about world x = 0 (``minc_ipl.md`` §2.4): the MINC copies are shifted so that the
+grid centre (the cord midline of straightened inputs) is at x = 0, and shifted back on the way
+out. Conversions go through a RAS-ordered copy: Debian's ``nii2mnc`` 2.3.00 writes a wrong
+origin for permuted axes (e.g. PSR; checked in ``tests/engines/test_minc.py``), axis flips are
+handled.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from spinal_bidsapp.engines.base import (
     EngineInfo,
@@ -150,10 +154,38 @@ def subjects_csv_text(rows: Sequence[tuple[Path, Path]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nifti_to_minc(src: Path, dst: Path, *, log_file: Path, timeout_s: float = 600.0) -> Path:
-    """Convert a NIfTI volume to MINC2 float through a RAS-ordered copy (no resampling)."""
+def shifted(affine: NDArray[np.float64], shift_mm: Sequence[float]) -> NDArray[np.float64]:
+    """``affine`` with its world origin moved by ``shift_mm`` (RAS, mm).
+
+    >>> shifted(np.eye(4), (2.0, 0.0, 0.0))[:3, 3].tolist()
+    [2.0, 0.0, 0.0]
+    """
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] += np.asarray(shift_mm, dtype=np.float64)
+    return out
+
+
+def centre_x_shift(affine: NDArray[np.float64], shape: Sequence[int]
+                   ) -> tuple[float, float, float]:
+    """World shift putting the grid centre on x = 0: ipl mirrors about world x = 0 (§2.4).
+
+    >>> centre_x_shift(np.diag([-0.5, 0.5, 0.5, 1.0]), (11, 4, 4))
+    (2.5, 0.0, 0.0)
+    """
+    centre = np.asarray(affine)[:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + np.asarray(
+        affine)[:3, 3]
+    return (-float(centre[0]), 0.0, 0.0)
+
+
+def nifti_to_minc(src: Path, dst: Path, *, log_file: Path, timeout_s: float = 600.0,
+                  shift_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> Path:
+    """Convert a NIfTI volume to MINC2 float through a RAS-ordered copy (no resampling).
+
+    ``shift_mm`` moves the world origin (RAS mm) of the MINC copy, e.g. to put the cord
+    midline on x = 0 for ipl's mirror.
+    """
     volume = load_volume(src, dtype=np.float32)
-    ras = reorient(volume, ("R", "A", "S"))
+    ras = reorient(Volume(volume.data, shifted(volume.affine, shift_mm)), ("R", "A", "S"))
     staging = dst.with_name(f".{dst.name}.staging.nii")
     tmp = dst.with_name(f".{dst.name}.tmp.mnc")
     save_volume(ras, staging, dtype=np.float32)
@@ -169,8 +201,10 @@ def nifti_to_minc(src: Path, dst: Path, *, log_file: Path, timeout_s: float = 60
 
 
 def minc_to_nifti(src: Path, dst: Path, *, reference: Volume, log_file: Path,
-                  timeout_s: float = 600.0) -> Path:
+                  timeout_s: float = 600.0, shift_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> Path:
     """Convert a MINC volume back to NIfTI on ``reference``'s grid (voxel order and affine).
+
+    ``shift_mm`` is the shift applied by :func:`nifti_to_minc`; it is undone here.
 
     Raises
     ------
@@ -186,6 +220,7 @@ def minc_to_nifti(src: Path, dst: Path, *, reference: Volume, log_file: Path,
         volume = reorient(load_volume(staging, dtype=np.float32), reference.axcodes)
     finally:
         staging.unlink(missing_ok=True)
+    volume = Volume(volume.data, shifted(volume.affine, [-float(v) for v in shift_mm]))
     if not same_grid(volume, reference):
         raise InputDataError(f"{src} is not on the template grid after conversion "
                              f"(shape {volume.shape} vs {reference.shape})")
@@ -217,6 +252,7 @@ class MincTemplateBuilder:
             raise InputDataError("a MINC template needs at least two subjects with file-safe "
                                  "labels")
         reference = load_volume(subjects[0].image)
+        shift = centre_x_shift(reference.affine, reference.shape)
         logs = work_dir / "logs"
         mnc = work_dir / "mnc"
         prefix = work_dir / "model_nl_all"
@@ -224,7 +260,8 @@ class MincTemplateBuilder:
         mask = mnc / "mask_all.mnc"
         ones = Volume(np.ones(reference.shape, np.float32), reference.affine)
         save_volume(ones, work_dir / "mask_all.nii.gz")
-        nifti_to_minc(work_dir / "mask_all.nii.gz", mask, log_file=logs / "nii2mnc_mask.log")
+        nifti_to_minc(work_dir / "mask_all.nii.gz", mask, log_file=logs / "nii2mnc_mask.log",
+                      shift_mm=shift)
         rows = []
         for subject in subjects:
             if not same_grid(load_volume(subject.image), reference):
@@ -232,7 +269,7 @@ class MincTemplateBuilder:
                                      f"{subjects[0].image}")
             scan = mnc / f"{subject.label}.mnc"
             nifti_to_minc(subject.image, scan, log_file=logs / f"nii2mnc_{subject.label}.log",
-                          timeout_s=self.options.conversion_timeout_s)
+                          timeout_s=self.options.conversion_timeout_s, shift_mm=shift)
             rows.append((scan, mask))
         csv = work_dir / "subjects.csv"
         write_text(csv, subjects_csv_text(rows))
@@ -245,7 +282,7 @@ class MincTemplateBuilder:
         run_tool(scoop_argv(driver, nprocs=nprocs), log_file=logs / "ipl_generate_model.log",
                  expected_outputs=outputs, threads=1, timeout_s=self.options.timeout_s,
                  cwd=work_dir, extra_env=MINC_ENVIRONMENT)
-        return self._convert_outputs(prefix, work_dir, reference)
+        return self._convert_outputs(prefix, work_dir, reference, shift)
 
     def _forget_stale_run(self, subjects: Sequence[TemplateSubject], work_dir: Path,
                           prefix: Path) -> None:
@@ -259,8 +296,8 @@ class MincTemplateBuilder:
             shutil.rmtree(prefix, ignore_errors=True)
         write_text(marker, digest + "\n")
 
-    def _convert_outputs(self, prefix: Path, work_dir: Path,
-                         reference: Volume) -> TemplateBuildResult:
+    def _convert_outputs(self, prefix: Path, work_dir: Path, reference: Volume,
+                         shift: Sequence[float]) -> TemplateBuildResult:
         out = work_dir / "nifti"
         logs = work_dir / "logs"
         levels = [s.level_mm for s in self.options.protocol for _ in range(s.iterations)]
@@ -273,7 +310,7 @@ class MincTemplateBuilder:
                 src = prefix / source
                 dst = out / f"{name}.{k:03d}.nii.gz"
                 minc_to_nifti(src, dst, reference=reference, log_file=logs / "mnc2nii.log",
-                              timeout_s=self.options.conversion_timeout_s)
+                              timeout_s=self.options.conversion_timeout_s, shift_mm=shift)
                 paths.append(dst)
             iterations.append(TemplateIteration(index=k, level_mm=levels[k - 1],
                                                 average=paths[0], sd=paths[1]))

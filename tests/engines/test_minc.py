@@ -23,6 +23,7 @@ from spinal_bidsapp.engines.minc import (
     NIST_MNI_PIPELINES_COMMIT,
     MincTemplateBuilder,
     MincTemplateOptions,
+    centre_x_shift,
     check_minc_available,
     driver_source,
     ipl_options,
@@ -79,6 +80,21 @@ def test_nifti_minc_round_trip_keeps_values_and_world_geometry(tmp_path: Path,
     assert result.axcodes == tuple(axcodes)
     np.testing.assert_allclose(result.affine, source.affine, atol=1e-5)
     np.testing.assert_allclose(result.data, data, rtol=1e-6, atol=1e-4)
+
+
+@needs_minc_tools
+def test_shift_puts_the_grid_centre_on_x0_in_minc_and_is_undone(tmp_path: Path) -> None:
+    source = Volume(np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3), _affine("LAS"))
+    save_volume(source, tmp_path / "in.nii.gz")
+    shift = centre_x_shift(source.affine, source.shape)
+    mnc = nifti_to_minc(tmp_path / "in.nii.gz", tmp_path / "in.mnc", log_file=tmp_path / "a.log",
+                        shift_mm=shift)
+    length, step, start = _minc_dimension(mnc, "xspace")
+    assert start + step * (length - 1) / 2 == pytest.approx(0.0, abs=1e-4)
+    back = load_volume(minc_to_nifti(mnc, tmp_path / "b.nii.gz", reference=source,
+                                     log_file=tmp_path / "b.log", shift_mm=shift))
+    np.testing.assert_allclose(back.affine, source.affine, atol=1e-5)
+    np.testing.assert_array_equal(back.data, source.data)
 
 
 @needs_minc_tools
