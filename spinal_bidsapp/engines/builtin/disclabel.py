@@ -44,6 +44,7 @@ from spinal_bidsapp.image import load_mask, load_volume, mm_to_vox, save_volume
 
 logger = logging.getLogger(__name__)
 
+METHOD = "builtin PAM50 strip matching in front of the cord (spinal_bidsapp #8)"
 LOW_CONFIDENCE = 0.3
 """Best-match correlation below which the disc identification is reported as uncertain."""
 
@@ -166,7 +167,7 @@ def _refine(subject: NDArray, subject_arc: NDArray, pattern: NDArray, tpl_arc: f
     for shift in np.arange(-_REFINE_MM, _REFINE_MM + 0.1, 0.5):
         sub_pos = guess + shift + window / scale
         ok = (sub_pos >= subject_arc[0]) & (sub_pos <= subject_arc[-1])
-        if ok.sum() < len(window) // 2:
+        if ok.sum() < len(window) // 3:
             return guess
         sub_cols, _ = _resample(subject, np.interp(sub_pos[ok], subject_arc,
                                                    np.arange(len(subject_arc))))

@@ -82,7 +82,10 @@ _CANAL_SIZES_MM = ((7.0, 5.5), (9.0, 7.0))
 _N_RAYS = 64
 _RAY_STEP_MM = 0.1
 _RAY_MAX_MM = 11.0
-_CONTRAST_REF = 0.1
+_CNR_REF = 5.0
+"""Cord-to-CSF contrast-to-noise ratio at which a slice gets full confidence."""
+_AREA_RANGE_MM2 = (15.0, 250.0)
+"""Cross-sectional areas outside this range are not a cord (confidence 0)."""
 _MIN_RISE = 0.04
 """Smallest CSF-minus-cord contrast (normalised units) accepted as a CSF maximum."""
 _MIN_RISE_ANY = 0.12
@@ -129,6 +132,7 @@ def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
     ras = reorient(source)
     zooms = ras.zooms
     image = _normalise(ras.data)
+    noise = estimate_noise(image)
     profile = PROFILES[contrast]
     sign = 1.0 if profile.csf == "bright" else -1.0
     if profile.detect == "cord":
@@ -140,7 +144,7 @@ def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
     mask = np.zeros(ras.shape, np.uint8)
     conf = np.zeros(ras.shape[2])
     for _ in range(_ITERATIONS):
-        radii, conf = fit_boundary(image, zooms, centers, sign=sign,
+        radii, conf = fit_boundary(image, zooms, centers, sign=sign, noise=noise,
                                    either_way=profile.edge == "any")
         keep = _kept_slices(conf)
         mask = rasterise(radii, centers, zooms, ras.shape, keep)
@@ -159,6 +163,15 @@ def _normalise(data: NDArray) -> NDArray[np.float32]:
     values = data[data > 0] if (data > 0).sum() > 100 else data.ravel()
     low, high = np.percentile(values, [1.0, 99.5])
     return ((data - low) / max(float(high - low), 1e-6)).astype(np.float32)
+
+
+def estimate_noise(image: NDArray) -> float:
+    """Noise SD from neighbour differences along the first axis (robust MAD), floor 0.005."""
+    diff = np.diff(image, axis=0)
+    diff = diff[diff != 0]
+    if diff.size == 0:
+        return 0.005
+    return max(float(1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2)), 0.005)
 
 
 def _ellipse(zooms: NDArray, a_mm: float, b_mm: float, half: int) -> NDArray[np.float64]:
@@ -283,7 +296,8 @@ def _local_linear(t: NDArray, y: NDArray, w: NDArray, bandwidth: float) -> NDArr
 
 
 def fit_boundary(image: NDArray, zooms: NDArray, centers: NDArray, *,
-                 sign: float, either_way: bool = False) -> tuple[NDArray, NDArray]:
+                 sign: float, noise: float, either_way: bool = False
+                 ) -> tuple[NDArray, NDArray]:
     """Cord radius along ``_N_RAYS`` in-plane rays in every slice (half-maximum rule).
 
     Returns
@@ -302,12 +316,13 @@ def fit_boundary(image: NDArray, zooms: NDArray, centers: NDArray, *,
         ys = centers[z, 1] + np.sin(angles)[:, None] * r[None, :] / zooms[1]
         prof = sign * ndimage.map_coordinates(smooth[:, :, z], [xs, ys], order=1,
                                               mode="nearest")
-        radii[z], conf[z] = _ray_edges(prof, r, either_way=either_way)
+        radii[z], conf[z] = _ray_edges(prof, r, either_way=either_way, noise=noise)
     radii = _regularise(radii, conf, zooms)
     return radii, conf
 
 
-def _ray_edges(prof: NDArray, r: NDArray, *, either_way: bool) -> tuple[NDArray, float]:
+def _ray_edges(prof: NDArray, r: NDArray, *, either_way: bool,
+               noise: float) -> tuple[NDArray, float]:
     """Half-maximum edge on each ray; CSF = first local maximum clearly above the cord level.
 
     With ``either_way``, a ray that drops clearly (bone, muscle) before reaching a CSF maximum
@@ -337,9 +352,22 @@ def _ray_edges(prof: NDArray, r: NDArray, *, either_way: bool) -> tuple[NDArray,
         t = (half - ray[j]) / max(ray[j + 1] - ray[j], 1e-9)
         edges[i] = r[j] + t * (r[1] - r[0])
         contrasts.append(ray[p] - cord)
-    valid = np.isfinite(edges).mean()
-    contrast = float(np.median(contrasts)) if contrasts else 0.0
-    return edges, float(valid * min(1.0, contrast / _CONTRAST_REF))
+    return edges, _slice_confidence(edges, contrasts, noise)
+
+
+def _slice_confidence(edges: NDArray, contrasts: list[float], noise: float) -> float:
+    """Consistent rays x contrast-to-noise x plausible area (see the module docstring)."""
+    ok = np.isfinite(edges)
+    if ok.sum() < 3:
+        return 0.0
+    idx = np.arange(len(edges))
+    filled = np.interp(idx, idx[ok], edges[ok], period=len(edges))
+    smooth = ndimage.median_filter(filled, size=9, mode="wrap")
+    consistent = float((ok & (np.abs(edges - smooth) <= 1.0)).mean())
+    cnr = float(np.median(contrasts)) / noise
+    area_mm2 = 0.5 * float((smooth ** 2).sum()) * 2 * np.pi / len(edges)
+    plausible = _AREA_RANGE_MM2[0] <= area_mm2 <= _AREA_RANGE_MM2[1]
+    return consistent * min(1.0, cnr / _CNR_REF) * float(plausible)
 
 
 def _local_max(ray: NDArray, start: int) -> NDArray[np.bool_]:

@@ -1,0 +1,76 @@
+"""Builtin disc labelling against PAM50: a PAM50 phantom and real sub-errsm30 (discs 3-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinal_bidsapp.engines.builtin.disclabel import (
+    BuiltinDiscLabeler,
+    DiscTemplate,
+    label_discs,
+)
+from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.geometry.discs import discs_from_label_array
+from spinal_bidsapp.image import load_mask, load_volume
+from spinal_bidsapp.synth import generate_phantom_cohort, load_cohort_truth
+
+TOLERANCE_MM = 3.0
+
+
+@pytest.fixture(scope="module")
+def template(data_dir: Path) -> DiscTemplate:
+    small = data_dir / "PAM50_small"
+    return BuiltinDiscLabeler.from_files(
+        "test", t2=small / "PAM50_small_t2.nii.gz", cord=small / "PAM50_small_cord.nii.gz",
+        label_disc=small / "PAM50_small_label_disc.nii.gz").template
+
+
+def errors_mm(found: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> dict[int, float]:
+    return {v: float(np.linalg.norm(found[v] - p)) if v in found else np.inf
+            for v, p in truth.items()}
+
+
+def test_discs_of_a_pam50_phantom_within_3mm(template: DiscTemplate, data_dir: Path,
+                                             tmp_path: Path) -> None:
+    generate_phantom_cohort(tmp_path, pam50_dir=data_dir / "PAM50",
+                            pam50_small_dir=data_dir / "PAM50_small", n_subjects=1, seed=0)
+    truth = load_cohort_truth(tmp_path)[0]
+    anat = tmp_path / "bids" / "sub-01" / "anat"
+    image = load_volume(anat / "sub-01_T2w.nii.gz")
+    cord = load_mask(tmp_path / "bids" / "derivatives" / "labels" / "sub-01" / "anat"
+                     / "sub-01_T2w_label-SC_mask.nii.gz")
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
+    in_view = truth.disc_positions_mm(in_fov_only=True)
+    errors = errors_mm(result.disc_points_mm, in_view)
+    assert max(errors.values()) <= TOLERANCE_MM, errors
+    assert result.labels.shape == image.shape
+    assert set(np.unique(result.labels)) - {0} == set(result.disc_points_mm)
+
+
+@pytest.fixture(scope="module")
+def errsm30(bids_real: Path) -> tuple:
+    anat = bids_real / "sub-errsm30" / "anat"
+    labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
+    image = load_volume(anat / "sub-errsm30_T2w.nii.gz")
+    cord = load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz")
+    discs = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
+    return image, cord, discs_from_label_array(discs.data, discs.affine)
+
+
+def test_errsm30_discs_within_3mm_given_c2c3(template: DiscTemplate, errsm30: tuple) -> None:
+    image, cord, truth = errsm30
+    hint_z = float(truth[3][2]) + 2.0  # a user's click, 2 mm off
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                         init_disc=(3, hint_z))
+    errors = errors_mm(result.disc_points_mm, truth)
+    assert max(errors.values()) <= TOLERANCE_MM, errors
+
+
+def test_unknown_init_disc_is_an_input_error(template: DiscTemplate, errsm30: tuple) -> None:
+    image, cord, _ = errsm30
+    with pytest.raises(InputDataError, match="not labelled in the template"):
+        label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                    init_disc=(25, 0.0))
