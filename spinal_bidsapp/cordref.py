@@ -4,17 +4,18 @@ Each step reads the files the previous steps wrote and is skipped when its ledge
 outputs are current (``steps.run_step``):
 
 1. ``standardize``: the chosen anatomy reoriented to RAS (``desc-preproc``), not resampled.
-2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else the SCT engine.
+2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else ``segment``: the
+   builtin segmentation (builtin engine, or auto without SCT), flagged when its confidence is low.
 3. ``centerline``: dense centerline, cord-coverage check (``--min-cord-coverage``).
-4. ``discs``: manual disc labels, else the SCT engine; checked against the centerline; vertebral
-   levels of the cord mask.
+4. ``discs``: manual disc labels, else ``label_discs``: builtin labelling against the PAM50 T2
+   (``--init-disc`` hint); checked against the centerline; vertebral levels of the cord mask.
 5. ``morphometrics``: length, volume, angle-corrected CSA per slice and per level.
 6. ``register``: to PAM50 (builtin: disc-matched straightening + in-plane SyN; SCT:
    ``sct_register_to_template``), warps both ways, images and labels carried across.
 7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
 
-Without disc labels, 6 is skipped with a warning (the report says why); without a cord mask the
-subject fails with a message naming the label file to add.
+Without disc labels, 6 is skipped with a warning (the report says why); without a cord mask and
+with the SCT engine the subject fails with a message naming the label file to add.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from filelock import FileLock, Timeout
 
@@ -30,6 +32,7 @@ from spinal_bidsapp import cordref_steps as steps
 from spinal_bidsapp.bids.labels import LABEL_TAGS
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
+from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.errors import MissingInputError, TemporaryFailure
 from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.steps import StepRecord, run_step
@@ -64,6 +67,7 @@ def resolve_participant_engines(config: RunConfig) -> dict[str, str]:
 def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> UnitSummary:
     """Run every step of the cord reference for one subject/session (under a per-unit lock)."""
     apply_thread_limits(threads)
+    logger.debug("%s: %d thread(s) for ITK/BLAS in this worker", unit.label, threads)
     ex = config.execution
     work = ex.resolved_work_dir / unit.source.entity_prefix
     work.mkdir(parents=True, exist_ok=True)
@@ -106,16 +110,11 @@ class _Pipeline:
                                                            bids_dir=self.config.execution.bids_dir),
                   inputs=[src.path], outputs=[anat, sidecar_path(anat)])
         manual_cord = labels.cord_mask
-        if manual_cord is None:
-            expected = self.config.execution.labels_dir / src.subject_dir / src.datatype / (
-                f"{src.stem}_{LABEL_TAGS['cord_mask'][0]}.nii.gz")
-            raise MissingInputError(
-                f"{self.unit.label}: no cord mask: none in derivatives/labels (expected e.g. "
-                f"{expected}) and the builtin engine has no cord segmentation yet; add the "
-                "manual mask, or run the container image with --engine sct"
-            )
-        self.step("cord_mask", lambda: steps.import_label_mask(src.path, manual_cord, cord),
-                  inputs=[src.path, manual_cord], outputs=[cord, sidecar_path(cord)])
+        if manual_cord is not None:
+            self.step("cord_mask", lambda: steps.import_label_mask(src.path, manual_cord, cord),
+                      inputs=[src.path, manual_cord], outputs=[cord, sidecar_path(cord)])
+        else:
+            self._segment(cord)
         centerline_mask = self.path("centerline_mask")
         centerline_table = self.path("centerline_table")
         self.step("centerline", lambda: steps.centerline(
@@ -125,8 +124,12 @@ class _Pipeline:
             params={"min_coverage_mm": part.min_cord_coverage_mm})
         discs = self._discs(cord)
         morph, morph_json = self.path("morphometrics"), self.path("morphometrics_json")
-        self.step("morphometrics", lambda: steps.morphometrics(cord, discs, morph, morph_json),
-                  inputs=[cord] + ([discs] if discs else []), outputs=[morph, morph_json])
+        quality: dict[str, object] = {"cord_mask": steps.read_quality(cord),
+                                      "discs": steps.read_quality(discs) if discs else None}
+        self.step("morphometrics", lambda: steps.morphometrics(cord, discs, morph, morph_json,
+                                                               quality=quality),
+                  inputs=[cord] + ([discs] if discs else []), outputs=[morph, morph_json],
+                  params={"quality": quality})
         registration = self._register(anat, cord, discs)
         self._report(anat, cord, discs, morph_json, registration)
         return UnitSummary(
@@ -135,9 +138,66 @@ class _Pipeline:
             steps_skipped=tuple(r.name for r in self.records if r.skipped),
             warnings=tuple(self.warnings))
 
+    def _uses_builtin(self) -> bool:
+        """Builtin engine requested, or ``auto`` without a usable SCT."""
+        from spinal_bidsapp.config import sct_dir_from_environment
+        from spinal_bidsapp.engines import resolve_participant_engine
+
+        kind = self.config.participant.engine
+        return kind == "builtin" or (kind == "auto" and resolve_participant_engine(
+            kind, sct_dir=sct_dir_from_environment()).name == "builtin")
+
+    def _segment(self, cord: Path) -> None:
+        """No manual mask: builtin segmentation (step ``segment``), flagged when uncertain."""
+        src = self.unit.source
+        if not self._uses_builtin():
+            expected = self.config.execution.labels_dir / src.subject_dir / src.datatype / (
+                f"{src.stem}_{LABEL_TAGS['cord_mask'][0]}.nii.gz")
+            raise MissingInputError(
+                f"{self.unit.label}: no cord mask: none in derivatives/labels (expected e.g. "
+                f"{expected}) and the SCT engine does not segment at the participant level yet; "
+                "add the manual mask, or use --engine builtin")
+        contrast = cast(Contrast, src.suffix)
+        self.step("segment", lambda: steps.segment(
+            src.path, cord, contrast=contrast, bids_dir=self.config.execution.bids_dir),
+            inputs=[src.path], outputs=[cord, sidecar_path(cord)],
+            params={"engine": "builtin", "contrast": contrast})
+        self._flag_quality("cord segmentation", cord)
+
+    def _flag_quality(self, what: str, output: Path) -> None:
+        quality = steps.read_quality(output)
+        if quality.get("low_confidence"):
+            self.warnings.append(
+                f"builtin {what} has low confidence ({quality['confidence']} < "
+                f"{quality['threshold']}): review {output.name} before using its measures")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+
+    def _builtin_discs(self, cord: Path) -> Path | None:
+        """No manual discs: builtin labelling against PAM50 (step ``label_discs``)."""
+        template = steps.find_template(self.config) if self._uses_builtin() else None
+        if template is None or template.t2 is None:
+            return None
+        part, src = self.config.participant, self.unit.source
+        anat, discs, lut = self.path("anat_preproc"), self.path("discs"), self.path("discs_lut")
+        levels, levels_lut = self.path("levels"), self.path("levels_lut")
+        contrast = cast(Contrast, src.suffix)
+        self.step("label_discs", lambda: steps.label_discs(
+            anat, cord, template, self.work / "label_discs" / "discs_auto.nii.gz", discs, lut,
+            levels, levels_lut, contrast=contrast, init_disc=part.init_disc_hint,
+            first_disc=part.first_disc, last_disc=part.last_disc),
+            inputs=[anat, cord, template.t2, template.cord, template.label_disc],
+            outputs=[discs, sidecar_path(discs), lut, levels, levels_lut],
+            params={"engine": "builtin", "contrast": contrast, "init_disc": part.init_disc,
+                    "first_disc": part.first_disc, "last_disc": part.last_disc})
+        self._flag_quality("disc labelling", discs)
+        return discs
+
     def _discs(self, cord: Path) -> Path | None:
         manual = self.unit.labels.discs
         if manual is None:
+            automatic = self._builtin_discs(cord)
+            if automatic is not None:
+                return automatic
             self.warnings.append(
                 "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
                 "per-level metrics and the registration to PAM50 were skipped")

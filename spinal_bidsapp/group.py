@@ -27,11 +27,14 @@ from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuilder
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.files import write_json
-from spinal_bidsapp.parallel import map_isolated
+from spinal_bidsapp.parallel import map_isolated, plan_workers
 from spinal_bidsapp.steps import run_step
 from spinal_bidsapp.templatespace import TemplateSpace
 
 logger = logging.getLogger(__name__)
+
+GROUP_GB_PER_WORKER = 1.0
+"""Memory budget of one straightening or template registration worker at 0.5 mm."""
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,10 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
         "levels": [vars(level) for level in space.levels], "shape": list(space.shape),
         "affine": space.affine.tolist()})
     jobs = [_straighten_job(work, subject, space) for subject in subjects]
+    workers = plan_workers(ex.nprocs, len(jobs), mem_gb=ex.mem_gb,
+                           gb_per_worker=GROUP_GB_PER_WORKER)
     outcomes = map_isolated(straighten_for_template, jobs, [s.label for s in subjects],
-                            nprocs=ex.nprocs, stop_on_first_crash=ex.stop_on_first_crash)
+                            nprocs=workers, stop_on_first_crash=ex.stop_on_first_crash)
     failed = [o for o in outcomes if not o.ok]
     for outcome in failed:
         logger.error("%s: straightening failed: %s", outcome.label, outcome.error)
@@ -174,7 +179,7 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     result = builder.build_template(
         [TemplateSubject(label=job.subject.label.replace("_", "-"), image=job.image,
                          cord_mask=job.cord) for job in usable],
-        work_dir=work / "template", nprocs=ex.nprocs)
+        work_dir=work / "template", nprocs=workers)
     publish_template(config, space, result, usable)
     return 1 if failed else 0
 

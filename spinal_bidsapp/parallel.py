@@ -52,6 +52,24 @@ def _call(fn: Callable[[T], R], item: T, label: str) -> Outcome[R]:
                        error=f"unexpected {exc.__class__.__name__}: {exc}")
 
 
+def plan_workers(nprocs: int, n_items: int, *, mem_gb: float | None,
+                 gb_per_worker: float) -> int:
+    """Parallel workers within ``--nprocs`` and, when given, the ``--mem-gb`` budget.
+
+    >>> plan_workers(8, 10, mem_gb=3.0, gb_per_worker=1.0), plan_workers(2, 5, mem_gb=None,
+    ...                                                                  gb_per_worker=1.0)
+    (3, 2)
+    """
+    workers = max(1, min(nprocs, n_items))
+    if mem_gb is not None:
+        affordable = max(1, int(mem_gb // gb_per_worker))
+        if affordable < workers:
+            logger.info("--mem-gb %.1f allows %d parallel worker(s) of about %.1f GB each "
+                        "(--nprocs %d)", mem_gb, affordable, gb_per_worker, nprocs)
+        workers = min(workers, affordable)
+    return workers
+
+
 def scoop_running() -> bool:
     """True when started as ``python -m scoop ...`` (checked without importing scoop otherwise)."""
     module = sys.modules.get("scoop")

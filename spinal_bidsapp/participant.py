@@ -22,9 +22,13 @@ from spinal_bidsapp.bids.dataset import (
 from spinal_bidsapp.bids.labels import ManualLabels, find_manual_labels, labelled_sources
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import NoDataSelectedError, SubjectFailed
-from spinal_bidsapp.parallel import Outcome, map_isolated
+from spinal_bidsapp.parallel import Outcome, map_isolated, plan_workers
 
 logger = logging.getLogger(__name__)
+
+PARTICIPANT_GB_PER_WORKER = 1.0
+"""Memory budget of one subject: peak RSS measured at 0.39-0.45 GB (1 mm and 0.5 mm cervical
+images, docs/benchmarks.md), doubled for larger fields of view."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,9 @@ class UnitProblem:
 def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProblem]]:
     """Discover the units of work (index once; one anatomy per subject/session)."""
     ex, part = config.execution, config.participant
-    dataset = index_dataset(ex.bids_dir, database_dir=ex.resolved_work_dir / "bids_db")
+    # the index lives in this run's own folder: concurrent jobs (SLURM arrays) never share it
+    dataset = index_dataset(ex.bids_dir,
+                            database_dir=ex.resolved_work_dir / ex.run_uuid / "bids_db")
     units: list[ParticipantUnit] = []
     problems: list[UnitProblem] = []
     for subject in select_subjects(dataset, ex.participant_label):
@@ -84,7 +90,8 @@ def run_participant_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     units, problems = plan_units(config)
     engines.update(resolve_participant_engines(config))
     ex = config.execution
-    workers = max(1, min(ex.nprocs, len(units)))
+    workers = plan_workers(ex.nprocs, len(units), mem_gb=ex.mem_gb,
+                           gb_per_worker=PARTICIPANT_GB_PER_WORKER)
     outcomes: list[Outcome[object]] = map_isolated(
         partial(process_unit, config=config, threads=max(1, (ex.omp_nthreads or
                                                               ex.nprocs // workers))),
