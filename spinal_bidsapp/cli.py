@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--first-disc", dest="first_disc", type=int,
                      help="top disc to use (SCT numbering: 2 = C1/C2, 3 = C2/C3, ...)")
     sel.add_argument("--last-disc", dest="last_disc", type=int, help="bottom disc to use")
+    sel.add_argument("--init-disc", dest="init_disc", metavar="LABEL@Z_MM",
+                     help="a disc you have identified, for the builtin disc labelling (like "
+                          "SCT's -initz): disc value @ world z in mm, e.g. 3@12.5 = C2/C3")
     sel.add_argument("-d", "--derivatives", dest="derivatives", nargs="+",
                      type=_derivative_pair, metavar="NAME=PATH",
                      help="extra derivative folders; 'labels=PATH' replaces derivatives/labels")

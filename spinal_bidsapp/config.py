@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import sys
@@ -143,6 +144,21 @@ class ParticipantConfig(BaseModel):
     engine: ParticipantEngine = "auto"
     template_dir: Path | None = None
     """A PAM50 folder in SCT's layout; else $SCT_DIR/data/PAM50, then the cache, then download."""
+    init_disc: str | None = None
+    """``LABEL@Z_MM``: a disc the user has identified for the builtin disc labelling (SCT's
+    ``-initz``), e.g. ``3@12.5`` = C2/C3 at world (scanner RAS) z = 12.5 mm."""
+
+    @field_validator("init_disc")
+    @classmethod
+    def _check_init_disc(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_init_disc(value)
+        return value
+
+    @property
+    def init_disc_hint(self) -> tuple[int, float] | None:
+        """``init_disc`` as ``(disc value, z mm)``."""
+        return parse_init_disc(self.init_disc) if self.init_disc is not None else None
 
     @model_validator(mode="after")
     def _check_discs(self) -> ParticipantConfig:
@@ -151,6 +167,23 @@ class ParticipantConfig(BaseModel):
                 f"first_disc ({self.first_disc}) must be above (<=) last_disc ({self.last_disc})"
             )
         return self
+
+
+def parse_init_disc(text: str) -> tuple[int, float]:
+    """``'LABEL@Z_MM'`` -> ``(disc value 1-30, z mm)``.
+
+    >>> parse_init_disc("3@-12.5")
+    (3, -12.5)
+    """
+    label, sep, z_mm = text.partition("@")
+    try:
+        value, z = int(label), float(z_mm)
+    except ValueError:
+        value, z = 0, float("nan")
+    if not sep or not 1 <= value <= 30 or not math.isfinite(z):
+        raise ValueError("init_disc must be LABEL@Z_MM with a disc value 1-30 (SCT numbering) "
+                         "and a height in mm, e.g. 3@12.5")
+    return value, z
 
 
 class GroupConfig(BaseModel):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spinal_bidsapp.bids.outputs import raw_uri, write_lut, write_sidecar
+from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
 from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError
 from spinal_bidsapp.files import write_json, write_text
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
@@ -53,6 +54,73 @@ def import_label_mask(image: Path, mask: Path, target: Path) -> None:
     save_volume(binary, target, dtype=np.uint8)
     write_sidecar(target, {"Sources": [mask.resolve().as_uri()],
                            "Description": "spinal cord mask (manual, from derivatives/labels)"})
+
+
+def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path) -> None:
+    """Builtin cord segmentation (no manual mask), reoriented like the anatomy, with its quality.
+
+    The sidecar records the method, the overall and per-slice confidence and ``LowConfidence``
+    (overall confidence below ``segment.LOW_CONFIDENCE``).
+    """
+    from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, METHOD, segment_cord
+
+    vol = load_volume(image)
+    result = segment_cord(vol.data, vol.affine, contrast=contrast)
+    if not result.mask.any():
+        raise InputDataError(f"{image.name}: the builtin segmentation found no spinal cord; add a "
+                             "manual cord mask to derivatives/labels")
+    save_volume(reorient(vol.with_data(result.mask)), target, dtype=np.uint8)
+    write_sidecar(target, {
+        "Sources": [raw_uri(bids_dir, image)],
+        "Description": "spinal cord mask (builtin automatic segmentation, review it)",
+        "Method": METHOD, "Confidence": round(result.confidence, 3),
+        "ConfidenceThreshold": LOW_CONFIDENCE,
+        "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
+        "SliceConfidence": [round(float(c), 3) for c in result.slice_confidence]})
+
+
+def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, discs_out: Path,
+                lut_out: Path, levels_out: Path, levels_lut_out: Path, *, contrast: Contrast,
+                init_disc: tuple[int, float] | None, first_disc: int | None,
+                last_disc: int | None) -> None:
+    """Builtin disc labels (no manual labels), then checked and used like manual ones."""
+    from spinal_bidsapp.engines.builtin.disclabel import LOW_CONFIDENCE, METHOD, template_strip
+    from spinal_bidsapp.engines.builtin.disclabel import label_discs as find_discs
+    from spinal_bidsapp.errors import MissingInputError
+
+    if template.t2 is None:
+        raise MissingInputError(f"{template.template_folder} has no PAM50_t2.nii.gz, which the "
+                                "builtin disc labelling matches against; add the disc labels")
+    t2, tpl_cord, tpl_discs = (load_volume(template.t2), load_mask(template.cord),
+                               load_mask(template.label_disc))
+    pattern = template_strip(t2.data, t2.affine, tpl_cord.data, tpl_cord.affine, tpl_discs.data,
+                             tpl_discs.affine)
+    anat_vol, cord_vol = load_volume(anat), load_mask(cord)
+    result = find_discs(anat_vol.data, anat_vol.affine, cord_vol.data, pattern,
+                        contrast=contrast, init_disc=init_disc)
+    if not result.labels.any():
+        raise InputDataError(f"{anat.name}: the builtin disc labelling found no disc in the "
+                             "field of view; add disc labels to derivatives/labels")
+    save_volume(anat_vol.with_data(result.labels), work_labels, dtype=np.uint8)
+    import_discs(anat, work_labels, cord, discs_out, lut_out, levels_out, levels_lut_out,
+                 first_disc=first_disc, last_disc=last_disc)
+    write_sidecar(discs_out, {
+        "Description": "disc labels (builtin automatic labelling, review the levels)",
+        "Method": METHOD, "Confidence": round(result.confidence, 3),
+        "ConfidenceThreshold": LOW_CONFIDENCE,
+        "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
+        "InitDisc": list(init_disc) if init_disc is not None else None})
+
+
+def read_quality(path: Path) -> dict[str, object]:
+    """Method and confidence from the sidecar of an automatic output; ``manual`` otherwise."""
+    sidecar = sidecar_path(path)
+    fields = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+    if "Confidence" not in fields:
+        return {"source": "manual"}
+    return {"source": "builtin", "method": fields.get("Method"),
+            "confidence": fields["Confidence"], "threshold": fields.get("ConfidenceThreshold"),
+            "low_confidence": bool(fields.get("LowConfidence"))}
 
 
 def load_centerline(cord: Path) -> tuple[Volume, Centerline]:
@@ -132,8 +200,9 @@ def label_levels(cord: Volume, line: Centerline, discs: DiscPositions) -> np.nda
     return out
 
 
-def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Path) -> None:
-    """Per-slice TSV and a JSON summary (length, volume, CSA per level)."""
+def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Path, *,
+                  quality: dict[str, object] | None = None) -> None:
+    """Per-slice TSV and a JSON summary (length, volume, CSA per level, input ``quality``)."""
     vol, line = load_centerline(cord)
     positions = read_discs(discs, line)[1] if discs is not None else None
     slices = measure_slices(vol.data, vol.affine, line, positions)
@@ -158,6 +227,7 @@ def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Pat
         "levels": [{k: (round(v, 3) if isinstance(v, float) else v)
                     for k, v in zip(_LEVEL_KEYS, astuple(level), strict=True)}
                    for level in per_level],
+        "quality": quality or {},
         "columns": {"slice": "index along the superior-inferior voxel axis",
                     "arc_mm": "position along the centerline from its inferior end",
                     "csa_mm2": "area_mm2 * cos(angle_deg): cut perpendicular to the cord",

@@ -1,0 +1,152 @@
+"""Builtin segmentation and disc labelling benchmark (issue #8; not a test).
+
+Usage::
+
+    .venv/bin/python benchmarks/segmentation.py [--data ../shared/data] [--phantoms 4]
+        [--out benchmarks/results/segmentation.json]
+
+Segmentation: Dice of our builtin mask with the manual mask of every labelled image of
+bids-real, and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks,
+computed here from the files. Disc labelling: distance of our labels to the manual disc labels
+of sub-errsm30 (discs 3-5), without and with an ``init_disc`` hint, and to the true discs of
+PAM50 phantoms (``generate_phantom_cohort``), each time on our own cord segmentation (end to
+end) and on the manual/true mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+from spinal_bidsapp.engines.builtin.disclabel import (  # noqa: E402
+    DiscTemplate,
+    label_discs,
+    template_strip,
+)
+from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, segment_cord  # noqa: E402
+from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
+from spinal_bidsapp.image import load_mask, load_volume  # noqa: E402
+from spinal_bidsapp.synth import generate_phantom_cohort, load_cohort_truth  # noqa: E402
+
+REAL_CASES = [("errsm30", "T2w"), ("unf01", "T2w"), ("les01", "T2w"), ("errsm30", "T1w"),
+              ("unf01", "T1w"), ("errsm30", "T2starw"), ("unf01", "T2starw")]
+SCT_MASKS = {("errsm30", "T2w"): ["T2w_seg-deepseg2d", "T2w_seg-deepseg3d"],
+             ("errsm30", "T2starw"): ["T2starw_seg-deepseg"]}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def run_segmentation(data: Path) -> list[dict]:
+    bids = data / "bids-real"
+    rows = []
+    for subject, contrast in REAL_CASES:
+        image = load_volume(bids / f"sub-{subject}" / "anat" / f"sub-{subject}_{contrast}.nii.gz")
+        manual = load_mask(bids / "derivatives" / "labels" / f"sub-{subject}" / "anat"
+                           / f"sub-{subject}_{contrast}_label-SC_mask.nii.gz")
+        start = time.perf_counter()
+        result = segment_cord(image.data, image.affine, contrast=contrast)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - start
+        row = {"subject": subject, "contrast": contrast, "shape": list(image.shape),
+               "zooms_mm": [round(float(z), 3) for z in image.zooms],
+               "dice": round(dice(result.mask, manual.data), 3),
+               "volume_ratio": round(float((result.mask > 0).sum() / (manual.data > 0).sum()), 3),
+               "confidence": round(result.confidence, 3),
+               "low_confidence": result.confidence < LOW_CONFIDENCE,
+               "seconds": round(seconds, 2), "sct": {}}
+        for name in SCT_MASKS.get((subject, contrast), []):
+            sct = load_mask(data / "sct-reference" / f"sub-{subject}_{name}.nii.gz")
+            row["sct"][name] = round(dice(sct.data, manual.data), 3)
+        rows.append(row)
+        print(f"{subject} {contrast}: Dice {row['dice']} (confidence {row['confidence']}, "
+              f"{seconds:.1f} s) SCT {row['sct']}", flush=True)
+    return rows
+
+
+def load_template(data: Path) -> DiscTemplate:
+    small = data / "PAM50_small"
+    t2 = load_volume(small / "PAM50_small_t2.nii.gz")
+    cord = load_mask(small / "PAM50_small_cord.nii.gz")
+    discs = load_mask(small / "PAM50_small_label_disc.nii.gz")
+    return template_strip(t2.data, t2.affine, cord.data, cord.affine, discs.data, discs.affine)
+
+
+def disc_errors(found: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> dict[str, float]:
+    return {str(v): (round(float(np.linalg.norm(found[v] - p)), 2) if v in found else None)
+            for v, p in truth.items()}
+
+
+def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
+    bids = data / "bids-real"
+    labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
+    image = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz")
+    manual = load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz")
+    disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
+    truth = discs_from_label_array(disc_vol.data, disc_vol.affine)
+    ours = segment_cord(image.data, image.affine, contrast="T2w").mask
+    hint = (3, float(truth[3][2]) + 2.0)
+    rows = []
+    for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
+        for hint_name, init in (("none", None), ("3@true z + 2 mm", hint)):
+            result = label_discs(image.data, image.affine, mask, template, contrast="T2w",
+                                 init_disc=init)
+            rows.append({"cord_mask": mask_name, "init_disc": hint_name,
+                         "errors_mm": disc_errors(result.disc_points_mm, truth),
+                         "confidence": round(result.confidence, 3)})
+            print(f"errsm30 discs ({mask_name} mask, hint {hint_name}): {rows[-1]}", flush=True)
+    return rows
+
+
+def run_discs_phantoms(data: Path, template: DiscTemplate, n_subjects: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate_phantom_cohort(out, pam50_dir=data / "PAM50",
+                                pam50_small_dir=data / "PAM50_small", n_subjects=n_subjects,
+                                seed=0)
+        for truth in load_cohort_truth(out):
+            sub = truth.subject.removeprefix("sub-")
+            image = load_volume(out / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T2w.nii.gz")
+            true_mask = load_mask(out / "bids" / "derivatives" / "labels" / f"sub-{sub}" / "anat"
+                                  / f"sub-{sub}_T2w_label-SC_mask.nii.gz")
+            seg = segment_cord(image.data, image.affine, contrast="T2w")
+            true_discs = truth.disc_positions_mm(in_fov_only=True)
+            for mask_name, mask in (("builtin", seg.mask), ("true", true_mask.data)):
+                result = label_discs(image.data, image.affine, mask, template, contrast="T2w")
+                rows.append({"subject": sub, "cord_mask": mask_name,
+                             "segmentation_dice": round(dice(seg.mask, true_mask.data), 3),
+                             "errors_mm": disc_errors(result.disc_points_mm, true_discs),
+                             "confidence": round(result.confidence, 3)})
+                print(f"phantom sub-{sub} ({mask_name} mask): {rows[-1]}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--phantoms", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results"
+                        / "segmentation.json")
+    args = parser.parse_args(argv)
+    template = load_template(args.data)
+    record = {"segmentation": run_segmentation(args.data),
+              "discs_errsm30": run_discs_errsm30(args.data, template),
+              "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
