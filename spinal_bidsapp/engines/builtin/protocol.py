@@ -93,8 +93,9 @@ class TemplateOptions:
     convergence_threshold : float
         ``antsRegistration`` convergence threshold over a window of 8 iterations.
     seed : int
-        ``--random-seed`` of every registration (the dense CC metric does not sample, so this
-        only pins ANTs' internal generator).
+        ``--random-seed`` of every registration. The metrics use dense sampling (no sampling
+        strategy is passed), so this only pins ANTs' internal generator; antspyx 0.6.3 has no
+        ``random_seed`` argument, only the global ``ants.config.set_ants_deterministic``.
     threads_per_worker : int
         ITK threads of each registration worker.
     keep_warps : bool
