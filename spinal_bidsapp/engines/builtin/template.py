@@ -23,7 +23,7 @@ Resume: every stage (inputs, iter-000 ... iter-NNN, final) leaves a ledger with 
 from the previous stage's ledger and the hashes of its outputs; a rerun skips every stage whose
 ledger matches, so a run interrupted at any point and restarted with the same inputs gives the
 same result as an uninterrupted one. Determinism: registrations use a fixed ``--random-seed``
-and the dense CC metric; averages are float64 sums in a fixed item order. Results do not depend
+and dense metric sampling; averages are float64 sums in a fixed order. Results do not depend
 on ``nprocs``; ITK's multi-threaded metric sums could in principle depend on
 ``threads_per_worker`` (not observed on the test grids).
 """
