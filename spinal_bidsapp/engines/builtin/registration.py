@@ -26,13 +26,14 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
+from spinal_bidsapp.geometry.discs import ArcMap, arc_map_from_discs, project_discs
 from spinal_bidsapp.geometry.fields import (
     DisplacementField,
     apply_field,
     compose_fields,
     transform_points,
 )
-from spinal_bidsapp.geometry.straighten import straighten_to_centerline
+from spinal_bidsapp.geometry.straighten import compute_displacement
 from spinal_bidsapp.image import Volume
 
 logger = logging.getLogger(__name__)
@@ -115,15 +116,15 @@ def register_to_template(anat: Volume, cord: Volume, discs_mm: Mapping[int, NDAr
     """
     subject_cl = centerline_from_mask(cord.data, cord.affine)
     template_cl = centerline_from_mask(template_cord.data, template_cord.affine)
-    straight = straighten_to_centerline(
-        subject_cl, template_cl, anat.shape, anat.affine, template_cord.shape,
-        template_cord.affine, input_discs=discs_mm, dest_discs=template_discs_mm)
-    covered = straight.arc_map.forward(np.array([0.0, subject_cl.length_mm]))
+    arc_map = arc_map_from_discs(project_discs(discs_mm, subject_cl),
+                                 project_discs(template_discs_mm, template_cl))
+    covered = arc_map.forward(np.array([0.0, subject_cl.length_mm]))
     z_range = (float(covered.min() - SLAB_MARGIN_MM), float(covered.max() + SLAB_MARGIN_MM))
     shape, affine, ks = template_slab(template_cord, template_cl, z_range)
-    a2t = DisplacementField(np.ascontiguousarray(straight.curve_to_straight.data[:, :, ks]),
-                            affine)
-    t2a = straight.straight_to_curve
+    # fields only where they are needed: the slab of the template grid and the subject's grid
+    a2t = compute_displacement(shape, affine, template_cl, subject_cl,
+                               ArcMap(source_mm=arc_map.dest_mm, dest_mm=arc_map.source_mm))
+    t2a = compute_displacement(anat.shape, anat.affine, subject_cl, template_cl, arc_map)
     if options.enabled:
         fixed = template_cord.data[:, :, ks].astype(np.float32)
         moving = apply_field(cord.data.astype(np.float32), cord.affine, a2t, order=1)

@@ -1,0 +1,234 @@
+"""Group-level benchmark on curved PAM50 phantoms with known truth (issue #5 figures).
+
+Usage::
+
+    .venv/bin/python benchmarks/group.py [--n-subjects 8] [--preset fast|seed]
+        [--resolution 1.0] [--no-ants] [--write-docs]
+
+Runs the app for real (participant, then group, each in its own process: wall time and peak RSS
+per level), then scores the template against the truth the phantoms were generated from:
+
+* **disc spread**: every subject's true disc centres (continuous, not the labelled voxels) mapped
+  into template space through its ``from-<tpl>_to-T2w`` field; RMS distance to the cohort mean,
+  per disc (target <= 0.5 mm).
+* **cord Dice**: each subject's cord mask resampled in template space vs the template cord mask
+  (target mean >= 0.9).
+* **correlation with the true anatomy**: the real PAM50 T2 intensities (``PAM50_small_t2``, the
+  anatomy the phantoms are made of) carried into template space by the template's own disc
+  positions (piecewise linear along the cord, cord centre on the template line), correlated
+  with the template inside 8 mm of the cord axis between the first and last disc (target >= 0.9).
+* **baseline**: ``ants.build_template(type_of_transform='SyNOnly')`` on the very same
+  straightened, normalised inputs (the group level's own intermediate files), same core budget,
+  scored the same way (correlation), with its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.participant import _replace_section  # noqa: E402
+from benchmarks.scoring import dice, disc_spread_mm, masked_correlation  # noqa: E402
+from spinal_bidsapp.fieldio import load_field  # noqa: E402
+from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
+from spinal_bidsapp.geometry.fields import transform_points  # noqa: E402
+from spinal_bidsapp.image import load_mask, load_volume  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+NAME = "SpinalCord"
+
+
+def run_level(argv: list[str]) -> dict:
+    """One app level in a child process: wall time and peak RSS (process or children)."""
+    code = ("import json, resource, sys\n"
+            "from spinal_bidsapp.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,\n"
+            "         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "print(json.dumps({'rc': rc, 'peak_rss_mb': kb / 1024}))\n")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          check=False)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - start
+    if result["rc"] != 0:
+        raise RuntimeError(f"{argv[2]} level failed ({result['rc']}): {proc.stderr[-3000:]}")
+    return result
+
+
+def true_anatomy_on_template(data: Path, tpl: Path) -> tuple[np.ndarray, np.ndarray]:
+    """PAM50_small T2 carried onto the template grid by the discs; and the scoring mask."""
+    template = nib.load(str(tpl / f"tpl-{NAME}_res-01_T2w.nii.gz"))
+    description = json.loads((tpl / "template_description.json").read_text())
+    discs = {int(k): v["z_mm"] for k, v in description["Discs"].items()}
+    pam = load_volume(data / "PAM50_small" / "PAM50_small_t2.nii.gz")
+    pam_discs = load_mask(data / "PAM50_small" / "PAM50_small_label_disc.nii.gz")
+    pam_points = discs_from_label_array(pam_discs.data, pam_discs.affine)
+    cord = load_mask(data / "PAM50_small" / "PAM50_small_cord.nii.gz")
+    cord_xyz = np.argwhere(cord.data > 0) @ cord.affine[:3, :3].T + cord.affine[:3, 3]
+    centre = cord_xyz[:, :2].mean(axis=0)
+    common = sorted(set(discs) & set(pam_points))
+    z_tpl = np.array([discs[v] for v in common])
+    z_pam = np.array([pam_points[v][2] for v in common])
+    order = np.argsort(z_tpl)
+    ijk = np.indices(template.shape).reshape(3, -1).T
+    world = ijk @ template.affine[:3, :3].T + template.affine[:3, 3]
+    z_mapped = np.interp(world[:, 2], z_tpl[order], z_pam[order])
+    pam_world = np.column_stack([world[:, 0] + centre[0], world[:, 1] + centre[1], z_mapped])
+    inv = np.linalg.inv(pam.affine)
+    vox = pam_world @ inv[:3, :3].T + inv[:3, 3]
+    truth = ndimage.map_coordinates(pam.data, vox.T, order=1, mode="constant", cval=0.0)
+    radius = np.hypot(world[:, 0], world[:, 1])
+    inside = (radius <= 8.0) & (world[:, 2] <= z_tpl.max()) & (world[:, 2] >= z_tpl.min())
+    return truth.reshape(template.shape), inside.reshape(template.shape)
+
+
+def score(cohort: object, out: Path, data: Path) -> dict:
+    from spinal_bidsapp.synth import SubjectTruth
+
+    tpl = out / f"tpl-{NAME}"
+    template = np.asarray(nib.load(str(tpl / f"tpl-{NAME}_res-01_T2w.nii.gz")).dataobj, float)
+    mask = np.asarray(nib.load(str(tpl / f"tpl-{NAME}_res-01_label-SC_mask.nii.gz")).dataobj) > 0
+    positions, dices = [], {}
+    for truth in cohort.truths:  # type: ignore[attr-defined]
+        assert isinstance(truth, SubjectTruth)
+        label = truth.subject
+        anat = out / label / "anat"
+        field = load_field(anat / f"{label}_from-{NAME}_to-T2w_mode-image_xfm.nii.gz")
+        discs = {d.disc: np.asarray(d.position_mm, float) for d in truth.discs
+                 if d.voxel is not None}
+        values = sorted(discs)
+        mapped = transform_points(np.array([discs[v] for v in values]), field)
+        positions.append(dict(zip(values, mapped, strict=True)))
+        cord = np.asarray(nib.load(str(anat / f"{label}_space-{NAME}_label-SC_mask.nii.gz"))
+                          .dataobj) > 0
+        dices[label] = dice(cord, mask)
+    spread = disc_spread_mm(positions)
+    truth_img, region = true_anatomy_on_template(data, tpl)
+    return {"disc_spread_mm": {str(k): v for k, v in spread.items()},
+            "max_disc_spread_mm": max(spread.values()),
+            "cord_dice": dices, "mean_cord_dice": float(np.mean(list(dices.values()))),
+            "correlation_with_truth": masked_correlation(template, truth_img, region)}
+
+
+def ants_baseline(out: Path, data: Path, iterations: int, threads: int) -> dict:
+    """ants.build_template on the group level's own straightened inputs."""
+    code = f"""
+import json, os, sys, time
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "{threads}"
+import ants
+paths = sys.argv[1:]
+images = [ants.image_read(p) for p in paths]
+start = time.perf_counter()
+tpl = ants.build_template(image_list=images, type_of_transform="SyNOnly",
+                          iterations={iterations})
+elapsed = time.perf_counter() - start
+ants.image_write(tpl, "{out}/ants_template.nii.gz")
+print(json.dumps({{"wall_s": elapsed}}))
+"""
+    straight = sorted((out / "work" / "group" / "straight").glob("*/image.nii.gz"))
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, straight)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    tpl = out / f"tpl-{NAME}"
+    truth_img, region = true_anatomy_on_template(data, tpl)
+    ants_tpl = np.asarray(nib.load(str(out / "ants_template.nii.gz")).dataobj, float)
+    result["correlation_with_truth"] = masked_correlation(ants_tpl, truth_img, region)
+    result["iterations"] = iterations
+    return result
+
+
+def write_docs(results: dict, command: str) -> None:
+    q, group, part = results["quality"], results["group_level"], results["participant_level"]
+    lines = [
+        "## Group template (curved PAM50 phantoms)", "",
+        f"Machine: {results['machine']}. Command: `{command}`. {results['n_subjects']} curved "
+        f"phantoms (seed 0), template preset `{results['preset']}`, "
+        f"{results['resolution_mm']} mm, symmetric. Participant and group levels run for real, "
+        "each in its own process.", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| max disc spread in template space (RMS across subjects, worst disc) | "
+        f"{q['max_disc_spread_mm']:.2f} mm | <= 0.5 mm |",
+        f"| mean cord Dice, subject masks in template space vs template mask | "
+        f"{q['mean_cord_dice']:.3f} | >= 0.9 |",
+        f"| correlation of the template with the true anatomy (8 mm around the cord) | "
+        f"{q['correlation_with_truth']:.3f} | >= 0.9 |",
+        f"| participant level, all subjects (wall / peak RSS) | {part['wall_s']:.0f} s / "
+        f"{part['peak_rss_mb']:.0f} MB | |",
+        f"| group level (wall / peak RSS) | {group['wall_s']:.0f} s / "
+        f"{group['peak_rss_mb']:.0f} MB | |",
+    ]
+    if "ants" in results:
+        ants = results["ants"]
+        lines += [
+            "", "Side by side on the same straightened, normalised inputs (the group level's "
+            "intermediate files), same 2 cores:", "",
+            "| method | template time (s) | correlation with truth |", "|---|---|---|",
+            f"| spinal_bidsapp builtin loop (whole group level incl. straightening and outputs) "
+            f"| {group['wall_s']:.0f} | {q['correlation_with_truth']:.3f} |",
+            f"| ants.build_template SyNOnly, {ants['iterations']} iterations (template only) | "
+            f"{ants['wall_s']:.0f} | {ants['correlation_with_truth']:.3f} |",
+        ]
+    lines.append("")
+    _replace_section(REPO / "docs" / "benchmarks.md", "## Group template", lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.cohort import ensure_cohort
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--n-subjects", type=int, default=8)
+    parser.add_argument("--preset", choices=["fast", "seed"], default="fast")
+    parser.add_argument("--resolution", type=float, default=1.0)
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--no-ants", action="store_true")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-group-"))
+    cohort = ensure_cohort(work / "cohort", kind="phantom", n_subjects=args.n_subjects, seed=0,
+                           data_dir=args.data)
+    out = work / "out"
+    common = ["--skip-bids-validation", "--nprocs", str(args.nprocs)]
+    participant = run_level([str(cohort.bids_dir), str(out), "participant", *common])
+    group = run_level([str(cohort.bids_dir), str(out), "group", *common,
+                       "--template-resolution", str(args.resolution), "--template-preset",
+                       args.preset])
+    results: dict = {
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+                   f"Python {platform.python_version()}",
+        "n_subjects": args.n_subjects, "preset": args.preset,
+        "resolution_mm": args.resolution, "participant_level": participant,
+        "group_level": group, "quality": score(cohort, out, args.data),
+    }
+    if not args.no_ants:
+        iterations = 4 if args.preset == "fast" else 16
+        results["ants"] = ants_baseline(out, args.data, iterations, args.nprocs)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "group.json").write_text(json.dumps(results, indent=2, default=float))
+    print(json.dumps(results, indent=2, default=float))
+    if args.write_docs:
+        write_docs(results, "python benchmarks/group.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
