@@ -102,7 +102,9 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
                                  init_disc=init)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
                          "errors_mm": disc_errors(result.disc_points_mm, truth),
-                         "confidence": round(result.confidence, 3)})
+                         "confidence": round(result.confidence, 3),
+                         "ncc": round(result.ncc, 3),
+                         "margin": None if result.margin is None else round(result.margin, 3)})
             print(f"errsm30 discs ({mask_name} mask, hint {hint_name}): {rows[-1]}", flush=True)
     return rows
 
@@ -126,7 +128,10 @@ def run_discs_phantoms(data: Path, template: DiscTemplate, n_subjects: int) -> l
                 rows.append({"subject": sub, "cord_mask": mask_name,
                              "segmentation_dice": round(dice(seg.mask, true_mask.data), 3),
                              "errors_mm": disc_errors(result.disc_points_mm, true_discs),
-                             "confidence": round(result.confidence, 3)})
+                             "confidence": round(result.confidence, 3),
+                             "ncc": round(result.ncc, 3),
+                             "margin": None if result.margin is None
+                             else round(result.margin, 3)})
                 print(f"phantom sub-{sub} ({mask_name} mask): {rows[-1]}", flush=True)
     return rows
 

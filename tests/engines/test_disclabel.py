@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp.engines.builtin.disclabel import (
+    LOW_CONFIDENCE,
     BuiltinDiscLabeler,
     DiscTemplate,
     label_discs,
@@ -46,6 +47,7 @@ def test_discs_of_a_pam50_phantom_within_3mm(template: DiscTemplate, data_dir: P
     in_view = truth.disc_positions_mm(in_fov_only=True)
     errors = errors_mm(result.disc_points_mm, in_view)
     assert max(errors.values()) <= TOLERANCE_MM, errors
+    assert result.confidence >= LOW_CONFIDENCE
     assert result.labels.shape == image.shape
     assert set(np.unique(result.labels)) - {0} == set(result.disc_points_mm)
 
@@ -67,6 +69,15 @@ def test_errsm30_discs_within_3mm_given_c2c3(template: DiscTemplate, errsm30: tu
                          init_disc=(3, hint_z))
     errors = errors_mm(result.disc_points_mm, truth)
     assert max(errors.values()) <= TOLERANCE_MM, errors
+
+
+def test_errsm30_without_hint_is_flagged_as_ambiguous(template: DiscTemplate,
+                                                      errsm30: tuple) -> None:
+    """55 mm of C2-C5: a match one level away is as good, and the result must say so."""
+    image, cord, _ = errsm30
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
+    assert result.margin is not None and result.margin < 0.05
+    assert result.confidence < LOW_CONFIDENCE
 
 
 def test_unknown_init_disc_is_an_input_error(template: DiscTemplate, errsm30: tuple) -> None:
