@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/segmentation.py [--data ../shared/data] [--phantoms 4]
-        [--out benchmarks/results/segmentation.json]
+        [--out /tmp/segmentation.json]
 
 Segmentation: Dice of our builtin mask with the manual mask of every labelled image of
 bids-real, and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks,
@@ -140,16 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--phantoms", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results"
-                        / "segmentation.json")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     template = load_template(args.data)
     record = {"segmentation": run_segmentation(args.data),
               "discs_errsm30": run_discs_errsm30(args.data, template),
               "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    print(f"written {args.out}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        print(f"written {args.out}")
     return 0
 
 
