@@ -28,7 +28,7 @@ def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: 
     src = unit.source
     anat_vol, cord_vol = load_volume(anat), load_mask(cord)
     disc_vol = load_mask(discs) if discs is not None else None
-    origin = "manual" if unit.labels.cord_mask else config.participant.engine
+    origin = "manual" if unit.labels.cord_mask else "builtin automatic segmentation, review it"
     sections = [
         ReportSection("seg", "Cord segmentation", figures.plot_sagittal(
             anat_vol, figure("cordseg"), mask=cord_vol, title=f"{src.stem}: cord mask"),
