@@ -216,7 +216,11 @@ def write_docs(results: dict, command: str) -> None:
         "other direction maps template discs back. Cord Dice: PAM50 cord warped onto the "
         "subject vs the subject's cord mask (native), and subject cord in PAM50 space vs PAM50 "
         "cord on the covered slices (template). SCT's row scores its real "
-        "`sct_register_to_template` warp of the same subject (`sct-reference`) the same way.",
+        "`sct_register_to_template` warp of the same subject (`sct-reference`) the same way. "
+        "Caveat: that warp was computed from the body labels in `sct-reference`, which sit one "
+        "vertebra above the disc labels used here (label 3 on the C2 body, between discs 2 and 3; "
+        "label 5 on C4), so its disc error measures that label disagreement, not SCT's "
+        "registration accuracy; its cord Dice is the comparable figure.",
         "",
         "Phantoms use the 0.5 mm PAM50 masks as template (PAM50_small's disc labels sit on 2 mm "
         "slices, up to 1 mm from the true discs). Subject disc labels are single voxels, so "

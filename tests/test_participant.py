@@ -36,16 +36,19 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, bids_real: Path,
     return out, code, time.perf_counter() - start
 
 
-def test_subjects_without_labels_fail_alone(real_run: tuple[Path, int, float]) -> None:
+def test_unlabelled_subjects_are_segmented_and_short_cords_fail_alone(
+        real_run: tuple[Path, int, float]) -> None:
     out, code, _ = real_run
     assert code == 1
     log = next((out / "logs").glob("participant_*.log")).read_text()
-    assert "sub-ms01 failed: sub-ms01: no cord mask" in log
-    assert "sub-lumbar01 failed" in log
     assert "sub-unf01 failed: sub-unf01_T2w.nii.gz: the cord covers" in log
-    for done in ("errsm30", "les01"):
+    for done in ("errsm30", "les01", "ms01", "lumbar01"):
         assert (out / f"sub-{done}" / "anat" / f"sub-{done}_label-SC_mask.nii.gz").is_file()
         assert (out / f"sub-{done}.html").is_file()
+    for auto in ("ms01", "lumbar01"):
+        sidecar = json.loads((out / f"sub-{auto}" / "anat" / f"sub-{auto}_label-SC_mask.json")
+                             .read_text())
+        assert "builtin" in sidecar["Method"] and 0.0 <= sidecar["Confidence"] <= 1.0
 
 
 def test_registration_to_pam50_meets_the_bar(real_run: tuple[Path, int, float]) -> None:
@@ -60,13 +63,15 @@ def test_registration_to_pam50_meets_the_bar(real_run: tuple[Path, int, float]) 
     assert (anat / "sub-errsm30_from-PAM50_to-T2w_mode-image_xfm.nii.gz").is_file()
 
 
-def test_subject_without_discs_gets_metrics_but_no_registration(
+def test_subject_without_manual_discs_gets_builtin_discs_flagged(
         real_run: tuple[Path, int, float]) -> None:
     anat = real_run[0] / "sub-les01" / "anat"
     morph = json.loads((anat / "sub-les01_desc-cord_morphometrics.json").read_text())
-    assert morph["levels"] == [] and morph["csa_mean_mm2"] > 20
-    assert not list(anat.glob("*_xfm.nii.gz"))
-    assert "no disc labels" in (real_run[0] / "sub-les01.html").read_text()
+    assert morph["quality"]["cord_mask"]["source"] == "manual"
+    discs = morph["quality"]["discs"]
+    assert discs["source"] == "builtin" and discs["low_confidence"] == (
+        discs["confidence"] < discs["threshold"])
+    assert morph["csa_mean_mm2"] > 20
 
 
 def test_per_level_csa_of_errsm30(real_run: tuple[Path, int, float]) -> None:

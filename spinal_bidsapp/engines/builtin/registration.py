@@ -47,6 +47,8 @@ class RefinementOptions:
     """antspyx SyN settings of the in-plane refinement (explicit, saved with the run)."""
 
     enabled: bool = True
+    box_margin_mm: float = 10.0
+    """In-plane margin around the template cord of the region the refinement works in."""
     mask_smoothing_mm: float = 1.0
     grad_step: float = 0.25
     flow_sigma: float = 3.0
@@ -128,11 +130,45 @@ def register_to_template(anat: Volume, cord: Volume, discs_mm: Mapping[int, NDAr
     if options.enabled:
         fixed = template_cord.data[:, :, ks].astype(np.float32)
         moving = apply_field(cord.data.astype(np.float32), cord.affine, a2t, order=1)
-        syn_fwd, syn_inv = _inplane_syn(fixed, moving, affine, options)
-        a2t = compose_fields(syn_fwd, a2t)
-        t2a = compose_fields(t2a, syn_inv)
+        box = _cord_box(fixed, affine, margin_mm=options.box_margin_mm)
+        box_affine = affine.copy()
+        box_affine[:3, 3] = affine[:3, :3] @ np.array([box[0].start, box[1].start, 0.0]) + \
+            affine[:3, 3]
+        syn_fwd, syn_inv = _inplane_syn(fixed[box], moving[box], box_affine, options)
+        a2t = compose_fields(_embed(syn_fwd, box, shape, affine), a2t)
+        t2a = compose_fields(t2a, _embed(syn_inv, box, shape, affine))
     return TemplateRegistration(anat_to_template=a2t, template_to_anat=t2a, slab_shape=shape,
                                 slab_affine=affine)
+
+
+def _cord_box(cord: NDArray, affine: NDArray[np.float64], *,
+              margin_mm: float) -> tuple[slice, slice, slice]:
+    """In-plane box around the template cord (all slices): where the refinement can matter."""
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ij = np.argwhere(cord.any(axis=2))
+    lo, hi = ij.min(axis=0), ij.max(axis=0) + 1
+    pad = np.ceil(margin_mm / spacing[:2]).astype(int)
+    lo = np.maximum(lo - pad, 0)
+    hi = np.minimum(hi + pad, cord.shape[:2])
+    return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(None)
+
+
+def _embed(field: DisplacementField, box: tuple[slice, slice, slice],
+           shape: tuple[int, int, int], affine: NDArray[np.float64]) -> DisplacementField:
+    """Put a box's field back on the full grid, tapered to zero over the box's outer 20%."""
+    data = np.zeros((*shape, 3), np.float32)
+    nx, ny = field.shape[0], field.shape[1]
+    taper = np.outer(_ramp(nx), _ramp(ny)).astype(np.float32)[:, :, None, None]
+    data[box[0], box[1]] = field.data * taper
+    return DisplacementField(data=data, affine=affine)
+
+
+def _ramp(n: int) -> NDArray[np.float64]:
+    edge = max(1, n // 5)
+    ramp = np.ones(n)
+    rise = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, edge))
+    ramp[:edge], ramp[n - edge:] = rise, rise[::-1]
+    return ramp
 
 
 def _inplane_syn(fixed: NDArray, moving: NDArray, affine: NDArray[np.float64],
