@@ -4,18 +4,22 @@ Each step reads the files the previous steps wrote and is skipped when its ledge
 outputs are current (``steps.run_step``):
 
 1. ``standardize``: the chosen anatomy reoriented to RAS (``desc-preproc``), not resampled.
-2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else ``segment``: the
-   builtin segmentation (builtin engine, or auto without SCT), flagged when its confidence is low.
+2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else ``segment``: SCT's
+   ``sct_deepseg`` on the standardized anatomy (SCT engine), or the builtin segmentation (builtin
+   engine, or auto without SCT), flagged when its confidence is low.
 3. ``centerline``: dense centerline, cord-coverage check (``--min-cord-coverage``).
-4. ``discs``: manual disc labels, else ``label_discs``: builtin labelling against the PAM50 T2
-   (``--init-disc`` hint); checked against the centerline; vertebral levels of the cord mask.
+4. ``discs``: manual disc labels (always win), else ``label_discs``: SCT's disc labelling (SCT
+   engine) or the builtin labelling against the PAM50 T2 (``--init-disc`` hint); checked against
+   the centerline; vertebral levels of the cord mask.
 5. ``morphometrics``: length, volume, angle-corrected CSA per slice and per level.
 6. ``register``: to PAM50 (builtin: disc-matched straightening + in-plane SyN; SCT:
-   ``sct_register_to_template``), warps both ways, images and labels carried across.
+   ``sct_register_to_template``), warps both ways; images and labels are carried across, and the
+   registration scored, by the same code for both engines.
 7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
 
-Without disc labels, 6 is skipped with a warning (the report says why); without a cord mask and
-with the SCT engine the subject fails with a message naming the label file to add.
+The engine is resolved once per unit; the engine-run steps (``segment``, ``label_discs``,
+``register``) record its name and version in their ledger parameters, so switching engine or SCT
+release reruns them. Without disc labels, 6 is skipped with a warning (the report says why).
 """
 
 from __future__ import annotations
@@ -24,18 +28,21 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from filelock import FileLock, Timeout
 
 from spinal_bidsapp import cordref_steps as steps
-from spinal_bidsapp.bids.labels import LABEL_TAGS
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
+from spinal_bidsapp.engines import EngineChoice
 from spinal_bidsapp.engines.base import Contrast
-from spinal_bidsapp.errors import MissingInputError, TemporaryFailure
+from spinal_bidsapp.errors import TemporaryFailure
 from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.steps import StepRecord, run_step
+
+if TYPE_CHECKING:
+    from spinal_bidsapp.engines.sct import SctEngine
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +57,19 @@ class UnitSummary:
     warnings: tuple[str, ...]
 
 
-def resolve_participant_engines(config: RunConfig) -> dict[str, str]:
-    """Engine names and versions for provenance (raises ``EngineUnavailable`` when missing)."""
-    from spinal_bidsapp import __version__
+def _resolve_engine(config: RunConfig) -> EngineChoice:
     from spinal_bidsapp.config import sct_dir_from_environment
     from spinal_bidsapp.engines import resolve_participant_engine
 
-    choice = resolve_participant_engine(config.participant.engine,
-                                        sct_dir=sct_dir_from_environment())
+    return resolve_participant_engine(config.participant.engine,
+                                      sct_dir=sct_dir_from_environment())
+
+
+def resolve_participant_engines(config: RunConfig) -> dict[str, str]:
+    """Engine names and versions for provenance (raises ``EngineUnavailable`` when missing)."""
+    from spinal_bidsapp import __version__
+
+    choice = _resolve_engine(config)
     logger.info("Participant engine: %s (%s)", choice.name, choice.reason)
     if choice.name == "sct":
         return {"Spinal Cord Toolbox": choice.version or "unknown"}
@@ -80,7 +92,8 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
             "wait for it to finish"
         ) from exc
     try:
-        return _Pipeline(unit, config, ex.output_dir.resolve(), work).run()
+        return _Pipeline(unit, config, ex.output_dir.resolve(), work,
+                         engine=_resolve_engine(config), threads=threads).run()
     finally:
         lock.release()
 
@@ -88,10 +101,15 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
 class _Pipeline:
     """The steps of one unit; holds its paths so each step call stays one readable line."""
 
-    def __init__(self, unit: ParticipantUnit, config: RunConfig, out: Path, work: Path) -> None:
+    def __init__(self, unit: ParticipantUnit, config: RunConfig, out: Path, work: Path, *,
+                 engine: EngineChoice, threads: int) -> None:
         self.unit, self.config, self.out, self.work = unit, config, out, work
+        self.engine, self.threads = engine, threads
         self.records: list[StepRecord] = []
         self.warnings: list[str] = []
+        self.engine_params: dict[str, str] = {"engine": engine.name}
+        if engine.name == "sct":
+            self.engine_params["sct_version"] = engine.version or "unknown"
 
     def path(self, kind: str, *, template: str | None = None, figure: str | None = None) -> Path:
         return derivative_path(self.out, kind, self.unit.source, template=template,
@@ -140,28 +158,30 @@ class _Pipeline:
 
     def _uses_builtin(self) -> bool:
         """Builtin engine requested, or ``auto`` without a usable SCT."""
-        from spinal_bidsapp.config import sct_dir_from_environment
-        from spinal_bidsapp.engines import resolve_participant_engine
+        return self.engine.name == "builtin"
 
-        kind = self.config.participant.engine
-        return kind == "builtin" or (kind == "auto" and resolve_participant_engine(
-            kind, sct_dir=sct_dir_from_environment()).name == "builtin")
+    def _sct(self) -> SctEngine:
+        from spinal_bidsapp.engines.sct import SctEngine
+
+        assert self.engine.sct is not None
+        return SctEngine(self.engine.sct, threads=self.threads)
 
     def _segment(self, cord: Path) -> None:
-        """No manual mask: builtin segmentation (step ``segment``), flagged when uncertain."""
+        """No manual mask: SCT or builtin segmentation (step ``segment``)."""
         src = self.unit.source
-        if not self._uses_builtin():
-            expected = self.config.execution.labels_dir / src.subject_dir / src.datatype / (
-                f"{src.stem}_{LABEL_TAGS['cord_mask'][0]}.nii.gz")
-            raise MissingInputError(
-                f"{self.unit.label}: no cord mask: none in derivatives/labels (expected e.g. "
-                f"{expected}) and the SCT engine does not segment at the participant level yet; "
-                "add the manual mask, or use --engine builtin")
         contrast = cast(Contrast, src.suffix)
-        self.step("segment", lambda: steps.segment(
-            src.path, cord, contrast=contrast, bids_dir=self.config.execution.bids_dir),
-            inputs=[src.path], outputs=[cord, sidecar_path(cord)],
-            params={"engine": "builtin", "contrast": contrast})
+        bids_dir = self.config.execution.bids_dir
+        params = {**self.engine_params, "contrast": contrast}
+        if not self._uses_builtin():
+            anat = self.path("anat_preproc")
+            self.step("segment", lambda: steps.segment_sct(
+                self._sct(), anat, cord, work_dir=self.work / "segment" / "sct",
+                contrast=contrast, source=src.path, bids_dir=bids_dir),
+                inputs=[anat], outputs=[cord, sidecar_path(cord)], params=params)
+            return
+        self.step("segment", lambda: steps.segment(src.path, cord, contrast=contrast,
+                                                   bids_dir=bids_dir),
+                  inputs=[src.path], outputs=[cord, sidecar_path(cord)], params=params)
         self._flag_quality("cord segmentation", cord)
 
     def _flag_quality(self, what: str, output: Path) -> None:
@@ -172,22 +192,32 @@ class _Pipeline:
                 f"{quality['threshold']}): review {output.name} before using its measures")
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
 
-    def _builtin_discs(self, cord: Path) -> Path | None:
-        """No manual discs: builtin labelling against PAM50 (step ``label_discs``)."""
-        template = steps.find_template(self.config) if self._uses_builtin() else None
-        if template is None or template.t2 is None:
-            return None
+    def _automatic_discs(self, cord: Path) -> Path | None:
+        """No manual discs: SCT or builtin labelling against PAM50 (step ``label_discs``)."""
         part, src = self.config.participant, self.unit.source
         anat, discs, lut = self.path("anat_preproc"), self.path("discs"), self.path("discs_lut")
         levels, levels_lut = self.path("levels"), self.path("levels_lut")
         contrast = cast(Contrast, src.suffix)
+        outputs = [discs, sidecar_path(discs), lut, levels, levels_lut]
+        if not self._uses_builtin():
+            self.step("label_discs", lambda: steps.label_discs_sct(
+                self._sct(), anat, cord, discs, lut, levels, levels_lut,
+                work_dir=self.work / "label_discs" / "sct", contrast=contrast,
+                first_disc=part.first_disc, last_disc=part.last_disc),
+                inputs=[anat, cord], outputs=outputs,
+                params={**self.engine_params, "contrast": contrast,
+                        "first_disc": part.first_disc, "last_disc": part.last_disc})
+            return discs
+        template = steps.find_template(self.config)
+        if template is None or template.t2 is None:
+            return None
         self.step("label_discs", lambda: steps.label_discs(
             anat, cord, template, self.work / "label_discs" / "discs_auto.nii.gz", discs, lut,
             levels, levels_lut, contrast=contrast, init_disc=part.init_disc_hint,
             first_disc=part.first_disc, last_disc=part.last_disc),
             inputs=[anat, cord, template.t2, template.cord, template.label_disc],
-            outputs=[discs, sidecar_path(discs), lut, levels, levels_lut],
-            params={"engine": "builtin", "contrast": contrast, "init_disc": part.init_disc,
+            outputs=outputs,
+            params={**self.engine_params, "contrast": contrast, "init_disc": part.init_disc,
                     "first_disc": part.first_disc, "last_disc": part.last_disc})
         self._flag_quality("disc labelling", discs)
         return discs
@@ -195,7 +225,7 @@ class _Pipeline:
     def _discs(self, cord: Path) -> Path | None:
         manual = self.unit.labels.discs
         if manual is None:
-            automatic = self._builtin_discs(cord)
+            automatic = self._automatic_discs(cord)
             if automatic is not None:
                 return automatic
             self.warnings.append(
@@ -235,9 +265,18 @@ class _Pipeline:
             metrics=self.work / "register" / "registration_metrics.json")
         inputs = [anat, cord, discs, template.cord, template.label_disc]
         inputs += [p for p in (template.levels, template.t2) if p is not None]
-        self.step("register", lambda: steps.register(anat, cord, discs, template, paths),
-                  inputs=inputs, outputs=list(paths.all()),
-                  params={"engine": "builtin", **template.provenance()})
+        params = {**self.engine_params, **template.provenance()}
+        if self._uses_builtin():
+            self.step("register", lambda: steps.register(anat, cord, discs, template, paths),
+                      inputs=inputs, outputs=list(paths.all()), params=params)
+            return paths
+        contrast = cast(Contrast, self.unit.source.suffix)
+        image = {"T2w": template.t2, "T1w": template.t1, "T2starw": template.t2s}[contrast]
+        inputs += [image] if image is not None and image not in inputs else []
+        self.step("register", lambda: steps.register_sct(
+            self._sct(), anat, cord, discs, template, paths,
+            work_dir=self.work / "register" / "sct", contrast=contrast),
+            inputs=inputs, outputs=list(paths.all()), params={**params, "contrast": contrast})
         return paths
 
     def _report(self, anat: Path, cord: Path, discs: Path | None, morph_json: Path,

@@ -11,7 +11,7 @@ import numpy as np
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.cordref_steps import RegistrationPaths, find_template
+from spinal_bidsapp.cordref_steps import RegistrationPaths, find_template, read_quality
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume
@@ -28,7 +28,7 @@ def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: 
     src = unit.source
     anat_vol, cord_vol = load_volume(anat), load_mask(cord)
     disc_vol = load_mask(discs) if discs is not None else None
-    origin = "manual" if unit.labels.cord_mask else "builtin automatic segmentation, review it"
+    origin = _mask_origin(read_quality(cord))
     sections = [
         ReportSection("seg", "Cord segmentation", figures.plot_sagittal(
             anat_vol, figure("cordseg"), mask=cord_vol, title=f"{src.stem}: cord mask"),
@@ -52,6 +52,9 @@ def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: 
         sections += _registration_sections(config, registration, figure)
         reg = json.loads(registration.metrics.read_text(encoding="utf-8"))
         metrics.append(MetricRow("cord Dice in PAM50 space", reg["cord_dice_in_template"]))
+        if "cord_dice_native" in reg:  # absent from metrics written before it was added
+            metrics.append(MetricRow("cord Dice, PAM50 cord in native space",
+                                     reg["cord_dice_native"]))
         worst = max((max(e.values()) for e in reg["disc_error_mm"].values()), default=np.nan)
         metrics.append(MetricRow("max disc error after registration", worst, "mm"))
     report = SubjectReport(
@@ -61,6 +64,15 @@ def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: 
                               generated=datetime.now(timezone.utc).isoformat(timespec="seconds")),
         metrics=tuple(metrics), warnings=warnings, title_extra=src.suffix)
     publish_subject_report(report, out_dir=config.execution.output_dir.resolve(), page=page)
+
+
+def _mask_origin(quality: dict[str, object]) -> str:
+    """Where the cord mask came from, for the figure caption."""
+    if quality["source"] == "manual":
+        return "manual"
+    if quality["source"] == "sct":
+        return f"{quality['method']} automatic segmentation, review it"
+    return "builtin automatic segmentation, review it"
 
 
 def _metric_rows(morph: dict) -> list[MetricRow]:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from spinal_bidsapp.morphometrics import (
     summarise_levels,
 )
 from spinal_bidsapp.templates import Pam50
+
+if TYPE_CHECKING:
+    from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
+    from spinal_bidsapp.engines.sct import SctEngine
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,37 @@ def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path) ->
         "SliceConfidence": [round(float(c), 3) for c in result.slice_confidence]})
 
 
+def segment_sct(engine: SctEngine, anat: Path, target: Path, *, work_dir: Path,
+                contrast: Contrast, source: Path, bids_dir: Path) -> None:
+    """SCT cord segmentation of the standardized anatomy, imported as the cord mask.
+
+    SCT writes its mask on the grid of its input, so it must match ``anat`` exactly.
+    """
+    result = engine.segment_cord(anat, contrast=contrast, out_dir=work_dir)
+    reference = load_volume(anat)
+    mask = load_mask(result.cord_mask, reference=reference, reference_path=anat)
+    if not (mask.data > 0).any():
+        raise InputDataError(f"{source.name}: SCT found no spinal cord; add a manual cord mask "
+                             "to derivatives/labels")
+    save_volume(reference.with_data((mask.data > 0).astype(np.uint8)), target, dtype=np.uint8)
+    write_sidecar(target, {
+        "Sources": [raw_uri(bids_dir, source)],
+        "Description": "spinal cord mask (SCT automatic segmentation, review it)",
+        "Method": engine.method("segment_cord")})
+
+
+def label_discs_sct(engine: SctEngine, anat: Path, cord: Path, discs_out: Path, lut_out: Path,
+                    levels_out: Path, levels_lut_out: Path, *, work_dir: Path,
+                    contrast: Contrast, first_disc: int | None, last_disc: int | None) -> None:
+    """SCT disc labels of the standardized anatomy, then checked and used like manual ones."""
+    result = engine.label_discs(anat, cord, contrast=contrast, out_dir=work_dir)
+    import_discs(anat, result.discs, cord, discs_out, lut_out, levels_out, levels_lut_out,
+                 first_disc=first_disc, last_disc=last_disc)
+    write_sidecar(discs_out, {
+        "Description": "disc labels (SCT automatic labelling, review the levels)",
+        "Method": engine.method("label_discs")})
+
+
 def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, discs_out: Path,
                 lut_out: Path, levels_out: Path, levels_lut_out: Path, *, contrast: Contrast,
                 init_disc: tuple[int, float] | None, first_disc: int | None,
@@ -116,6 +152,8 @@ def read_quality(path: Path) -> dict[str, object]:
     """Method and confidence from the sidecar of an automatic output; ``manual`` otherwise."""
     sidecar = sidecar_path(path)
     fields = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+    if str(fields.get("Method", "")).startswith("SCT "):
+        return {"source": "sct", "method": fields["Method"]}
     if "Confidence" not in fields:
         return {"source": "manual"}
     return {"source": "builtin", "method": fields.get("Method"),
@@ -274,28 +312,81 @@ class RegistrationPaths:
 def register(anat: Path, cord: Path, discs: Path, template: Pam50,
              paths: RegistrationPaths) -> None:
     """Builtin registration to PAM50 and everything carried across with it."""
-    from spinal_bidsapp.engines.builtin.registration import disc_errors_mm, register_to_template
-    from spinal_bidsapp.fieldio import save_field
-    from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
+    from spinal_bidsapp.engines.builtin.registration import register_to_template
 
     anat_vol, cord_vol = load_volume(anat), load_mask(cord)
-    disc_vol, tpl_cord, tpl_discs = load_mask(discs), load_mask(template.cord), load_mask(
-        template.label_disc)
-    subject_points = discs_from_label_array(disc_vol.data, disc_vol.affine)
-    template_points = discs_from_label_array(tpl_discs.data, tpl_discs.affine)
-    result = register_to_template(anat_vol, cord_vol, subject_points, tpl_cord, template_points)
-    save_field(result.anat_to_template, paths.to_template)
-    save_field(result.template_to_anat, paths.from_template)
-    to_tpl: DisplacementField = result.anat_to_template
+    subject_points, template_points = _disc_points(discs, template)
+    result = register_to_template(anat_vol, cord_vol, subject_points, load_mask(template.cord),
+                                  template_points)
+    carry_across(anat_vol, cord_vol, template, result, paths, engine={"engine": "builtin"},
+                 subject_points=subject_points, template_points=template_points)
+
+
+def register_sct(engine: SctEngine, anat: Path, cord: Path, discs: Path, template: Pam50,
+                 paths: RegistrationPaths, *, work_dir: Path, contrast: Contrast) -> None:
+    """``sct_register_to_template`` to PAM50, then carried across exactly like the builtin path.
+
+    SCT's two warps are ITK displacement fields in our convention already: it writes
+    ``warp_template2anat`` on the grid of its ``-i`` image (here the standardized anatomy, the
+    grid of our ``xfm_from_template``) and ``warp_anat2template`` on the full template grid
+    (the builtin engine uses a slab of it). They are read and rewritten, not resampled.
+    """
+    from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
+    from spinal_bidsapp.fieldio import load_field
+
+    result = engine.register_to_template(anat, cord, discs, template_dir=template.sct_dir,
+                                         contrast=contrast, out_dir=work_dir)
+    to_template = load_field(result.anat_to_template)
+    to_anat = load_field(result.template_to_anat)
+    anat_vol, cord_vol = load_volume(anat), load_mask(cord)
+    if to_anat.shape != anat_vol.shape or not np.allclose(to_anat.affine, anat_vol.affine,
+                                                          atol=1e-4):
+        raise InputDataError(f"{result.template_to_anat} is not on the grid of {anat.name}, "
+                             "the image given to sct_register_to_template")
+    subject_points, template_points = _disc_points(discs, template)
+    registration = TemplateRegistration(anat_to_template=to_template, template_to_anat=to_anat,
+                                        slab_shape=to_template.shape,
+                                        slab_affine=to_template.affine)
+    carry_across(anat_vol, cord_vol, template, registration, paths,
+                 engine={"engine": "sct", "engine_version": engine.info.version,
+                         "method": engine.method("register_to_template")},
+                 subject_points=subject_points, template_points=template_points)
+
+
+def _disc_points(discs: Path, template: Pam50) -> tuple[dict[int, np.ndarray],
+                                                         dict[int, np.ndarray]]:
+    disc_vol, tpl_discs = load_mask(discs), load_mask(template.label_disc)
+    return (discs_from_label_array(disc_vol.data, disc_vol.affine),
+            discs_from_label_array(tpl_discs.data, tpl_discs.affine))
+
+
+def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
+                 registration: TemplateRegistration, paths: RegistrationPaths, *,
+                 engine: dict[str, str], subject_points: dict[int, np.ndarray],
+                 template_points: dict[int, np.ndarray]) -> None:
+    """Save both warps, carry images and labels across them, and score the registration.
+
+    Whatever engine computed ``registration``, the same code resamples (``apply_field``) and
+    computes the metrics: cord Dice in template space (over the slices the subject covers), cord
+    Dice in native space (template cord carried to the anatomy vs the subject mask) and the
+    landing error of every disc common to subject and template, both ways.
+    """
+    from spinal_bidsapp.engines.builtin.registration import disc_errors_mm
+    from spinal_bidsapp.fieldio import save_field
+    from spinal_bidsapp.geometry.fields import apply_field
+
+    to_tpl, back = registration.anat_to_template, registration.template_to_anat
+    save_field(to_tpl, paths.to_template)
+    save_field(back, paths.from_template)
+    tpl_cord = load_mask(template.cord)
     warped = apply_field(anat_vol.data, anat_vol.affine, to_tpl, order=3)
     save_volume(Volume(np.asarray(warped, np.float32), to_tpl.affine), paths.anat_in_template)
     warped_cord = apply_field(cord_vol.data.astype(np.float32), cord_vol.affine, to_tpl, order=1)
     save_volume(Volume((warped_cord > 0.5).astype(np.uint8), to_tpl.affine),
                 paths.cord_in_template, dtype=np.uint8)
-    back = result.template_to_anat
     tpl_cord_native = apply_field(tpl_cord.data.astype(np.float32), tpl_cord.affine, back,
-                                  order=1)
-    save_volume(Volume((tpl_cord_native > 0.5).astype(np.uint8), back.affine),
+                                  order=1) > 0.5
+    save_volume(Volume(tpl_cord_native.astype(np.uint8), back.affine),
                 paths.template_cord, dtype=np.uint8)
     levels_src = load_mask(template.levels) if template.levels else tpl_cord
     levels_native = apply_field(levels_src.data.astype(np.int32), levels_src.affine, back,
@@ -305,24 +396,31 @@ def register(anat: Path, cord: Path, discs: Path, template: Pam50,
     for image in (paths.anat_in_template, paths.cord_in_template, paths.template_cord,
                   paths.template_levels):
         fields: dict[str, object] = {"Description": "carried across the PAM50 registration",
-                  "SpatialReference": str(template.template_folder)}
+                                     "SpatialReference": str(template.template_folder)}
         if image == paths.anat_in_template:
             fields["SkullStripped"] = False
         write_sidecar(image, fields)
-    errors = disc_errors_mm(result, subject_points, template_points)
+    errors = disc_errors_mm(registration, subject_points, template_points)
     inside = np.asarray(warped_cord > 0.5)
     covered = inside.any(axis=(0, 1))
     slab = _template_slab_mask(tpl_cord, to_tpl)[:, :, covered]
-    dice = float(2 * (inside[:, :, covered] & slab).sum() / (inside[:, :, covered].sum()
-                                                             + slab.sum()))
+    dice = _dice(inside[:, :, covered], slab)
+    dice_native = _dice(tpl_cord_native, cord_vol.data > 0)
     write_json(paths.metrics, {
-        "engine": "builtin", "template": template.provenance(),
+        **engine, "template": template.provenance(),
         "cord_dice_in_template": round(dice, 4),
+        "cord_dice_native": round(dice_native, 4),
         "disc_error_mm": {str(k): {"to_template": round(a, 3), "to_anat": round(b, 3)}
                           for k, (a, b) in errors.items()},
     })
-    logger.info("registration to PAM50: cord Dice %.3f, max disc error %.2f mm", dice,
+    logger.info("registration to PAM50 (%s): cord Dice %.3f (native %.3f), max disc error "
+                "%.2f mm", engine["engine"], dice, dice_native,
                 max((max(e) for e in errors.values()), default=float("nan")))
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return float(2 * (a & b).sum() / total) if total else 0.0
 
 
 def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:

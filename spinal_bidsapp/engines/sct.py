@@ -271,6 +271,25 @@ def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
         discs=discs, outputs=(discs, out_dir / f"{stem}_labeled.nii.gz"))
 
 
+def describe_segment_cord(version: SctVersion) -> str:
+    """The program (and task) :func:`build_segment_cord_argv` runs, for sidecars and reports.
+
+    >>> describe_segment_cord(SctVersion(7, 3))
+    'sct_deepseg spinalcord'
+    """
+    return "sct_deepseg spinalcord" if version >= SctVersion(7, 0) else "sct_deepseg_sc"
+
+
+def describe_label_discs(version: SctVersion, method: DiscMethod = "auto") -> str:
+    """The program (and task) :func:`build_label_discs_argv` runs.
+
+    >>> describe_label_discs(SctVersion(7, 3))
+    'sct_deepseg spine'
+    """
+    tool = disc_method_for(version, method)
+    return "sct_label_vertebrae" if tool == "label_vertebrae" else f"sct_deepseg {tool}"
+
+
 def build_rootlets_argv(version: SctVersion, *, image: Path, out: Path,
                         qc: SctQc | None = None) -> list[str]:
     """Rootlet segmentation (values = spinal levels): task ``rootlets`` (7.0+) or 6.x name."""
@@ -379,6 +398,17 @@ class SctEngine:
         self.disc_method: DiscMethod = disc_method
         self.qc = qc
         disc_method_for(install.version, disc_method)  # fail now, not mid-run
+
+    def method(self, capability: Literal["segment_cord", "label_discs", "register_to_template"]
+               ) -> str:
+        """``'SCT 7.3 sct_deepseg spinalcord'``: what a capability runs, for sidecars/reports."""
+        if capability == "segment_cord":
+            what = describe_segment_cord(self.install.version)
+        elif capability == "label_discs":
+            what = describe_label_discs(self.install.version, self.disc_method)
+        else:
+            what = "sct_register_to_template"
+        return f"SCT {self.install.version_text} {what}"
 
     def _run(self, argv: list[str], *, step: str, out_dir: Path,
              outputs: tuple[Path, ...]) -> None:
