@@ -367,3 +367,12 @@ def test_engine_sct_without_sct_is_a_usage_error_with_the_install_hint(
     assert code == 64
     err = capsys.readouterr().err
     assert INSTALL_HINT in err and "--engine builtin" in err
+
+
+def test_rerun_with_the_same_sct_calls_no_sct_program(automatic_run: Run, sct_double: SctDouble,
+                                                      pam50_dir: Path) -> None:
+    again = _run(sct_double, automatic_run.bids, automatic_run.out, pam50_dir)
+    assert again.code == 0 and again.calls == []
+    log = sorted((automatic_run.out / "logs").glob("participant_*.log"))[-1].read_text()
+    for step in ("segment", "label_discs", "register"):
+        assert f"{SUBJECT}: {step}: outputs are current, skipped" in log
