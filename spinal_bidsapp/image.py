@@ -167,6 +167,19 @@ def save_volume(volume: Volume, path: Path, *, dtype: DTypeLike | None = None,
     return Path(path)
 
 
+def nifti_stem(path: Path) -> str:
+    """File name without ``.nii.gz`` / ``.nii``.
+
+    >>> nifti_stem(Path("/d/sub-01_T2w.nii.gz"))
+    'sub-01_T2w'
+    """
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
 def vox_to_mm(affine: Affine, ijk: NDArray) -> NDArray[np.float64]:
     """Voxel indices (N, 3) to world coordinates (N, 3), mm, RAS+.
 

@@ -19,19 +19,19 @@ from spinal_bidsapp.runlog import setup_logging
 logger = logging.getLogger(__name__)
 
 
-def prepare_output_dir(path: Path) -> Path:
-    """Create OUTPUT_DIR (exit 73 with a clear message when that is impossible)."""
+def prepare_writable_dir(path: Path, *, what: str) -> Path:
+    """Create a folder we write into (exit 73 with a clear message when that is impossible)."""
     if path.exists() and not path.is_dir():
-        raise OutputNotWritableError(f"output path {path} exists and is not a folder")
+        raise OutputNotWritableError(f"{what} path {path} exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputNotWritableError(
-            f"cannot create output folder {path}: {exc.strerror}; choose a writable location"
+            f"cannot create {what} folder {path}: {exc.strerror}; choose a writable location"
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputNotWritableError(
-            f"output folder {path} is not writable; fix its permissions or choose another folder"
+            f"{what} folder {path} is not writable; fix its permissions or choose another folder"
         )
     return path.resolve()
 
@@ -47,14 +47,8 @@ def run(config: RunConfig) -> int:
         raise MissingInputError(
             f"BIDS directory not found: {ex.bids_dir}; give the path to a BIDS dataset"
         )
-    out = prepare_output_dir(ex.output_dir)
-    run_dir = ex.resolved_work_dir / ex.run_uuid
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputNotWritableError(
-            f"cannot create work folder {run_dir}: {exc.strerror}"
-        ) from exc
+    out = prepare_writable_dir(ex.output_dir, what="output")
+    run_dir = prepare_writable_dir(ex.resolved_work_dir / ex.run_uuid, what="work")
     setup_logging(out / "logs" / f"{ex.analysis_level}_{ex.run_uuid}.log", verbose=ex.verbose)
     threads = ex.omp_nthreads or ex.nprocs
     apply_thread_limits(threads)

@@ -76,14 +76,6 @@ def _check_combination(args: argparse.Namespace) -> None:
         raise UsageError("disc matching (--ldisc-input/--ldisc-dest) needs --dest")
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def run(args: argparse.Namespace) -> list[str]:
     """Straighten as described by parsed ``args``; returns the report lines to print."""
     from spinal_bidsapp.fieldio import save_field
@@ -92,7 +84,7 @@ def run(args: argparse.Namespace) -> list[str]:
     from spinal_bidsapp.geometry.fields import apply_field
     from spinal_bidsapp.geometry.metrics import measure_disc_errors, measure_straightness
     from spinal_bidsapp.geometry.straighten import straighten_to_centerline, straighten_to_line
-    from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+    from spinal_bidsapp.image import Volume, load_mask, load_volume, nifti_stem, save_volume
 
     _check_combination(args)
     start = time.perf_counter()
@@ -119,7 +111,7 @@ def run(args: argparse.Namespace) -> list[str]:
                            order=_INTERPOLATION[args.interpolation])
     out_dir = args.out_dir
     straight_vol = Volume(data=straight, affine=c2s.affine)
-    save_volume(straight_vol, out_dir / f"{_stem(args.image)}_straight.nii.gz")
+    save_volume(straight_vol, out_dir / f"{nifti_stem(args.image)}_straight.nii.gz")
     save_volume(straight_vol, out_dir / "straight_ref.nii.gz")
     save_field(c2s, out_dir / "warp_curve2straight.nii.gz")
     save_field(result.straight_to_curve, out_dir / "warp_straight2curve.nii.gz")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,11 @@ def sidecar_path(path: Path) -> Path:
 
 def raw_uri(bids_dir: Path, path: Path) -> str:
     """BIDS URI of a raw file (``bids:raw:sub-01/anat/sub-01_T2w.nii.gz``)."""
-    return f"bids:raw:{path.resolve().relative_to(bids_dir.resolve()).as_posix()}"
+    # absolute, not resolved: DataLad/git-annex datasets are symlinks into .git/annex
+    absolute, root = Path(os.path.abspath(path)), Path(os.path.abspath(bids_dir))
+    if root not in absolute.parents:
+        return absolute.as_uri()
+    return f"bids:raw:{absolute.relative_to(root).as_posix()}"
 
 
 def write_sidecar(image: Path, fields: dict[str, Any]) -> Path:

@@ -54,7 +54,7 @@ from spinal_bidsapp.engines.base import (
 from spinal_bidsapp.engines.sct_outputs import CordMorphometrics, read_morphometrics_csv
 from spinal_bidsapp.engines.tools import discover_tool, find_tool, run_tool
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError, MissingInputError
-from spinal_bidsapp.image import load_volume, reorient, vox_to_mm
+from spinal_bidsapp.image import load_volume, nifti_stem, reorient, vox_to_mm
 
 logger = logging.getLogger(__name__)
 
@@ -195,14 +195,6 @@ def sct_unavailable_message(detail: str) -> str:
 # ------------------------------------------------------------------------- command builders
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _qc_args(qc: SctQc | None) -> list[str]:
     if qc is None:
         return []
@@ -263,7 +255,7 @@ def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
         raise InputDataError(f"sct_label_vertebrae handles T1w and T2w images only, not "
                              f"{contrast}; provide disc labels in derivatives/labels or use "
                              "another anatomy")
-    stem = _stem(cord_mask)
+    stem = nifti_stem(cord_mask)
     discs = out_dir / f"{stem}_labeled_discs.nii.gz"
     return DiscCommand(
         argv=["sct_label_vertebrae", "-i", str(image), "-s", str(cord_mask), "-c",

@@ -174,3 +174,15 @@ def test_image_loader_never_returns_partial_arrays(tmp_path: Path) -> None:
     root = make_bids(tmp_path / "bids", {"01": ["T2w"]})
     img = nib.load(str(root / IMAGE))
     assert img.shape == (8, 8, 30)
+
+
+def test_symlinked_images_as_in_datalad_datasets(tmp_path: Path) -> None:
+    root = make_bids(tmp_path / "bids", {"01": ["T2w"]})
+    annex = tmp_path / "annex" / "objects" / "x.nii.gz"
+    annex.parent.mkdir(parents=True)
+    (root / IMAGE).rename(annex)
+    (root / IMAGE).symlink_to(annex)
+    out = tmp_path / "out"
+    assert main([str(root), str(out), "participant", "--skip-bids-validation"]) == 0
+    sidecar = json.loads((out / "sub-01" / "anat" / "sub-01_desc-preproc_T2w.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T2w.nii.gz"]
