@@ -39,6 +39,18 @@ def bids_real(data_dir: Path) -> Path:
     return data_dir / "bids-real"
 
 
+@pytest.fixture(scope="session")
+def pam50_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """PAM50_small in SCT's layout (links renamed PAM50_*, with an info_label.txt)."""
+    root = tmp_path_factory.mktemp("pam50") / "PAM50"
+    folder = root / "template"
+    folder.mkdir(parents=True)
+    for path in (data_dir / "PAM50_small").glob("PAM50_small_*.nii.gz"):
+        (folder / path.name.replace("PAM50_small_", "PAM50_")).symlink_to(path)
+    (folder / "info_label.txt").write_text("# PAM50_small test layout\n")
+    return root
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)

@@ -16,17 +16,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pam50_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """A PAM50 folder in SCT's layout made of links to PAM50_small (renamed PAM50_*)."""
-    root = tmp_path_factory.mktemp("pam50") / "PAM50"
-    folder = root / "template"
-    folder.mkdir(parents=True)
-    for path in (data_dir / "PAM50_small").glob("PAM50_small_*.nii.gz"):
-        (folder / path.name.replace("PAM50_small_", "PAM50_")).symlink_to(path)
-    return root
-
-
-@pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory, bids_real: Path,
              pam50_dir: Path) -> tuple[Path, int, float]:
     out = tmp_path_factory.mktemp("real") / "out"

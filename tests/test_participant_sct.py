@@ -175,18 +175,6 @@ def sct_double(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
         yield double
 
 
-@pytest.fixture(scope="module")
-def pam50_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """PAM50_small in SCT's layout (links renamed PAM50_*) with the info_label.txt SCT needs."""
-    root = tmp_path_factory.mktemp("pam50") / "PAM50"
-    folder = root / "template"
-    folder.mkdir(parents=True)
-    for path in (data_dir / "PAM50_small").glob("PAM50_small_*.nii.gz"):
-        (folder / path.name.replace("PAM50_small_", "PAM50_")).symlink_to(path)
-    (folder / "info_label.txt").write_text("# PAM50_small test layout\n")
-    return root
-
-
 @dataclass(frozen=True)
 class Run:
     bids: Path
