@@ -71,7 +71,8 @@ def make_template_dir(data: Path, root: Path, source: str) -> Path:
 
 
 def run_worker(argv: list[str]) -> dict:
-    """Run the app in a child process; wall time and peak RSS of that child."""
+    """Run one level of the app in a child process: its wall time and peak RSS (process or
+    children)."""
     code = ("import json, resource, sys\n"
             "from spinal_bidsapp.cli import main\n"
             "rc = main(sys.argv[1:])\n"
@@ -85,7 +86,7 @@ def run_worker(argv: list[str]) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = elapsed
     if result["rc"] != 0:
-        raise RuntimeError(f"participant run failed ({result['rc']}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{argv[2]} level failed ({result['rc']}): {proc.stderr[-3000:]}")
     return result
 
 
