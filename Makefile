@@ -42,7 +42,7 @@ test: venv system-deps lint typecheck
 	$(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
 
 benchmark: venv
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -37,9 +37,9 @@ from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_r
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
 from spinal_bidsapp.engines.base import Contrast
-from spinal_bidsapp.errors import TemporaryFailure
+from spinal_bidsapp.errors import MissingInputError, TemporaryFailure
 from spinal_bidsapp.participant import ParticipantUnit
-from spinal_bidsapp.steps import StepRecord, run_step
+from spinal_bidsapp.steps import LEDGER_NAME, StepRecord, run_step
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.sct import SctEngine
@@ -117,6 +117,16 @@ class _Pipeline:
 
     def step(self, name: str, action: Callable[[], None], *, inputs: Sequence[Path],
              outputs: Sequence[Path], params: dict | None = None) -> None:
+        if self.config.execution.reports_only:
+            if name != "report":  # reuse what exists, compute nothing
+                missing = [p.name for p in outputs if not p.is_file()]
+                if missing:
+                    raise MissingInputError(
+                        f"{self.unit.label}: --reports-only needs the outputs of step {name} "
+                        f"({missing[0]} is missing); run without --reports-only first")
+                self.records.append(StepRecord(name=name, skipped=True))
+                return
+            (self.work / name / LEDGER_NAME).unlink(missing_ok=True)  # always redraw
         self.records.append(run_step(name, action, step_dir=self.work / name, inputs=inputs,
                                      params=params or {}, outputs=outputs,
                                      label=self.unit.label))

@@ -25,7 +25,7 @@ from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.outputs import derivative_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuilder
-from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.errors import InputDataError, UsageError
 from spinal_bidsapp.files import write_json
 from spinal_bidsapp.parallel import map_isolated, plan_workers
 from spinal_bidsapp.steps import run_step
@@ -154,6 +154,10 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     from spinal_bidsapp.group_outputs import publish_template
 
     ex = config.execution
+    if ex.reports_only:
+        raise UsageError(
+            "--reports-only applies to the participant level; rerun the group level instead: "
+            "its finished stages are reused and the group page is redrawn")
     subjects = collect_subjects(config)
     space = build_space(config, subjects)
     work = ex.resolved_work_dir / "group"
