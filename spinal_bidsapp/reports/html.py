@@ -111,7 +111,7 @@ def render_subject_report(report: SubjectReport, page: Path, *,
         index_link=relative_link(index, page.parent) if index is not None else "",
     )
     write_text(page, html)
-    logger.info("%s: QC report written to %s", report.key, page)
+    logger.info("%s: QC report written to %s", heading or report.key, page)
     return page
 
 
