@@ -169,7 +169,8 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     workers = plan_workers(ex.nprocs, len(jobs), mem_gb=ex.mem_gb,
                            gb_per_worker=GROUP_GB_PER_WORKER)
     outcomes = map_isolated(straighten_for_template, jobs, [s.label for s in subjects],
-                            nprocs=workers, stop_on_first_crash=ex.stop_on_first_crash)
+                            nprocs=workers, stop_on_first_crash=ex.stop_on_first_crash,
+                            desc="straightening")
     failed = [o for o in outcomes if not o.ok]
     for outcome in failed:
         logger.error("%s: straightening failed: %s", outcome.label, outcome.error)

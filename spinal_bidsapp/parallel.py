@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from spinal_bidsapp.errors import SpinalBidsAppError
+from spinal_bidsapp.runlog import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +78,21 @@ def scoop_running() -> bool:
 
 
 def map_isolated(fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str], *,
-                 nprocs: int, stop_on_first_crash: bool = False) -> list[Outcome[R]]:
-    """Apply ``fn`` to every item; returns outcomes in input order."""
+                 nprocs: int, stop_on_first_crash: bool = False,
+                 desc: str = "subjects") -> list[Outcome[R]]:
+    """Apply ``fn`` to every item; returns outcomes in input order (a progress bar on a TTY)."""
     if scoop_running():
         from scoop import futures as scoop_futures
 
         return list(scoop_futures.map(_call, [fn] * len(items), items, labels))
     if nprocs <= 1 or len(items) <= 1:
         outcomes: list[Outcome[R]] = []
-        for item, label in zip(items, labels, strict=True):
-            outcomes.append(_call(fn, item, label))
-            if stop_on_first_crash and not outcomes[-1].ok:
-                break
+        with progress_bar(len(items), desc=desc) as advance:
+            for item, label in zip(items, labels, strict=True):
+                outcomes.append(_call(fn, item, label))
+                advance(1)
+                if stop_on_first_crash and not outcomes[-1].ok:
+                    break
         return outcomes
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     results: dict[int, Outcome[R]] = {}
@@ -98,19 +102,31 @@ def map_isolated(fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str]
             for index, (item, label) in enumerate(zip(items, labels, strict=True))
         }
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = futures[future]
-                try:
-                    results[index] = future.result()
-                except BrokenProcessPool:
-                    results[index] = Outcome(
-                        label=labels[index], exit_code=1,
-                        error="worker process died (killed, often out of memory: lower "
-                              "--nprocs or raise the memory limit)")
-                if stop_on_first_crash and not results[index].ok:
-                    for other in pending:
-                        other.cancel()
-                    pending = set()
+        with progress_bar(len(items), desc=desc) as advance:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                advance(len(done))
+                pending = _collect(done, pending, futures, labels, results,
+                                   stop_on_first_crash)
     return [results[i] for i in sorted(results)]
+
+
+def _collect(done: set[Future[Outcome[R]]], pending: set[Future[Outcome[R]]],
+             futures: dict[Future[Outcome[R]], int], labels: Sequence[str],
+             results: dict[int, Outcome[R]], stop_on_first_crash: bool
+             ) -> set[Future[Outcome[R]]]:
+    """Record finished futures; cancel the rest after a failure when asked to."""
+    for future in done:
+        index = futures[future]
+        try:
+            results[index] = future.result()
+        except BrokenProcessPool:
+            results[index] = Outcome(
+                label=labels[index], exit_code=1,
+                error="worker process died (killed, often out of memory: lower --nprocs or "
+                      "raise the memory limit)")
+        if stop_on_first_crash and not results[index].ok:
+            for other in pending:
+                other.cancel()
+            return set()
+    return pending

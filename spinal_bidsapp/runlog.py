@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
-
-T = TypeVar("T")
 
 FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
@@ -45,12 +43,17 @@ def setup_logging(log_file: Path | None, *, verbose: int) -> None:
     root.propagate = False
 
 
-def progress(items: Iterable[T], *, desc: str, total: int | None = None,
-             unit: str = "it") -> Iterator[T]:
-    """A tqdm bar on stderr when it is a terminal; a plain iterator otherwise."""
-    if not sys.stderr.isatty():
-        yield from items
+def _ignore(count: int) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, *, desc: str, unit: str = "it") -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr when it is a terminal (yields its ``update``); a no-op otherwise."""
+    if not sys.stderr.isatty() or total <= 1:
+        yield _ignore
         return
     from tqdm import tqdm
 
-    yield from tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, leave=False)
+    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False) as bar:
+        yield bar.update

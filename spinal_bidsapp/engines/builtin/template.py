@@ -180,7 +180,8 @@ def _state_needs(options: TemplateOptions) -> Callable[[int], bool]:
 
 
 def _map(fn: Callable[[J], R], jobs: Sequence[J], labels: Sequence[str], nprocs: int) -> list[R]:
-    outcomes = map_isolated(fn, jobs, labels, nprocs=nprocs, stop_on_first_crash=True)
+    outcomes = map_isolated(fn, jobs, labels, nprocs=nprocs, stop_on_first_crash=True,
+                            desc="registrations")
     failed = [o for o in outcomes if not o.ok]
     if failed or len(outcomes) != len(jobs):
         detail = f"{failed[0].label}: {failed[0].error}" if failed else "stopped early"
