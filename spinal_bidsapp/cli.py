@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="template iterations: seed = 8/4/2/1 mm x 4 (default), fast = demo")
     proc.add_argument("--no-symmetric", dest="template_symmetric", action="store_false",
                       help="do not build a left-right symmetric template")
+    proc.add_argument("--no-disc-alignment", dest="no_disc_alignment", action="store_true",
+                      help="group template from the mean cord length only (no disc matching); "
+                           "subjects need only a cord mask")
+    proc.add_argument("--register-to", dest="register_to", metavar="PAM50|DIR",
+                      help="register the new template to PAM50 (found like --template-dir) or "
+                           "to a template folder in SCT's layout")
 
     run = parser.add_argument_group("execution")
     run.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",

@@ -201,6 +201,20 @@ class GroupConfig(BaseModel):
     template_preset: Literal["seed", "fast"] = "seed"
     """Template-loop protocol: seed = 8/4/2/1 mm x 4 iterations; fast = demo/tests."""
     template_symmetric: bool = True
+    no_disc_alignment: bool = False
+    """Template space from the mean cord length only (arc-length proportional between the first
+    and last disc common to all subjects, or between the cord ends when there are no discs)."""
+    register_to: str | None = None
+    """``PAM50`` (found like the participant level's) or a folder in SCT's template layout: the
+    finished template is registered to it (needs disc alignment)."""
+
+    @model_validator(mode="after")
+    def _check_register_to(self) -> GroupConfig:
+        if self.register_to is not None and self.no_disc_alignment:
+            raise ValueError("register_to needs the template's disc labels: it cannot be used "
+                             "with no_disc_alignment (drop one of --register-to and "
+                             "--no-disc-alignment)")
+        return self
 
 
 class SeedsConfig(BaseModel):

@@ -159,6 +159,12 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
             "--reports-only applies to the participant level; rerun the group level instead: "
             "its finished stages are reused and the group page is redrawn")
     subjects = collect_subjects(config)
+    target = None
+    if config.group.register_to is not None:
+        from spinal_bidsapp.group_outputs import resolve_registration_target
+
+        target = resolve_registration_target(config, subjects[0].source.suffix)
+        logger.info("The template will be registered to %s (%s)", target.name, target.folder)
     space = build_space(config, subjects)
     work = ex.resolved_work_dir / "group"
     write_json(work / "template_space.json", {
@@ -185,7 +191,7 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
         [TemplateSubject(label=job.subject.label.replace("_", "-"), image=job.image,
                          cord_mask=job.cord) for job in usable],
         work_dir=work / "template", nprocs=workers)
-    publish_template(config, space, result, usable)
+    publish_template(config, space, result, usable, target)
     return 1 if failed else 0
 
 

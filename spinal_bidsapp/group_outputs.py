@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.outputs import derivative_path, write_lut, write_sidecar
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
+from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.files import atomic_path, write_json, write_text
 from spinal_bidsapp.geometry.discs import DISC_NAMES
 from spinal_bidsapp.image import Volume, load_volume, save_volume
@@ -55,8 +57,10 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
-                     jobs: Sequence[StraightenJob]) -> Path:
-    """Write every group output; returns the TemplateFlow folder."""
+                     jobs: Sequence[StraightenJob],
+                     target: RegistrationTarget | None = None) -> Path:
+    """Write every group output, registered to ``target`` if given; returns the TemplateFlow
+    folder."""
     name = config.group.template_name
     contrast = jobs[0].subject.source.suffix
     out = config.execution.output_dir.resolve()
@@ -84,7 +88,12 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
         _copy(iteration.average, tpl / "iterations" / f"{prefix}_desc-{tag}_{contrast}.nii.gz")
         _copy(iteration.sd, tpl / "iterations" / f"{prefix}_desc-{tag}sd_{contrast}.nii.gz")
     _copy(result.convergence, tpl / "iterations" / "convergence.json")
-    write_json(tpl / "template_description.json", _description(config, space, contrast, jobs))
+    registration = None if target is None else register_template(
+        config, target, space, tpl=tpl, image=image, mask=mask, contrast=contrast)
+    description = _description(config, space, contrast, jobs)
+    if registration is not None:
+        description["RegisteredTo"] = _registration_record(registration, tpl)
+    write_json(tpl / "template_description.json", description)
     _write_sct_folder(tpl / "sct" / "template", name, contrast, image=image, cord=mask,
                       discs=tpl / f"{prefix}_desc-discs_dseg.nii.gz",
                       centerline=tpl / f"{prefix}_desc-centerline_mask.nii.gz",
@@ -98,7 +107,7 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
         aligned.append((job.subject.label, image, _dice(subject_cord, template_mask)))
     from spinal_bidsapp.group_report import build_group_report
 
-    page = build_group_report(config, space, result, tpl, aligned)
+    page = build_group_report(config, space, result, tpl, aligned, registration=registration)
     logger.info("Template %s written to %s (SCT-ready copy: %s; report: %s)", name, tpl,
                 tpl / "sct", page)
     return tpl
@@ -136,6 +145,22 @@ def _description(config: RunConfig, space: TemplateSpace, contrast: str,
         "Protocol": {"engine": config.group.template_engine,
                      "preset": config.group.template_preset,
                      "symmetric": config.group.template_symmetric},
+    }
+
+
+def _registration_record(registration: TargetRegistration, tpl: Path) -> dict:
+    errors = registration.disc_errors_mm
+    name = registration.target.name
+    return {
+        "Template": name, "Path": str(registration.target.folder),
+        "Method": "spinal_bidsapp builtin: disc-matched straightening + in-plane SyN of the "
+                  "cord masks",
+        "Files": [p.relative_to(tpl).as_posix() for p in (
+            registration.to_target, registration.from_target, registration.image_in_target,
+            registration.cord_in_target)],
+        "DiscErrorMm": {str(k): {f"to_{name}": round(a, 3), "to_template": round(b, 3)}
+                        for k, (a, b) in errors.items()},
+        "MaxDiscErrorMm": round(registration.max_disc_error_mm, 3),
     }
 
 
@@ -186,3 +211,167 @@ def _subject_outputs(out: Path, name: str, job: StraightenJob,
     write_sidecar(cord_path, {"Description": f"cord mask resampled in the {name} template space",
                               "SpatialReference": f"tpl-{name}"})
     return target, cord_in_template
+
+
+@dataclass(frozen=True)
+class RegistrationTarget:
+    """A straight-cord template in SCT's layout to register the new template to.
+
+    Attributes
+    ----------
+    name : str
+        Its name in file names (``PAM50``, or the prefix of its files).
+    folder : Path
+        The folder holding its files.
+    image : Path or None
+        Its image of the cohort's contrast (else another contrast), for the QC figure.
+    cord, discs : Path
+        Cord mask and single-voxel disc labels (SCT numbering).
+    """
+
+    name: str
+    folder: Path
+    image: Path | None
+    cord: Path
+    discs: Path
+
+
+@dataclass(frozen=True)
+class TargetRegistration:
+    """The new template registered to a target: files written and disc errors (mm)."""
+
+    target: RegistrationTarget
+    to_target: Path
+    from_target: Path
+    image_in_target: Path
+    cord_in_target: Path
+    target_slab: Volume
+    """The target's image on the slab grid of ``image_in_target`` (for the overlay figure)."""
+    target_cord_slab: Volume
+    disc_errors_mm: dict[int, tuple[float, float]]
+    """Per common disc: (template disc mapped to the target vs the target's disc, the reverse)."""
+
+    @property
+    def max_disc_error_mm(self) -> float:
+        return max((max(e) for e in self.disc_errors_mm.values()), default=float("nan"))
+
+
+SCT_TEMPLATE_IDS = {"t1": 0, "t2": 1, "t2s": 2}
+
+
+def resolve_registration_target(config: RunConfig, contrast: str) -> RegistrationTarget:
+    """``--register-to``: PAM50 found like the participant level's, or a folder in SCT's layout.
+
+    Raises
+    ------
+    MissingInputError
+        PAM50 is not available offline, or the folder lacks a cord mask or disc labels.
+    """
+    from spinal_bidsapp.cordref_steps import find_template
+    from spinal_bidsapp.errors import MissingInputError
+    from spinal_bidsapp.templates import read_pam50_folder
+
+    value = config.group.register_to
+    key = SCT_CONTRAST.get(contrast, "t2")
+    if value is None or value.upper() == "PAM50":
+        pam50 = find_template(config)
+        if pam50 is None:
+            raise MissingInputError(
+                "--register-to PAM50: PAM50 not found (no --template-dir, no $SCT_DIR/data/PAM50, "
+                "nothing in the cache); pass --template-dir DIR or --register-to DIR")
+        images = {"t2": pam50.t2, "t1": pam50.t1, "t2s": pam50.t2s}
+        image = images[key] or next((p for p in images.values() if p), None)
+        return RegistrationTarget("PAM50", pam50.template_folder, image, pam50.cord,
+                                  pam50.label_disc)
+    folder = Path(value).absolute()
+    if not folder.is_dir():
+        raise MissingInputError(f"--register-to {value}: no such folder; give PAM50 or a "
+                                "template folder in SCT's layout (template/info_label.txt)")
+    if (folder / "template" / "PAM50_cord.nii.gz").is_file() or \
+            (folder / "PAM50_cord.nii.gz").is_file():
+        pam50 = read_pam50_folder(folder, source="register-to", version="unknown")
+        images = {"t2": pam50.t2, "t1": pam50.t1, "t2s": pam50.t2s}
+        return RegistrationTarget("PAM50", pam50.template_folder,
+                                  images[key] or next((p for p in images.values() if p), None),
+                                  pam50.cord, pam50.label_disc)
+    return _read_sct_template(folder, key)
+
+
+def _read_sct_template(folder: Path, key: str) -> RegistrationTarget:
+    """Files of an SCT template folder by their ``info_label.txt`` IDs (3 cord, 10 discs)."""
+    from spinal_bidsapp.errors import MissingInputError
+
+    files: dict[int, Path] = {}
+    for candidate in (folder / "template", folder):
+        info = candidate / "info_label.txt"
+        if info.is_file():
+            for line in info.read_text(encoding="utf-8").splitlines():
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) >= 3 and parts[0].isdigit() and (candidate / parts[-1]).is_file():
+                    files[int(parts[0])] = candidate / parts[-1]
+            break
+    cord, discs = files.get(SCT_INFO_IDS["cord"]), files.get(SCT_INFO_IDS["label_disc"])
+    if cord is None or discs is None:
+        raise MissingInputError(
+            f"--register-to {folder}: no cord mask (ID 3) or disc labels (ID 10) listed in "
+            "template/info_label.txt; give PAM50 or a template folder in SCT's layout")
+    image = files.get(SCT_TEMPLATE_IDS[key]) or next(
+        (files[i] for i in SCT_TEMPLATE_IDS.values() if i in files), None)
+    name = cord.name.removesuffix(".nii.gz").removesuffix("_cord") or "target"
+    return RegistrationTarget(name, cord.parent, image, cord, discs)
+
+
+def register_template(config: RunConfig, target: RegistrationTarget, space: TemplateSpace, *,
+                      tpl: Path, image: Path, mask: Path, contrast: str) -> TargetRegistration:
+    """Register the new template to ``target`` (builtin: disc-matched straightening + in-plane
+    SyN), write the fields both ways and the template resampled in the target's space."""
+    from spinal_bidsapp.engines.builtin.registration import (
+        RefinementOptions,
+        disc_errors_mm,
+        register_to_template,
+    )
+    from spinal_bidsapp.fieldio import save_field
+    from spinal_bidsapp.geometry.discs import discs_from_label_array
+    from spinal_bidsapp.geometry.fields import apply_field
+    from spinal_bidsapp.image import load_mask
+
+    name, other = config.group.template_name, target.name
+    template, cord = load_volume(image), load_mask(mask)
+    target_cord, target_labels = load_mask(target.cord), load_mask(target.discs)
+    discs = space.disc_points_mm()
+    target_discs = discs_from_label_array(target_labels.data, target_labels.affine)
+    result = register_to_template(
+        template, cord, discs, target_cord, target_discs,
+        options=RefinementOptions(random_seed=config.seeds.random_seed))
+    to_target = save_field(result.anat_to_template,
+                           tpl / f"tpl-{name}_from-{name}_to-{other}_mode-image_xfm.nii.gz")
+    from_target = save_field(result.template_to_anat,
+                             tpl / f"tpl-{name}_from-{other}_to-{name}_mode-image_xfm.nii.gz")
+    field = result.anat_to_template
+    warped = Volume(np.asarray(apply_field(template.data, template.affine, field, order=3),
+                               np.float32), field.affine)
+    image_in_target = save_volume(warped, tpl / f"tpl-{name}_space-{other}_{contrast}.nii.gz")
+    warped_cord = apply_field(cord.data.astype(np.float32), cord.affine, field, order=1) > 0.5
+    cord_in_target = save_volume(Volume(warped_cord.astype(np.uint8), field.affine),
+                                 tpl / f"tpl-{name}_space-{other}_label-SC_mask.nii.gz",
+                                 dtype=np.uint8)
+    reference = load_volume(target.image) if target.image else target_cord
+    target_slab = Volume(_crop_to(reference, field.affine, field.shape), field.affine)
+    cord_slab = Volume(_crop_to(target_cord, field.affine, field.shape), field.affine)
+    errors = disc_errors_mm(result, discs, target_discs)
+    registration = TargetRegistration(target, to_target, from_target, image_in_target,
+                                      cord_in_target, target_slab, cord_slab, errors)
+    logger.info("tpl-%s registered to %s: max disc error %.2f mm over discs %s", name, other,
+                registration.max_disc_error_mm, sorted(errors))
+    return registration
+
+
+def _crop_to(volume: Volume, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The slab of ``volume`` whose grid is ``(shape, affine)`` (a crop along its slice axis)."""
+    origin = np.linalg.solve(volume.affine, affine[:, 3])[:3]
+    k0 = round(float(origin[2]))
+    if not np.allclose(origin[:2], 0.0, atol=1e-3) or k0 < 0 or \
+            k0 + shape[2] > volume.shape[2] or volume.shape[:2] != shape[:2]:
+        raise InputDataError(f"the registration slab {shape} is not a crop of the target grid "
+                             f"{volume.shape}")
+    return np.asarray(volume.data[:, :, k0:k0 + shape[2]], np.float32)

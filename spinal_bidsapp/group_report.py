@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,12 +18,18 @@ from spinal_bidsapp.image import load_mask, load_volume
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
 from spinal_bidsapp.templatespace import TemplateSpace
 
+if TYPE_CHECKING:
+    from spinal_bidsapp.group_outputs import TargetRegistration
+
 MAX_ITERATION_PANELS = 6
 
 
 def build_group_report(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
-                       tpl: Path, subjects: Sequence[tuple[str, Path, float]]) -> Path:
-    """Write the group page; ``subjects`` holds (label, image in template space, cord Dice)."""
+                       tpl: Path, subjects: Sequence[tuple[str, Path, float]], *,
+                       registration: TargetRegistration | None = None) -> Path:
+    """Write the group page; ``subjects`` holds (label, image in template space, cord Dice);
+    ``registration``, the template registered to PAM50 or another template (``--register-to``).
+    """
     from spinal_bidsapp.reports import figures
     from spinal_bidsapp.reports.html import render_subject_report
 
@@ -46,6 +53,8 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
         titles=[f"iteration {it.index}" + (f" ({it.level_mm:g} mm)" if it.level_mm else "")
                 for it in chosen], mask=mask, title="average per iteration"),
         caption="The average sharpens as the registrations refine."))
+    if registration is not None:
+        sections.append(_registration_section(registration, name, figs))
     record = json.loads(result.convergence.read_text(encoding="utf-8"))["iterations"]
     sections.append(ReportSection("iterations", "Convergence", figures.plot_convergence(
         [r["iteration"] for r in record], [r["median_sd_in_mask"] for r in record],
@@ -63,6 +72,10 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                MetricRow("mean cord Dice with the template mask",
                          float(np.mean([d for _, _, d in subjects]))),
                MetricRow("final median SD in the cord", record[-1]["median_sd_in_mask"])]
+    if registration is not None:
+        metrics.append(MetricRow(f"max disc error, tpl-{name} to {registration.target.name}",
+                                 registration.max_disc_error_mm, "mm",
+                                 f"over discs {sorted(registration.disc_errors_mm)}"))
     metrics += [MetricRow(f"level {lv.upper}-{lv.upper + 1} length", lv.mean_mm, "mm",
                           f"SD {lv.sd_mm:.2f} over {lv.n_subjects} subjects")
                 for lv in space.levels]
@@ -73,6 +86,24 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                               generated=datetime.now(timezone.utc).isoformat(timespec="seconds")))
     page = config.execution.output_dir.resolve() / f"tpl-{name}.html"
     return render_subject_report(report, page, heading=f"Group template tpl-{name}")
+
+
+def _registration_section(registration: TargetRegistration, name: str,
+                          figs: Path) -> ReportSection:
+    from spinal_bidsapp.reports import figures
+
+    other = registration.target.name
+    errors = registration.disc_errors_mm
+    listing = ", ".join(f"{k}: {max(e):.2f}" for k, e in sorted(errors.items()))
+    return ReportSection(
+        "registration", f"tpl-{name} in {other} space", figures.plot_registration(
+            registration.target_slab, load_volume(registration.image_in_target),
+            figs / f"template_in_{other}.png", fixed_mask=registration.target_cord_slab,
+            moving_mask=load_mask(registration.cord_in_target, allow_empty=True),
+            names=(other, f"tpl-{name}")),
+        caption=f"The template registered to {other} (disc-matched straightening and in-plane "
+                f"refinement). Disc errors (mm), template discs mapped to {other} vs its discs: "
+                f"{listing}; maximum {registration.max_disc_error_mm:.2f} mm.")
 
 
 def _spread(items: list, count: int) -> list:
