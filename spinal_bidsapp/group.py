@@ -1,11 +1,13 @@
 """Group level: a new unbiased spinal cord template from the participant outputs.
 
-1. Collect each subject's participant outputs (anatomy, cord mask, discs); subjects without them
-   are skipped with a warning, and fewer than two usable subjects is an error.
+1. Collect each subject's participant outputs (anatomy, cord mask, discs; with
+   ``--no-disc-alignment`` the discs are optional); subjects without them are skipped with a
+   warning, and fewer than two usable subjects is an error.
 2. Template space: mean arc length of every vertebral level, a straight line with the discs at
-   those distances, a grid around it (``templatespace``).
-3. Every subject straightened onto it with disc matching, cord intensity normalised (parallel,
-   one resumable step per subject).
+   those distances, a grid around it (``templatespace``); without disc alignment, a line as long
+   as the mean span between the first and last common disc, or between the cord ends.
+3. Every subject straightened onto it with disc matching (or in proportion to arc length over
+   that span), cord intensity normalised (parallel, one resumable step per subject).
 4. The template loop (builtin antspyx engine, or MINC/nist_mni_pipelines), resumable per
    iteration.
 5. Outputs: a TemplateFlow-style folder and an SCT-ready folder (``group_outputs``), per-subject
@@ -18,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +33,11 @@ from spinal_bidsapp.files import write_json
 from spinal_bidsapp.parallel import map_isolated, plan_workers
 from spinal_bidsapp.steps import run_step
 from spinal_bidsapp.templatespace import TemplateSpace
+
+if TYPE_CHECKING:
+    from spinal_bidsapp.geometry.centerline import Centerline
+    from spinal_bidsapp.geometry.fields import DisplacementField
+    from spinal_bidsapp.image import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +52,8 @@ class GroupSubject:
     source: SourceImage
     anat: Path
     cord: Path
-    discs: Path
+    discs: Path | None
+    """None only without disc alignment, for a subject that has no disc labels."""
 
     @property
     def label(self) -> str:
@@ -70,22 +79,26 @@ def collect_subjects(config: RunConfig) -> list[GroupSubject]:
     out = config.execution.output_dir.resolve()
     units, problems = plan_units(config)
     subjects, skipped = [], [p.label for p in problems]
+    discs_optional = config.group.no_disc_alignment
     for unit in units:
-        paths = [derivative_path(out, kind, unit.source)
-                 for kind in ("anat_preproc", "cord_mask", "discs")]
-        missing = [p.name for p in paths if not p.is_file()]
+        anat, cord, discs = (derivative_path(out, kind, unit.source)
+                             for kind in ("anat_preproc", "cord_mask", "discs"))
+        required = [anat, cord] if discs_optional else [anat, cord, discs]
+        missing = [p.name for p in required if not p.is_file()]
         if missing:
             logger.warning("%s: skipped, participant outputs missing (%s); run the participant "
                            "level first", unit.label, ", ".join(missing))
             skipped.append(unit.label)
             continue
-        subjects.append(GroupSubject(unit.source, *paths))
+        subjects.append(GroupSubject(unit.source, anat, cord,
+                                     discs if discs.is_file() else None))
     logger.info("Group level: %d usable subjects, %d skipped%s", len(subjects), len(skipped),
                 f" ({', '.join(skipped)})" if skipped else "")
     if len(subjects) < 2:
+        needed = "cord mask" if discs_optional else "cord mask and disc labels"
         raise InputDataError(
-            f"a template needs at least 2 subjects with participant outputs (cord mask and disc "
-            f"labels) in {out}; found {len(subjects)}: run the participant level first")
+            f"a template needs at least 2 subjects with participant outputs ({needed}) in {out}; "
+            f"found {len(subjects)}: run the participant level first")
     return subjects
 
 
@@ -93,11 +106,13 @@ def build_space(config: RunConfig, subjects: list[GroupSubject]) -> TemplateSpac
     from spinal_bidsapp.cordref_steps import load_centerline, read_discs
     from spinal_bidsapp.templatespace import average_levels, define_template_space
 
+    group, part = config.group, config.participant
+    if group.no_disc_alignment:
+        return _build_length_space(config, subjects)
     positions = {}
     for subject in subjects:
         _, line = load_centerline(subject.cord)
-        positions[subject.label] = read_discs(subject.discs, line)[1]
-    group, part = config.group, config.participant
+        positions[subject.label] = read_discs(_discs(subject), line)[1]
     levels = average_levels(positions, first_disc=part.first_disc, last_disc=part.last_disc)
     space = define_template_space(levels, resolution_mm=group.template_resolution_mm,
                                   xy_half_mm=group.template_xy_size_mm,
@@ -108,12 +123,48 @@ def build_space(config: RunConfig, subjects: list[GroupSubject]) -> TemplateSpac
     return space
 
 
+def _discs(subject: GroupSubject) -> Path:
+    if subject.discs is None:
+        raise InputDataError(f"{subject.label}: no disc labels; label the discs or use "
+                             "--no-disc-alignment")
+    return subject.discs
+
+
+def _build_length_space(config: RunConfig, subjects: list[GroupSubject]) -> TemplateSpace:
+    """Template space without disc alignment: the mean span between the first and last disc
+    common to all subjects (when every subject has discs), else between the cord ends."""
+    from spinal_bidsapp.cordref_steps import load_centerline, read_discs
+    from spinal_bidsapp.templatespace import common_end_discs, define_length_space, subject_span
+
+    group, part = config.group, config.participant
+    lines = {s.label: load_centerline(s.cord)[1] for s in subjects}
+    positions = {s.label: read_discs(s.discs, lines[s.label])[1]
+                 for s in subjects if s.discs is not None}
+    anchors = common_end_discs(positions, first_disc=part.first_disc,
+                               last_disc=part.last_disc) if len(positions) == len(subjects) \
+        else None
+    spans = [subject_span(lines[s.label].length_mm, positions.get(s.label), anchors)
+             for s in subjects]
+    span_mm = float(np.mean([top - bottom for bottom, top in spans]))
+    space = define_length_space(span_mm, anchors=anchors,
+                                resolution_mm=group.template_resolution_mm,
+                                xy_half_mm=group.template_xy_size_mm,
+                                margin_mm=group.template_margin_mm)
+    logger.info("Template space without disc alignment: mean span %.1f mm between %s, grid %s "
+                "at %.2f mm", span_mm,
+                f"discs {anchors[0]} and {anchors[1]}" if anchors else "the cord ends",
+                space.shape, group.template_resolution_mm)
+    return space
+
+
 def straighten_for_template(job: StraightenJob) -> None:
     """Straighten one subject onto the template space and normalise its cord intensity."""
+    discs = [job.subject.discs] if job.subject.discs is not None else []
     run_step("straighten", partial(_straighten, job), step_dir=job.step_dir,
-             inputs=[job.subject.anat, job.subject.cord, job.subject.discs],
+             inputs=[job.subject.anat, job.subject.cord, *discs],
              params={"shape": job.space.shape, "affine": job.space.affine.tolist(),
-                     "discs": job.space.disc_z_mm.tolist()},
+                     "discs": job.space.disc_z_mm.tolist(),
+                     "alignment": job.space.alignment, "span_mm": job.space.span_mm},
              outputs=[job.image, job.cord, job.coverage, job.to_template, job.from_template],
              label=job.subject.label)
 
@@ -127,15 +178,18 @@ def _straighten(job: StraightenJob) -> None:
     from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
     from spinal_bidsapp.templatespace import normalize_intensity
 
-    anat, cord, discs = (load_volume(job.subject.anat), load_mask(job.subject.cord),
-                         load_mask(job.subject.discs))
+    anat, cord = load_volume(job.subject.anat), load_mask(job.subject.cord)
     line = centerline_from_mask(cord.data, cord.affine)
     space = job.space
-    result = straighten_to_centerline(
-        line, space.centerline, anat.shape, anat.affine, space.shape, space.affine,
-        input_discs=discs_from_label_array(discs.data, discs.affine),
-        dest_discs=space.disc_points_mm())
-    field = result.curve_to_straight
+    if space.alignment == "discs":
+        discs = load_mask(_discs(job.subject))
+        result = straighten_to_centerline(
+            line, space.centerline, anat.shape, anat.affine, space.shape, space.affine,
+            input_discs=discs_from_label_array(discs.data, discs.affine),
+            dest_discs=space.disc_points_mm())
+        field, back = result.curve_to_straight, result.straight_to_curve
+    else:
+        field, back = _proportional_fields(job, anat, line)
     straight_cord = apply_field(cord.data.astype(np.float32), cord.affine, field, order=1)
     coverage = apply_field(np.ones(anat.shape, np.float32), anat.affine, field, order=1)
     image = apply_field(anat.data, anat.affine, field, order=3)
@@ -146,7 +200,29 @@ def _straighten(job: StraightenJob) -> None:
     save_volume(Volume((coverage > 0.999).astype(np.uint8), space.affine), job.coverage,
                 dtype=np.uint8)
     save_field(field, job.to_template)
-    save_field(result.straight_to_curve, job.from_template)
+    save_field(back, job.from_template)
+
+
+def _proportional_fields(job: StraightenJob, anat: Volume, line: Centerline
+                         ) -> tuple[DisplacementField, DisplacementField]:
+    """Both straightening fields without disc alignment (arc-length proportional over the span).
+    """
+    from spinal_bidsapp.cordref_steps import read_discs
+    from spinal_bidsapp.geometry.discs import ArcMap
+    from spinal_bidsapp.geometry.straighten import compute_displacement
+    from spinal_bidsapp.templatespace import proportional_arc_map, subject_span
+
+    space = job.space
+    anchors = None
+    positions = None
+    if space.alignment == "end_discs":
+        anchors = (int(space.disc_values[0]), int(space.disc_values[-1]))
+        positions = read_discs(_discs(job.subject), line)[1]
+    arc_map = proportional_arc_map(subject_span(line.length_mm, positions, anchors), space)
+    inverse = ArcMap(source_mm=arc_map.dest_mm, dest_mm=arc_map.source_mm)
+    to_template = compute_displacement(space.shape, space.affine, space.centerline, line, inverse)
+    from_template = compute_displacement(anat.shape, anat.affine, line, space.centerline, arc_map)
+    return to_template, from_template
 
 
 def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
@@ -168,6 +244,7 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     space = build_space(config, subjects)
     work = ex.resolved_work_dir / "group"
     write_json(work / "template_space.json", {
+        "alignment": space.alignment, "span_mm": space.span_mm,
         "discs": space.disc_values.tolist(), "disc_z_mm": space.disc_z_mm.tolist(),
         "levels": [vars(level) for level in space.levels], "shape": list(space.shape),
         "affine": space.affine.tolist()})

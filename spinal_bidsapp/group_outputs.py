@@ -72,17 +72,7 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     if result.cord_probability is not None:
         _copy(result.cord_probability, tpl / f"{prefix}_label-SC_probseg.nii.gz")
     cord = load_volume(mask)
-    discs = Volume(disc_label_array(space), space.affine)
-    save_volume(discs, tpl / f"{prefix}_desc-discs_dseg.nii.gz", dtype=np.uint8)
-    write_lut(tpl / f"{prefix}_desc-discs_dseg.tsv",
-              {int(v): DISC_NAMES[int(v)] for v in space.disc_values})
-    levels = Volume(level_label_array(space, cord.data), space.affine)
-    save_volume(levels, tpl / f"{prefix}_desc-levels_dseg.nii.gz", dtype=np.uint8)
-    write_lut(tpl / f"{prefix}_desc-levels_dseg.tsv",
-              {int(v): VERTEBRA_NAMES[int(v)] for v in space.disc_values[:-1]})
-    centerline = _centerline_array(space)
-    save_volume(Volume(centerline, space.affine), tpl / f"{prefix}_desc-centerline_mask.nii.gz",
-                dtype=np.uint8)
+    labels = _write_labels(space, cord.data, tpl, prefix)
     for iteration in result.iterations:
         tag = f"iter{iteration.index:02d}"
         _copy(iteration.average, tpl / "iterations" / f"{prefix}_desc-{tag}_{contrast}.nii.gz")
@@ -94,10 +84,8 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     if registration is not None:
         description["RegisteredTo"] = _registration_record(registration, tpl)
     write_json(tpl / "template_description.json", description)
-    _write_sct_folder(tpl / "sct" / "template", name, contrast, image=image, cord=mask,
-                      discs=tpl / f"{prefix}_desc-discs_dseg.nii.gz",
-                      centerline=tpl / f"{prefix}_desc-centerline_mask.nii.gz",
-                      levels=tpl / f"{prefix}_desc-levels_dseg.nii.gz")
+    _write_sct_folder(tpl / "sct" / "template", name,
+                      {SCT_CONTRAST.get(contrast, "t2"): image, "cord": mask, **labels})
     by_label = {w.label: w for w in result.warps}
     template_mask = cord.data > 0
     aligned = []
@@ -111,6 +99,31 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     logger.info("Template %s written to %s (SCT-ready copy: %s; report: %s)", name, tpl,
                 tpl / "sct", page)
     return tpl
+
+
+def _write_labels(space: TemplateSpace, cord: np.ndarray, tpl: Path, prefix: str
+                  ) -> dict[str, Path]:
+    """Centerline, disc labels (when the space has discs) and vertebral levels (when it has
+    measured levels); returns them under their SCT ``info_label.txt`` keys."""
+    centerline = save_volume(Volume(_centerline_array(space), space.affine),
+                             tpl / f"{prefix}_desc-centerline_mask.nii.gz", dtype=np.uint8)
+    files = {"centerline": centerline}
+    discs, levels = (tpl / f"{prefix}_desc-{kind}_dseg" for kind in ("discs", "levels"))
+    if len(space.disc_values):
+        files["label_disc"] = save_volume(Volume(disc_label_array(space), space.affine),
+                                          discs.with_suffix(".nii.gz"), dtype=np.uint8)
+        write_lut(discs.with_suffix(".tsv"),
+                  {int(v): DISC_NAMES[int(v)] for v in space.disc_values})
+    if space.levels:
+        files["levels"] = save_volume(Volume(level_label_array(space, cord), space.affine),
+                                      levels.with_suffix(".nii.gz"), dtype=np.uint8)
+        write_lut(levels.with_suffix(".tsv"),
+                  {int(v): VERTEBRA_NAMES[int(v)] for v in space.disc_values[:-1]})
+    for stale in (discs, levels):  # left by an earlier run with disc alignment
+        if stale.with_suffix(".nii.gz") not in files.values():
+            stale.with_suffix(".nii.gz").unlink(missing_ok=True)
+            stale.with_suffix(".tsv").unlink(missing_ok=True)
+    return files
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -142,6 +155,7 @@ def _description(config: RunConfig, space: TemplateSpace, contrast: str,
         "LevelLengths": [{"upper_disc": lv.upper, "mean_mm": round(lv.mean_mm, 3),
                           "sd_mm": round(lv.sd_mm, 3), "n_subjects": lv.n_subjects}
                          for lv in space.levels],
+        "Alignment": _alignment_record(space),
         "Protocol": {"engine": config.group.template_engine,
                      "preset": config.group.template_preset,
                      "symmetric": config.group.template_symmetric},
@@ -164,11 +178,23 @@ def _registration_record(registration: TargetRegistration, tpl: Path) -> dict:
     }
 
 
-def _write_sct_folder(folder: Path, name: str, contrast: str, *, image: Path, cord: Path,
-                      discs: Path, centerline: Path, levels: Path) -> None:
-    """``template/`` folder with ``info_label.txt``, as SCT's ``-t`` option expects."""
-    files = {SCT_CONTRAST.get(contrast, "t2"): image, "cord": cord, "label_disc": discs,
-             "centerline": centerline, "levels": levels}
+def _alignment_record(space: TemplateSpace) -> dict:
+    notes = {
+        "discs": "every disc common to a subject and the template matched; levels stretched "
+                 "linearly in arc length",
+        "end_discs": f"--no-disc-alignment: arc-length proportional between discs "
+                     f"{space.disc_values.tolist()} (common to all subjects); the template's "
+                     "disc labels are those two discs only, and it has no vertebral levels",
+        "cord_ends": "--no-disc-alignment: arc-length proportional between the cord ends; the "
+                     "template has no disc labels and no vertebral levels",
+    }
+    return {"Mode": space.alignment, "SpanMm": round(space.span_mm, 3),
+            "Description": notes[space.alignment]}
+
+
+def _write_sct_folder(folder: Path, name: str, files: dict[str, Path]) -> None:
+    """``template/`` folder with ``info_label.txt``, as SCT's ``-t`` option expects; ``files``
+    maps ``SCT_INFO_IDS`` keys to the files to copy."""
     lines = ["# Keyword=IDs_templates (Please use one of the following keywords: IDs_templates,"
              " IDs_atlas, IDs_labels)", "# ID, name, file"]
     for key, src in sorted(files.items(), key=lambda kv: SCT_INFO_IDS[kv[0]]):

@@ -37,12 +37,16 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
     figs = tpl / "figures"
     template = load_volume(result.template)
     mask = load_mask(result.mask, allow_empty=True)
-    discs = load_mask(tpl / f"tpl-{name}_res-01_desc-discs_dseg.nii.gz")
+    disc_file = tpl / f"tpl-{name}_res-01_desc-discs_dseg.nii.gz"
+    discs = load_mask(disc_file) if len(space.disc_values) else None
     sections = [
         ReportSection("template", "Template", figures.plot_sagittal(
             template, figs / "template_sagittal.png", mask=mask, discs=discs,
             title=f"tpl-{name}"),
-            caption="Mid-sagittal slice of the final template with its cord mask and discs."),
+            caption="Mid-sagittal slice of the final template with its cord mask and discs"
+                    + ("." if space.alignment == "discs" else
+                       f" (no disc alignment: arc-length proportional over {space.span_mm:.1f} mm "
+                       f"between {_span_ends(space)}).")),
         ReportSection("template", "Template cross-sections", figures.plot_axial_montage(
             template, mask, figs / "template_axial.png", title="axial slices"),
             caption="Cross-sections along the template; the cord should be sharp and centred."),
@@ -71,7 +75,8 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
     metrics = [MetricRow("subjects", len(subjects)),
                MetricRow("mean cord Dice with the template mask",
                          float(np.mean([d for _, _, d in subjects]))),
-               MetricRow("final median SD in the cord", record[-1]["median_sd_in_mask"])]
+               MetricRow("final median SD in the cord", record[-1]["median_sd_in_mask"]),
+               MetricRow("aligned span", space.span_mm, "mm", _span_ends(space))]
     if registration is not None:
         metrics.append(MetricRow(f"max disc error, tpl-{name} to {registration.target.name}",
                                  registration.max_disc_error_mm, "mm",
@@ -86,6 +91,12 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                               generated=datetime.now(timezone.utc).isoformat(timespec="seconds")))
     page = config.execution.output_dir.resolve() / f"tpl-{name}.html"
     return render_subject_report(report, page, heading=f"Group template tpl-{name}")
+
+
+def _span_ends(space: TemplateSpace) -> str:
+    if len(space.disc_values):
+        return f"discs {int(space.disc_values[0])} and {int(space.disc_values[-1])}"
+    return "the cord ends"
 
 
 def _registration_section(registration: TargetRegistration, name: str,

@@ -91,3 +91,76 @@ def test_register_to_a_missing_folder_is_an_error_before_any_work(
                  "--register-to", str(tmp_path / "nowhere"), "-w", str(tmp_path / "work")])
     assert code == 66
     assert not (tmp_path / "work" / "group" / "straight").exists()
+
+
+@pytest.fixture(scope="module")
+def discless_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A demo cohort whose disc labels were deleted, with its participant outputs (cord only)."""
+    root = tmp_path_factory.mktemp("discless")
+    generate_demo_cohort(root, n_subjects=3, seed=5, straight_reference=False)
+    labels = sorted((root / "bids" / "derivatives" / "labels").glob(
+        "sub-*/anat/*_labels-disc.nii.gz"))
+    assert len(labels) == 3
+    for path in labels:
+        path.unlink()
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as env:  # no PAM50 anywhere: no automatic disc labels
+        env.delenv("SCT_DIR", raising=False)
+        env.setenv("SPINAL_BIDSAPP_CACHE", str(root / "empty-cache"))
+        assert main([str(root / "bids"), str(out), "participant", "--skip-bids-validation",
+                     "--nprocs", "2"]) == 0
+    assert not list(out.glob("sub-*/anat/*_desc-discs_dseg.nii.gz"))
+    return root / "bids", out
+
+
+def _cord_extent_mm(mask_path: Path) -> float:
+    img = nib.load(str(mask_path))
+    slices = np.nonzero(np.asarray(img.dataobj).any(axis=(0, 1)))[0]
+    return float((slices[-1] - slices[0]) * img.header.get_zooms()[2])
+
+
+def test_no_disc_alignment_builds_a_template_of_the_mean_cord_length(
+        discless_out: tuple[Path, Path]) -> None:
+    bids, out = discless_out
+    lengths = [json.loads(p.read_text())["cord_length_mm"]
+               for p in sorted(out.glob("sub-*/anat/*_desc-cord_morphometrics.json"))]
+    assert len(lengths) == 3
+    assert main([str(bids), str(out), "group", *GROUP_ARGS, "--no-disc-alignment"]) == 0
+    tpl = out / "tpl-SpinalCord"
+    description = json.loads((tpl / "template_description.json").read_text())
+    assert description["Alignment"]["Mode"] == "cord_ends"
+    assert description["Alignment"]["SpanMm"] == pytest.approx(np.mean(lengths), abs=0.01)
+    assert description["Discs"] == {} and description["LevelLengths"] == []
+    mask = tpl / "tpl-SpinalCord_res-01_label-SC_mask.nii.gz"
+    assert _cord_extent_mm(mask) == pytest.approx(np.mean(lengths), abs=1.5)  # one voxel
+    assert not (tpl / "tpl-SpinalCord_res-01_desc-discs_dseg.nii.gz").exists()
+    assert not (tpl / "tpl-SpinalCord_res-01_desc-levels_dseg.nii.gz").exists()
+    info = (tpl / "sct" / "template" / "info_label.txt").read_text()
+    assert "label_disc" not in info and "3, cord, SpinalCord_cord.nii.gz" in info
+    assert (out / "sub-02" / "anat" / "sub-02_space-SpinalCord_desc-preproc_T2w.nii.gz").is_file()
+
+
+def test_no_disc_alignment_with_discs_aligns_the_common_end_discs(
+        participant_out: tuple[Path, Path], tmp_path: Path) -> None:
+    bids, out = participant_out
+    assert main([str(bids), str(out), "group", *GROUP_ARGS, "--template-name", "Ends",
+                 "--no-disc-alignment", "-w", str(tmp_path / "work")]) == 0
+    tpl = out / "tpl-Ends"
+    description = json.loads((tpl / "template_description.json").read_text())
+    assert description["Alignment"]["Mode"] == "end_discs"
+    ends = sorted(int(k) for k in description["Discs"])
+    assert len(ends) == 2
+    assert description["Discs"][str(ends[1])]["z_mm"] == pytest.approx(
+        -description["Alignment"]["SpanMm"], abs=1e-3)
+    labels = np.asarray(nib.load(str(tpl / "tpl-Ends_res-01_desc-discs_dseg.nii.gz")).dataobj)
+    assert sorted(set(np.unique(labels).tolist()) - {0}) == ends
+
+
+def test_proportional_arc_map_puts_the_span_ends_on_the_template_ends() -> None:
+    from spinal_bidsapp.templatespace import define_length_space, proportional_arc_map
+
+    space = define_length_space(80.0, anchors=None, resolution_mm=1.0, xy_half_mm=5.0,
+                                margin_mm=10.0)
+    arc = proportional_arc_map((3.0, 103.0), space).forward(np.array([3.0, 53.0, 103.0]))
+    z = np.interp(arc, space.centerline.arc_mm, space.centerline.points_mm[:, 2])
+    assert z.tolist() == pytest.approx([-80.0, -40.0, 0.0])
