@@ -8,9 +8,11 @@ Usage::
 Segmentation: Dice of our builtin mask with the manual mask of every labelled image of
 bids-real, and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks,
 computed here from the files. Disc labelling: distance of our labels to the manual disc labels
-of sub-errsm30 (discs 3-5), without and with an ``init_disc`` hint, and to the true discs of
-PAM50 phantoms (``generate_phantom_cohort``), each time on our own cord segmentation (end to
-end) and on the manual/true mask.
+of sub-errsm30 (discs 3-5), without and with an ``init_disc`` hint, and agreement with SCT's
+mid-vertebral body labels of the same image (sct-reference ``labels-body``, values 3 and 5; the
+two references disagree by one level); distance to the true discs of PAM50 phantoms
+(``generate_phantom_cohort``). Each time on our own cord segmentation (end to end) and on the
+manual/true mask.
 """
 
 from __future__ import annotations
@@ -86,6 +88,20 @@ def disc_errors(found: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> d
             for v, p in truth.items()}
 
 
+def body_check(discs: dict[int, np.ndarray], bodies: dict[int, np.ndarray]) -> dict[str, dict]:
+    """Each SCT mid-body label N against disc labels: is it between discs N and N+1 (level
+    agrees), and how far is it from their midpoint (when both are in the field of view)?"""
+    out = {}
+    for value, point in bodies.items():
+        upper, lower = discs.get(value), discs.get(value + 1)
+        agrees = (upper is None or point[2] < upper[2]) and (lower is None or point[2] > lower[2])
+        agrees = agrees and (upper is not None or lower is not None)
+        midpoint = None if upper is None or lower is None else \
+            round(float(np.linalg.norm(point - 0.5 * (upper + lower))), 2)
+        out[str(value)] = {"level_agrees": bool(agrees), "midpoint_error_mm": midpoint}
+    return out
+
+
 def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
     bids = data / "bids-real"
     labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
@@ -93,15 +109,21 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
     manual = load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz")
     disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
     truth = discs_from_label_array(disc_vol.data, disc_vol.affine)
+    body_vol = load_mask(data / "sct-reference" / "sub-errsm30_T2w_labels-body.nii.gz")
+    bodies = discs_from_label_array(body_vol.data, body_vol.affine)
+    reference = {"cord_mask": "-", "init_disc": "bids-real disc labels themselves",
+                 "sct_body_labels": body_check(truth, bodies)}
+    print(f"errsm30 reference disc labels vs SCT body labels: {reference}", flush=True)
     ours = segment_cord(image.data, image.affine, contrast="T2w").mask
     hint = (3, float(truth[3][2]) + 2.0)
-    rows = []
+    rows = [reference]
     for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
         for hint_name, init in (("none", None), ("3@true z + 2 mm", hint)):
             result = label_discs(image.data, image.affine, mask, template, contrast="T2w",
                                  init_disc=init)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
                          "errors_mm": disc_errors(result.disc_points_mm, truth),
+                         "sct_body_labels": body_check(result.disc_points_mm, bodies),
                          "confidence": round(result.confidence, 3),
                          "ncc": round(result.ncc, 3),
                          "margin": None if result.margin is None else round(result.margin, 3)})

@@ -73,11 +73,28 @@ def test_errsm30_discs_within_3mm_given_c2c3(template: DiscTemplate, errsm30: tu
 
 def test_errsm30_without_hint_is_flagged_as_ambiguous(template: DiscTemplate,
                                                       errsm30: tuple) -> None:
-    """55 mm of C2-C5: a match one level away is as good, and the result must say so."""
+    """55 mm of cervical spine: a match one level away is almost as good, and the result must
+    say so."""
     image, cord, _ = errsm30
     result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
     assert result.margin is not None and result.margin < 0.05
     assert result.confidence < LOW_CONFIDENCE
+
+
+def test_errsm30_without_hint_agrees_with_sct_body_labels(template: DiscTemplate,
+                                                          errsm30: tuple,
+                                                          data_dir: Path) -> None:
+    """SCT's mid-body labels of the same image (C3 and C5) sit one level below the bids-real
+    disc labels; the unhinted match agrees with them: body 3 midway between our discs 3 and 4,
+    body 5 below our disc 5."""
+    image, cord, _ = errsm30
+    body = load_mask(data_dir / "sct-reference" / "sub-errsm30_T2w_labels-body.nii.gz")
+    bodies = discs_from_label_array(body.data, body.affine)
+    found = label_discs(image.data, image.affine, cord.data, template,
+                        contrast="T2w").disc_points_mm
+    midpoint = 0.5 * (found[3] + found[4])
+    assert np.linalg.norm(bodies[3] - midpoint) <= TOLERANCE_MM
+    assert bodies[5][2] < found[5][2]
 
 
 def test_unknown_init_disc_is_an_input_error(template: DiscTemplate, errsm30: tuple) -> None:
