@@ -51,6 +51,13 @@ def pam50_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     return root
 
 
+def latest_log(out: Path, level: str) -> str:
+    """Text of the newest ``<out>/logs/<level>_*.log`` (by time: names of runs started within the
+    same second sort randomly)."""
+    logs = (out / "logs").glob(f"{level}_*.log")
+    return max(logs, key=lambda p: p.stat().st_mtime_ns).read_text()
+
+
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)

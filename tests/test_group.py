@@ -11,6 +11,7 @@ import pytest
 
 from spinal_bidsapp.cli import main
 from spinal_bidsapp.synth import generate_demo_cohort
+from tests.conftest import latest_log
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ def test_rerun_resumes_without_recomputing(group_run: tuple[Path, int], cohort: 
     template = out / "tpl-SpinalCord" / "tpl-SpinalCord_res-01_T2w.nii.gz"
     before = np.asarray(nib.load(str(template)).dataobj)
     assert main([str(cohort / "bids"), str(out), "group", *GROUP_ARGS]) == 0
-    log = sorted((out / "logs").glob("group_*.log"))[-1].read_text()
+    log = latest_log(out, "group")
     assert "straighten: outputs are current, skipped" in log
     assert "iteration 1/" not in log
     assert np.array_equal(np.asarray(nib.load(str(template)).dataobj), before)

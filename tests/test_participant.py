@@ -11,6 +11,7 @@ import pytest
 
 from spinal_bidsapp.bids.validate import find_validator
 from spinal_bidsapp.cli import main
+from tests.conftest import latest_log
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ def test_rerun_reuses_every_step(real_run: tuple[Path, int, float], bids_real: P
                  "--participant-label", "errsm30", "--skip-bids-validation"])
     again = time.perf_counter() - start
     assert code == 0
-    log = sorted((out / "logs").glob("participant_*.log"))[-1].read_text()
+    log = latest_log(out, "participant")
     assert "sub-errsm30: register: outputs are current, skipped" in log
     assert "register: running" not in log
     assert again < first

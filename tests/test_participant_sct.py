@@ -361,6 +361,8 @@ def test_rerun_with_the_same_sct_calls_no_sct_program(automatic_run: Run, sct_do
                                                       pam50_dir: Path) -> None:
     again = _run(sct_double, automatic_run.bids, automatic_run.out, pam50_dir)
     assert again.code == 0 and again.calls == []
-    log = sorted((automatic_run.out / "logs").glob("participant_*.log"))[-1].read_text()
+    from tests.conftest import latest_log  # not at module level: the SCT double imports us
+
+    log = latest_log(automatic_run.out, "participant")
     for step in ("segment", "label_discs", "register"):
         assert f"{SUBJECT}: {step}: outputs are current, skipped" in log

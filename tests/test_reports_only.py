@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from spinal_bidsapp.cli import main
+from tests.conftest import latest_log
 
 
 def test_reports_only_redraws_the_report(tiny_bids: Path, tmp_path: Path) -> None:
@@ -18,7 +19,7 @@ def test_reports_only_redraws_the_report(tiny_bids: Path, tmp_path: Path) -> Non
     page.unlink()
     assert main([*base, "--reports-only"]) == 0
     assert page.is_file()
-    log = sorted((out / "logs").glob("participant_*.log"))[-1].read_text()
+    log = latest_log(out, "participant")
     assert "sub-01: report: running" in log
     assert "standardize: running" not in log and "centerline: running" not in log
 
