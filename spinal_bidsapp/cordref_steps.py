@@ -29,6 +29,7 @@ from spinal_bidsapp.geometry.discs import (
     discs_from_label_array,
     project_discs,
 )
+from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_mask, load_volume, reorient, save_volume
 from spinal_bidsapp.morphometrics import (
     VERTEBRA_NAMES,
@@ -404,8 +405,8 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
     inside = np.asarray(warped_cord > 0.5)
     covered = inside.any(axis=(0, 1))
     slab = _template_slab_mask(tpl_cord, to_tpl)[:, :, covered]
-    dice = _dice(inside[:, :, covered], slab)
-    dice_native = _dice(tpl_cord_native, cord_vol.data > 0)
+    dice = mask_dice(inside[:, :, covered], slab)
+    dice_native = mask_dice(tpl_cord_native, cord_vol.data > 0)
     write_json(paths.metrics, {
         **engine, "template": template.provenance(),
         "cord_dice_in_template": round(dice, 4),
@@ -418,11 +419,6 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                 max((max(e) for e in errors.values()), default=float("nan")))
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return float(2 * (a & b).sum() / total) if total else 0.0
-
-
 def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:
     """Template cord mask resampled on the slab grid of ``field`` (same world frame)."""
     from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
@@ -431,7 +427,3 @@ def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:
     identity = DisplacementField(np.zeros_like(field.data), field.affine)
     return np.asarray(apply_field(template_cord.data.astype(np.float32), template_cord.affine,
                                   identity, order=0) > 0.5)
-
-
-def read_registration_metrics(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -130,3 +130,14 @@ def measure_disc_errors(result: Straightening, input_discs: Mapping[int, NDArray
     forward = locate_points(result.straight, fwd)[0] - locate_points(result.straight, dst)[0]
     backward = locate_points(result.curved, bwd)[0] - locate_points(result.curved, src)[0]
     return DiscErrors(values=values, forward_mm=forward, backward_mm=backward)
+
+
+def mask_dice(a: NDArray, b: NDArray) -> float:
+    """Dice overlap of two binary masks on one grid (0 when both are empty).
+
+    >>> mask_dice(np.array([1, 1, 0], bool), np.array([1, 0, 0], bool))
+    0.6666666666666666
+    """
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = int(a.sum()) + int(b.sum())
+    return float(2 * (a & b).sum() / total) if total else 0.0
