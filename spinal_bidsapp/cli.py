@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--register-to", dest="register_to", metavar="PAM50|DIR",
                       help="register the new template to PAM50 (found like --template-dir) or "
                            "to a template folder in SCT's layout")
+    proc.add_argument("--contrasts", dest="contrasts", nargs="+",
+                      choices=["T2w", "T1w", "T2starw"], metavar="CONTRAST",
+                      help="group: template contrasts, the first the participant outputs' "
+                           "(driving) one, e.g. T2w T1w T2starw (default: the driving one only)")
 
     run = parser.add_argument_group("execution")
     run.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",

@@ -207,6 +207,9 @@ class GroupConfig(BaseModel):
     register_to: str | None = None
     """``PAM50`` (found like the participant level's) or a folder in SCT's template layout: the
     finished template is registered to it (needs disc alignment)."""
+    contrasts: list[Contrast] | None = Field(default=None, min_length=1)
+    """Contrasts of the template, the first the driving one (the participant outputs'); the
+    others are registered to it per subject and averaged on the same grid. None: driving only."""
 
     @model_validator(mode="after")
     def _check_register_to(self) -> GroupConfig:
@@ -214,6 +217,12 @@ class GroupConfig(BaseModel):
             raise ValueError("register_to needs the template's disc labels: it cannot be used "
                              "with no_disc_alignment (drop one of --register-to and "
                              "--no-disc-alignment)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_contrasts(self) -> GroupConfig:
+        if self.contrasts is not None and len(set(self.contrasts)) != len(self.contrasts):
+            raise ValueError(f"contrasts {self.contrasts} lists a contrast twice")
         return self
 
 

@@ -11,7 +11,8 @@
 4. The template loop (builtin antspyx engine, or MINC/nist_mni_pipelines), resumable per
    iteration.
 5. Outputs: a TemplateFlow-style folder and an SCT-ready folder (``group_outputs``), per-subject
-   warps to the new template, a group QC page.
+   warps to the new template, a group QC page; with ``--contrasts``, templates of further
+   contrasts on the same grid (``group_contrasts``).
 """
 
 from __future__ import annotations
@@ -235,6 +236,10 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
             "--reports-only applies to the participant level; rerun the group level instead: "
             "its finished stages are reused and the group page is redrawn")
     subjects = collect_subjects(config)
+    if config.group.contrasts is not None:
+        from spinal_bidsapp.group_contrasts import check_contrasts
+
+        check_contrasts(config.group.contrasts, subjects)
     target = None
     if config.group.register_to is not None:
         from spinal_bidsapp.group_outputs import resolve_registration_target
@@ -268,7 +273,7 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
         [TemplateSubject(label=job.subject.label.replace("_", "-"), image=job.image,
                          cord_mask=job.cord) for job in usable],
         work_dir=work / "template", nprocs=workers)
-    publish_template(config, space, result, usable, target)
+    publish_template(config, space, result, usable, target, nprocs=workers)
     return 1 if failed else 0
 
 

@@ -10,7 +10,10 @@ Layout under OUTPUT_DIR (``tpl-*`` is listed in ``.bidsignore``)::
     tpl-<name>/tpl-<name>_res-01_desc-{discs,levels}_dseg.nii.gz (+ .tsv)
     tpl-<name>/tpl-<name>_res-01_desc-centerline_mask.nii.gz
     tpl-<name>/iterations/tpl-<name>_res-01_desc-iterNN[sd]_<contrast>.nii.gz, convergence.json
-    tpl-<name>/sct/template/<name>_{t2,cord,label_disc,centerline,levels}.nii.gz, info_label.txt
+    tpl-<name>/tpl-<name>_res-01_{,desc-sd_}<extra contrast>.nii.gz   with --contrasts
+    tpl-<name>/tpl-<name>_res-01_label-SC_desc-<extra contrast>_{mask,probseg}.nii.gz
+    tpl-<name>/sct/template/<name>_{t2,t1,t2s,cord,label_disc,centerline,levels}.nii.gz,
+        info_label.txt
         (use it as ``sct_register_to_template -t OUTPUT_DIR/tpl-<name>/sct``)
     sub-XX/anat/sub-XX_from-<contrast>_to-<name>_mode-image_xfm.nii.gz (and the inverse)
     sub-XX/anat/sub-XX_space-<name>_desc-preproc_<contrast>.nii.gz
@@ -58,9 +61,9 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
                      jobs: Sequence[StraightenJob],
-                     target: RegistrationTarget | None = None) -> Path:
-    """Write every group output, registered to ``target`` if given; returns the TemplateFlow
-    folder."""
+                     target: RegistrationTarget | None = None, *, nprocs: int = 1) -> Path:
+    """Write every group output, registered to ``target`` if given, with the templates of the
+    further ``--contrasts`` (``nprocs`` workers); returns the TemplateFlow folder."""
     name = config.group.template_name
     contrast = jobs[0].subject.source.suffix
     out = config.execution.output_dir.resolve()
@@ -80,12 +83,20 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     _copy(result.convergence, tpl / "iterations" / "convergence.json")
     registration = None if target is None else register_template(
         config, target, space, tpl=tpl, image=image, mask=mask, contrast=contrast)
+    from spinal_bidsapp.group_contrasts import build_contrast_templates, contrasts_record
+
+    extra = build_contrast_templates(config, space, result, jobs, tpl=tpl, prefix=prefix,
+                                     nprocs=nprocs)
     description = _description(config, space, contrast, jobs)
     if registration is not None:
         description["RegisteredTo"] = _registration_record(registration, tpl)
+    if extra:
+        description["Contrasts"] += [c.contrast for c in extra]
+        description["ContrastTemplates"] = contrasts_record(extra, tpl, labels.get("label_disc"))
     write_json(tpl / "template_description.json", description)
     _write_sct_folder(tpl / "sct" / "template", name,
-                      {SCT_CONTRAST.get(contrast, "t2"): image, "cord": mask, **labels})
+                      {SCT_CONTRAST.get(contrast, "t2"): image, "cord": mask, **labels,
+                       **{SCT_CONTRAST[c.contrast]: c.image for c in extra}})
     by_label = {w.label: w for w in result.warps}
     template_mask = cord.data > 0
     aligned = []
@@ -95,7 +106,8 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
         aligned.append((job.subject.label, image, _dice(subject_cord, template_mask)))
     from spinal_bidsapp.group_report import build_group_report
 
-    page = build_group_report(config, space, result, tpl, aligned, registration=registration)
+    page = build_group_report(config, space, result, tpl, aligned, registration=registration,
+                              contrasts=extra)
     logger.info("Template %s written to %s (SCT-ready copy: %s; report: %s)", name, tpl,
                 tpl / "sct", page)
     return tpl

@@ -14,11 +14,12 @@ import numpy as np
 from spinal_bidsapp import __version__
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
-from spinal_bidsapp.image import load_mask, load_volume
+from spinal_bidsapp.image import Volume, load_mask, load_volume
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
 from spinal_bidsapp.templatespace import TemplateSpace
 
 if TYPE_CHECKING:
+    from spinal_bidsapp.group_contrasts import ContrastTemplate
     from spinal_bidsapp.group_outputs import TargetRegistration
 
 MAX_ITERATION_PANELS = 6
@@ -26,9 +27,11 @@ MAX_ITERATION_PANELS = 6
 
 def build_group_report(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
                        tpl: Path, subjects: Sequence[tuple[str, Path, float]], *,
-                       registration: TargetRegistration | None = None) -> Path:
+                       registration: TargetRegistration | None = None,
+                       contrasts: Sequence[ContrastTemplate] = ()) -> Path:
     """Write the group page; ``subjects`` holds (label, image in template space, cord Dice);
-    ``registration``, the template registered to PAM50 or another template (``--register-to``).
+    ``registration``, the template registered to PAM50 or another template (``--register-to``);
+    ``contrasts``, the templates of the further ``--contrasts``.
     """
     from spinal_bidsapp.reports import figures
     from spinal_bidsapp.reports.html import render_subject_report
@@ -59,6 +62,8 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
         caption="The average sharpens as the registrations refine."))
     if registration is not None:
         sections.append(_registration_section(registration, name, figs))
+    if contrasts:
+        sections.append(_contrasts_section(template, mask, contrasts, name, figs))
     record = json.loads(result.convergence.read_text(encoding="utf-8"))["iterations"]
     sections.append(ReportSection("iterations", "Convergence", figures.plot_convergence(
         [r["iteration"] for r in record], [r["median_sd_in_mask"] for r in record],
@@ -77,6 +82,9 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                          float(np.mean([d for _, _, d in subjects]))),
                MetricRow("final median SD in the cord", record[-1]["median_sd_in_mask"]),
                MetricRow("aligned span", space.span_mm, "mm", _span_ends(space))]
+    metrics += [MetricRow(f"cord-mask Dice, {c.contrast} vs driving template", c.dice, "",
+                          f"{len(c.subjects)} subjects, {c.manual_masks} manual masks")
+                for c in contrasts]
     if registration is not None:
         metrics.append(MetricRow(f"max disc error, tpl-{name} to {registration.target.name}",
                                  registration.max_disc_error_mm, "mm",
@@ -115,6 +123,22 @@ def _registration_section(registration: TargetRegistration, name: str,
         caption=f"The template registered to {other} (disc-matched straightening and in-plane "
                 f"refinement). Disc errors (mm), template discs mapped to {other} vs its discs: "
                 f"{listing}; maximum {registration.max_disc_error_mm:.2f} mm.")
+
+
+def _contrasts_section(template: Volume, mask: Volume, contrasts: Sequence[ContrastTemplate],
+                       name: str, figs: Path) -> ReportSection:
+    from spinal_bidsapp.reports import figures
+
+    listing = "; ".join(f"{c.contrast}: {c.dice:.3f} ({len(c.subjects)} subjects)"
+                        for c in contrasts)
+    return ReportSection(
+        "template", "Contrast templates", figures.plot_sagittal_series(
+            [template, *(load_volume(c.image) for c in contrasts)], figs / "contrasts.png",
+            titles=[f"tpl-{name} (driving)", *(c.contrast for c in contrasts)], mask=mask,
+            title="contrast templates"),
+        caption="Each contrast registered to the driving anatomy per subject and resampled once "
+                "through the composed warps, on the same grid (discs identical by "
+                f"construction). Cord-mask Dice with the driving template: {listing}.")
 
 
 def _spread(items: list, count: int) -> list:

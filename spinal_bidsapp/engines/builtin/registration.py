@@ -184,7 +184,7 @@ def _inplane_syn(fixed: NDArray, moving: NDArray, affine: NDArray[np.float64],
     def as_ants(data: NDArray) -> ants.ANTsImage:
         smooth = ndimage.gaussian_filter(data.astype(np.float32), sigma=sigma)
         img = ants.from_numpy(smooth.astype(np.float32))
-        _set_ants_geometry(img, affine)
+        set_ants_geometry(img, affine)
         return img
 
     with tempfile.TemporaryDirectory(prefix="spinal_bidsapp_syn_") as tmp:
@@ -201,7 +201,7 @@ def _inplane_syn(fixed: NDArray, moving: NDArray, affine: NDArray[np.float64],
         return load_field(Path(forward[0])), load_field(Path(inverse[0]))
 
 
-def _set_ants_geometry(img: object, affine: NDArray[np.float64]) -> None:
+def set_ants_geometry(img: object, affine: NDArray[np.float64]) -> None:
     """Copy a RAS voxel-to-world affine onto an ANTs image (ITK uses LPS)."""
     lps = np.diag([-1.0, -1.0, 1.0])
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))

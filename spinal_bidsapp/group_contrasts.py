@@ -1,0 +1,352 @@
+"""Group ``--contrasts``: templates of further contrasts, aligned with the driving one by
+construction.
+
+For every subject and extra contrast (T1w, T2starw):
+
+1. the raw image of that contrast (same subject/session) is registered to the subject's driving
+   anatomy (the participant ``desc-preproc`` image) with antspyx: rigid, then affine (Mattes
+   mutual information), then a small SyN step. The metric masks are both cord masks, dilated by
+   ``MASK_DILATION_MM``: the driving cord mask from the participant level and the extra
+   contrast's manual cord mask from ``derivatives/labels``; without the latter only the fixed
+   (driving) mask is used, and the subject's driving cord mask (moved by the straightening and
+   loop warps) stands in for it in the contrast template's cord mask. The ANTs transforms
+   (affine + warp) are collapsed into one displacement field on the driving-anatomy grid with
+   ``ants.apply_transforms(compose=...)`` (``antsApplyTransforms -o [field,1]``): driving-anatomy
+   point -> extra-contrast point.
+2. One pull field on the template grid: template point -> (template-loop warp) -> straightened
+   point -> (curve-to-straight field) -> driving-anatomy point -> (contrast registration) ->
+   extra-contrast point. The extra contrast is resampled once through it, intensity-normalised
+   along the cord (the driving cord mask moved the same way), and averaged over the subjects
+   that have the contrast, weighted by coverage (the straightening coverage moved by the loop
+   warp, times the extra image's own field of view). The contrast template's cord mask is the
+   mean of the warped cord masks >= 0.5.
+3. Each contrast template lies on the driving template's grid, so the disc labels are shared
+   (asserted); the cord masks are compared by Dice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.errors import InputDataError, UsageError
+from spinal_bidsapp.steps import run_step
+
+if TYPE_CHECKING:
+    import ants
+
+    from spinal_bidsapp.engines.base import TemplateBuildResult
+    from spinal_bidsapp.geometry.fields import DisplacementField
+    from spinal_bidsapp.group import GroupSubject, StraightenJob
+    from spinal_bidsapp.image import Volume
+    from spinal_bidsapp.templatespace import TemplateSpace
+
+logger = logging.getLogger(__name__)
+
+MASK_DILATION_MM = 10.0
+"""Registration metric masks: the cord masks dilated by this much (cord and CSF around it)."""
+SYN_ITERATIONS = (20, 10, 0)
+REGISTRATION_METHOD = (
+    "antspyx: rigid, affine (Mattes mutual information) and a small SyN step (Mattes MI, "
+    f"iterations {list(SYN_ITERATIONS)}), metric masks = both cord masks dilated by "
+    f"{MASK_DILATION_MM:g} mm (driving mask only when the contrast has no manual cord mask); "
+    "the transforms collapsed into one displacement field with ants.apply_transforms(compose=), "
+    "composed with the template-loop warp and the straightening field, one resampling")
+
+
+@dataclass(frozen=True)
+class ContrastJob:
+    """One subject's extra contrast, to be resampled into the template."""
+
+    label: str
+    contrast: str
+    image: Path
+    """Raw image of the extra contrast."""
+    cord: Path | None
+    """Its manual cord mask (``derivatives/labels``), if any."""
+    anat: Path
+    anat_cord: Path
+    to_straight: Path
+    loop_warp: Path | None
+    coverage: Path
+    template_affine: tuple[tuple[float, ...], ...]
+    seed: int
+    step_dir: Path
+
+    @property
+    def outputs(self) -> dict[str, Path]:
+        names = ("registration", "image", "weight", "cord")
+        return {n: self.step_dir / f"{n}.nii.gz" for n in names}
+
+
+@dataclass(frozen=True)
+class ContrastTemplate:
+    """A finished extra-contrast template (on the driving template's grid)."""
+
+    contrast: str
+    image: Path
+    sd: Path
+    mask: Path
+    subjects: tuple[str, ...]
+    manual_masks: int
+    """Subjects whose manual cord mask of this contrast went into ``mask`` (the others gave
+    their driving cord mask)."""
+    dice: float
+    """Cord-mask Dice with the driving template's mask."""
+
+
+def check_contrasts(contrasts: Sequence[str], subjects: Sequence[GroupSubject]) -> None:
+    """The first ``--contrasts`` entry must be the contrast of every subject's participant run.
+
+    Raises
+    ------
+    UsageError
+        It is not.
+    """
+    driving = sorted({s.source.suffix for s in subjects})
+    if driving != [contrasts[0]]:
+        raise UsageError(
+            f"--contrasts {' '.join(contrasts)}: the first contrast drives the template and must "
+            f"be the participant outputs' contrast ({', '.join(driving)}); e.g. --contrasts "
+            f"{driving[0]} {' '.join(c for c in contrasts if c != driving[0])}".rstrip())
+
+
+def build_contrast_templates(config: RunConfig, space: TemplateSpace,
+                             result: TemplateBuildResult, jobs: Sequence[StraightenJob], *,
+                             tpl: Path, prefix: str, nprocs: int) -> list[ContrastTemplate]:
+    """Every extra contrast of ``--contrasts`` as a template in ``tpl``, from the subjects that
+    have it; a contrast that no subject has is skipped with a warning."""
+    from spinal_bidsapp.parallel import map_isolated
+
+    extras = (config.group.contrasts or [])[1:]
+    work = config.execution.resolved_work_dir / "group" / "contrasts"
+    built = []
+    for contrast in extras:
+        cjobs = _contrast_jobs(config, space, result, jobs, contrast, work / contrast)
+        outcomes = map_isolated(resample_contrast, cjobs, [j.label for j in cjobs],
+                                nprocs=nprocs, desc=f"{contrast} to template")
+        for outcome in outcomes:
+            if not outcome.ok:
+                logger.error("%s: %s not resampled: %s", outcome.label, contrast, outcome.error)
+        done = [j for j, o in zip(cjobs, outcomes, strict=True) if o.ok]
+        if not done:
+            logger.warning("--contrasts: no subject has a usable %s image; no %s template",
+                           contrast, contrast)
+            continue
+        built.append(average_contrast(done, contrast, result.mask, tpl=tpl, prefix=prefix))
+    return built
+
+
+def _contrast_jobs(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
+                   jobs: Sequence[StraightenJob], contrast: str, work: Path
+                   ) -> list[ContrastJob]:
+    from spinal_bidsapp.bids.dataset import choose_anatomy, find_anatomy, index_dataset
+    from spinal_bidsapp.bids.labels import find_manual_labels, labelled_sources
+
+    ex = config.execution
+    dataset = index_dataset(ex.bids_dir, database_dir=ex.resolved_work_dir / ex.run_uuid
+                            / "bids_db")
+    warps = {w.label: w.subject_to_template for w in result.warps}
+    out = []
+    for job in jobs:
+        source = job.subject.source
+        candidates = find_anatomy(dataset, source.subject, source.session, contrasts=[contrast],
+                                  datatype=source.datatype, bids_filter=ex.bids_filter)
+        if not candidates:
+            logger.info("%s: no %s image; it does not count for the %s template",
+                        job.subject.label, contrast, contrast)
+            continue
+        chosen = choose_anatomy(candidates, labelled=labelled_sources(ex.labels_dir, candidates))
+        cord = find_manual_labels(ex.labels_dir, chosen).cord_mask
+        if cord is None:
+            logger.warning("%s: no manual %s cord mask; registering with the driving cord mask "
+                           "only", job.subject.label, contrast)
+        out.append(ContrastJob(
+            label=job.subject.label, contrast=contrast, image=chosen.path, cord=cord,
+            anat=job.subject.anat, anat_cord=job.subject.cord, to_straight=job.to_template,
+            loop_warp=warps.get(job.subject.label.replace("_", "-")), coverage=job.coverage,
+            template_affine=tuple(tuple(r) for r in space.affine.tolist()),
+            seed=config.seeds.random_seed, step_dir=work / job.subject.label))
+    return out
+
+
+def resample_contrast(job: ContrastJob) -> None:
+    """Register one subject's extra contrast and resample it into the template (resumable)."""
+    optional = [p for p in (job.cord, job.loop_warp) if p is not None]
+    run_step(f"{job.contrast}_to_template", partial(_resample, job), step_dir=job.step_dir,
+             inputs=[job.image, job.anat, job.anat_cord, job.to_straight, job.coverage,
+                     *optional],
+             params={"method": REGISTRATION_METHOD, "seed": job.seed,
+                     "affine": job.template_affine},
+             outputs=list(job.outputs.values()), label=job.label)
+
+
+def _resample(job: ContrastJob) -> None:
+    from spinal_bidsapp.fieldio import load_field, save_field
+    from spinal_bidsapp.geometry.fields import apply_field, compose_fields
+    from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+    from spinal_bidsapp.templatespace import normalize_intensity
+
+    raw, anat = load_volume(job.image), load_volume(job.anat)
+    anat_cord = load_mask(job.anat_cord)
+    cord = load_mask(job.cord) if job.cord else None
+    registration = register_contrast(anat, anat_cord, raw, cord, seed=job.seed)
+    save_field(registration, job.outputs["registration"])
+    to_anat = load_field(job.to_straight)
+    if job.loop_warp is not None:
+        to_anat = compose_fields(load_field(job.loop_warp), to_anat)
+    field = compose_fields(to_anat, registration)
+    image = np.clip(apply_field(raw.data, raw.affine, field, order=3), 0, None)
+    driving = apply_field(anat_cord.data.astype(np.float32), anat_cord.affine, to_anat, order=1)
+    image = normalize_intensity(image, driving, voxel_z_mm=float(abs(field.affine[2, 2])))
+    seen = apply_field(np.ones(raw.shape, np.float32), raw.affine, field, order=1) > 0.999
+    coverage = load_volume(job.coverage)
+    if job.loop_warp is not None:
+        coverage = Volume(apply_field(coverage.data, coverage.affine, load_field(job.loop_warp),
+                                      order=1), field.affine)
+    weight = (coverage.data > 0.999) & seen
+    save_volume(Volume(image, field.affine), job.outputs["image"])
+    save_volume(Volume(weight.astype(np.uint8), field.affine), job.outputs["weight"],
+                dtype=np.uint8)
+    warped = driving if cord is None else apply_field(cord.data.astype(np.float32), cord.affine,
+                                                      field, order=1)
+    save_volume(Volume(np.clip(warped, 0, 1).astype(np.float32), field.affine),
+                job.outputs["cord"])
+
+
+def register_contrast(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord: Volume | None,
+                      *, seed: int) -> DisplacementField:
+    """Rigid, affine and small-SyN registration of ``moving`` to ``anat``, as one pull field on
+    ``anat``'s grid (anat point -> moving point)."""
+    import tempfile
+
+    import ants
+
+    from spinal_bidsapp.fieldio import load_field
+
+    fixed, image = _to_ants(anat), _to_ants(moving)
+    masks = {"mask": _to_ants(_dilate(anat_cord))}
+    if moving_cord is not None:
+        masks["moving_mask"] = _to_ants(_dilate(moving_cord))
+    with tempfile.TemporaryDirectory(prefix="spinal_bidsapp_contrast_") as tmp:
+        transform = None
+        for stage in ("Rigid", "Affine", "SyNOnly"):
+            result = ants.registration(
+                fixed=fixed, moving=image, type_of_transform=stage, initial_transform=transform,
+                aff_metric="mattes", syn_metric="mattes", reg_iterations=SYN_ITERATIONS,
+                grad_step=0.1, flow_sigma=3, total_sigma=0, random_seed=seed,
+                outprefix=str(Path(tmp) / f"{stage.lower()}_"), verbose=False, **masks)
+            transform = result["fwdtransforms"]
+        composed = ants.apply_transforms(fixed=fixed, moving=image, transformlist=transform,
+                                         compose=str(Path(tmp) / "total_"))
+        return load_field(Path(composed))
+
+
+def _dilate(mask: Volume) -> Volume:
+    from scipy import ndimage
+
+    from spinal_bidsapp.image import Volume
+
+    spacing = np.sqrt((mask.affine[:3, :3] ** 2).sum(axis=0))
+    distance = ndimage.distance_transform_edt(np.asarray(mask.data) <= 0, sampling=spacing)
+    return Volume((distance <= MASK_DILATION_MM).astype(np.float32), mask.affine)
+
+
+def _to_ants(volume: Volume) -> ants.ANTsImage:
+    import ants
+
+    from spinal_bidsapp.engines.builtin.registration import set_ants_geometry
+
+    img = ants.from_numpy(np.asarray(volume.data, np.float32))
+    set_ants_geometry(img, volume.affine)
+    return img
+
+
+def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: Path, *,
+                     tpl: Path, prefix: str) -> ContrastTemplate:
+    """Coverage-weighted mean and SD of the resampled subjects, and the contrast's cord mask."""
+    from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+
+    images = [load_volume(j.outputs["image"]) for j in jobs]
+    weights = np.stack([load_volume(j.outputs["weight"]).data for j in jobs]).astype(np.float64)
+    stack = np.stack([v.data for v in images]).astype(np.float64)
+    total = weights.sum(axis=0)
+    safe = np.where(total > 0, total, 1.0)
+    mean = (weights * stack).sum(axis=0) / safe
+    sd = np.sqrt((weights * (stack - mean) ** 2).sum(axis=0) / safe)
+    affine = images[0].affine
+    reference = load_mask(driving_mask, allow_empty=True)
+    if reference.shape != images[0].shape or not np.allclose(reference.affine, affine, atol=1e-4):
+        raise InputDataError(f"the {contrast} template is not on the driving template's grid")
+    image = save_volume(Volume(mean.astype(np.float32), affine),
+                        tpl / f"{prefix}_{contrast}.nii.gz")
+    sd_path = save_volume(Volume(sd.astype(np.float32), affine),
+                          tpl / f"{prefix}_desc-sd_{contrast}.nii.gz")
+    probability = np.mean([load_volume(j.outputs["cord"]).data for j in jobs], axis=0)
+    save_volume(Volume(probability.astype(np.float32), affine),
+                tpl / f"{prefix}_label-SC_desc-{contrast}_probseg.nii.gz")
+    cord = probability >= 0.5
+    mask = save_volume(Volume(cord.astype(np.uint8), affine),
+                       tpl / f"{prefix}_label-SC_desc-{contrast}_mask.nii.gz", dtype=np.uint8)
+    manual = sum(j.cord is not None for j in jobs)
+    if manual < len(jobs):
+        logger.warning("%d of %d subjects have no manual %s cord mask: their driving cord masks "
+                       "stand in for them in the %s template's mask", len(jobs) - manual,
+                       len(jobs), contrast, contrast)
+    dice = mask_dice(cord, reference.data > 0)
+    logger.info("%s template from %d subjects: cord-mask Dice with the driving template %.3f",
+                contrast, len(jobs), dice)
+    return ContrastTemplate(contrast, image, sd_path, mask, tuple(j.label for j in jobs), manual,
+                            dice)
+
+
+def mask_dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
+    """Dice overlap of two boolean masks (0 when both are empty).
+
+    >>> mask_dice(np.array([1, 1, 0], bool), np.array([1, 0, 0], bool))
+    0.6666666666666666
+    """
+    total = int(a.sum()) + int(b.sum())
+    return float(2 * (a & b).sum() / total) if total else 0.0
+
+
+def contrasts_record(templates: Sequence[ContrastTemplate], tpl: Path,
+                     discs: Path | None) -> dict:
+    """``template_description.json`` entry; checks that every contrast template shares the grid
+    of the disc labels (so the disc positions are identical by construction).
+
+    Raises
+    ------
+    InputDataError
+        A contrast template is not on the disc labels' grid.
+    """
+    from spinal_bidsapp.image import load_mask, load_volume
+
+    reference = load_mask(discs) if discs is not None else None
+    record: dict = {"Registration": REGISTRATION_METHOD}
+    for item in templates:
+        entry = {
+            "Subjects": list(item.subjects),
+            "Files": [p.relative_to(tpl).as_posix() for p in (item.image, item.sd, item.mask)],
+            "CordMask": f"mean of the warped cord masks >= 0.5: {item.manual_masks} manual "
+                        f"{item.contrast} masks, {len(item.subjects) - item.manual_masks} driving "
+                        "masks of subjects without one",
+            "CordMaskDice": round(item.dice, 4),
+        }
+        if reference is not None and discs is not None:
+            image = load_volume(item.image)
+            if image.shape != reference.shape or not np.allclose(image.affine, reference.affine,
+                                                                 atol=1e-4):
+                raise InputDataError(f"{item.image.name} is not on the disc labels' grid")
+            entry["DiscPositions"] = f"identical by construction: same grid as {discs.name}"
+            entry["DiscOffsetMm"] = 0.0
+        record[item.contrast] = entry
+    return record

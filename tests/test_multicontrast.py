@@ -1,0 +1,95 @@
+"""Group --contrasts: extra-contrast templates on the driving template's grid (#10 part 1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from spinal_bidsapp.cli import main
+from spinal_bidsapp.synth import generate_demo_cohort
+
+pytestmark = pytest.mark.slow
+
+GROUP_ARGS = ["--template-resolution", "1.5", "--template-xy-size", "12", "--template-preset",
+              "fast", "--skip-bids-validation", "--nprocs", "2"]
+PREFIX = "tpl-SpinalCord_res-01"
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo cohort with T2w and T1w images (and labels), participant level run on T2w."""
+    root = tmp_path_factory.mktemp("multicontrast")
+    generate_demo_cohort(root, n_subjects=3, seed=3, t1w=True, straight_reference=False)
+    assert main([str(root / "bids"), str(root / "out"), "participant", "--contrast", "T2w",
+                 "--skip-bids-validation", "--nprocs", "2"]) == 0
+    return root
+
+
+def _copy_cohort(cohort: Path, dest: Path) -> tuple[Path, Path]:
+    shutil.copytree(cohort / "bids", dest / "bids")
+    shutil.copytree(cohort / "out", dest / "out")
+    return dest / "bids", dest / "out"
+
+
+def _mask(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj) > 0
+
+
+def test_t1w_template_shares_the_grid_and_cord_of_the_t2w_template(
+        cohort: Path, tmp_path: Path) -> None:
+    bids, out = _copy_cohort(cohort, tmp_path)
+    assert main([str(bids), str(out), "group", *GROUP_ARGS, "--contrasts", "T2w", "T1w",
+                 "-w", str(tmp_path / "work")]) == 0
+    tpl = out / "tpl-SpinalCord"
+    t2, t1 = (nib.load(str(tpl / f"{PREFIX}_{c}.nii.gz")) for c in ("T2w", "T1w"))
+    discs = nib.load(str(tpl / f"{PREFIX}_desc-discs_dseg.nii.gz"))
+    for image in (t1, discs):
+        assert image.shape == t2.shape
+        assert np.allclose(image.affine, t2.affine)
+    assert (tpl / f"{PREFIX}_desc-sd_T1w.nii.gz").is_file()
+    assert np.asarray(t1.dataobj).max() > 0
+    a = _mask(tpl / f"{PREFIX}_label-SC_mask.nii.gz")
+    b = _mask(tpl / f"{PREFIX}_label-SC_desc-T1w_mask.nii.gz")
+    dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice >= 0.95
+    description = json.loads((tpl / "template_description.json").read_text())
+    assert description["Contrasts"] == ["T2w", "T1w"]
+    record = description["ContrastTemplates"]["T1w"]
+    assert record["CordMaskDice"] == pytest.approx(dice, abs=1e-3)
+    assert record["Subjects"] == ["sub-01", "sub-02", "sub-03"]
+    assert record["DiscOffsetMm"] == 0.0
+    info = (tpl / "sct" / "template" / "info_label.txt").read_text()
+    assert "0, t1, SpinalCord_t1.nii.gz" in info and "1, t2, SpinalCord_t2.nii.gz" in info
+    assert (tpl / "sct" / "template" / "SpinalCord_t1.nii.gz").is_file()
+    assert "Contrast templates" in (out / "tpl-SpinalCord.html").read_text()
+    assert (tpl / "figures" / "contrasts.png").is_file()
+
+
+def test_a_subject_without_t1w_still_counts_for_t2w(cohort: Path, tmp_path: Path) -> None:
+    bids, out = _copy_cohort(cohort, tmp_path)
+    for path in [*bids.glob("sub-03/anat/sub-03_T1w*"),
+                 *bids.glob("derivatives/labels/sub-03/anat/sub-03_T1w_*")]:
+        path.unlink()
+    # sub-01 keeps its T1w image but loses its manual T1w cord mask: registered with the T2w one
+    (bids / "derivatives" / "labels" / "sub-01" / "anat" / "sub-01_T1w_label-SC_mask.nii.gz"
+     ).unlink()
+    assert main([str(bids), str(out), "group", *GROUP_ARGS, "--contrasts", "T2w", "T1w",
+                 "-w", str(tmp_path / "work")]) == 0
+    tpl = out / "tpl-SpinalCord"
+    description = json.loads((tpl / "template_description.json").read_text())
+    assert description["Subjects"] == ["sub-01", "sub-02", "sub-03"]
+    assert description["ContrastTemplates"]["T1w"]["Subjects"] == ["sub-01", "sub-02"]
+    assert description["ContrastTemplates"]["T1w"]["CordMaskDice"] >= 0.95
+    assert (tpl / f"{PREFIX}_T1w.nii.gz").is_file()
+
+
+def test_the_first_contrast_must_drive_the_template(cohort: Path, tmp_path: Path) -> None:
+    code = main([str(cohort / "bids"), str(cohort / "out"), "group", *GROUP_ARGS,
+                 "--contrasts", "T1w", "-w", str(tmp_path / "work")])
+    assert code == 64
+    assert not (tmp_path / "work" / "group" / "straight").exists()
