@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import NDArray
 
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import InputDataError, UsageError
@@ -273,6 +272,7 @@ def _to_ants(volume: Volume) -> ants.ANTsImage:
 def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: Path, *,
                      tpl: Path, prefix: str) -> ContrastTemplate:
     """Coverage-weighted mean and SD of the resampled subjects, and the contrast's cord mask."""
+    from spinal_bidsapp.geometry.metrics import mask_dice
     from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
 
     images = [load_volume(j.outputs["image"]) for j in jobs]
@@ -301,21 +301,11 @@ def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: P
         logger.warning("%d of %d subjects have no manual %s cord mask: their driving cord masks "
                        "stand in for them in the %s template's mask", len(jobs) - manual,
                        len(jobs), contrast, contrast)
-    dice = mask_dice(cord, reference.data > 0)
+    dice = mask_dice(cord, np.asarray(reference.data) > 0)
     logger.info("%s template from %d subjects: cord-mask Dice with the driving template %.3f",
                 contrast, len(jobs), dice)
     return ContrastTemplate(contrast, image, sd_path, mask, tuple(j.label for j in jobs), manual,
                             dice)
-
-
-def mask_dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
-    """Dice overlap of two boolean masks (0 when both are empty).
-
-    >>> mask_dice(np.array([1, 1, 0], bool), np.array([1, 0, 0], bool))
-    0.6666666666666666
-    """
-    total = int(a.sum()) + int(b.sum())
-    return float(2 * (a & b).sum() / total) if total else 0.0
 
 
 def contrasts_record(templates: Sequence[ContrastTemplate], tpl: Path,

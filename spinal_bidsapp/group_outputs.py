@@ -37,6 +37,7 @@ from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.files import atomic_path, write_json, write_text
 from spinal_bidsapp.geometry.discs import DISC_NAMES
+from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_volume, save_volume
 from spinal_bidsapp.morphometrics import VERTEBRA_NAMES
 from spinal_bidsapp.templatespace import TemplateSpace, disc_label_array, level_label_array
@@ -103,7 +104,7 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     for job in jobs:
         warps = by_label.get(job.subject.label.replace("_", "-"))
         image, subject_cord = _subject_outputs(out, name, job, warps)
-        aligned.append((job.subject.label, image, _dice(subject_cord, template_mask)))
+        aligned.append((job.subject.label, image, mask_dice(subject_cord, template_mask)))
     from spinal_bidsapp.group_report import build_group_report
 
     page = build_group_report(config, space, result, tpl, aligned, registration=registration,
@@ -136,11 +137,6 @@ def _write_labels(space: TemplateSpace, cord: np.ndarray, tpl: Path, prefix: str
             stale.with_suffix(".nii.gz").unlink(missing_ok=True)
             stale.with_suffix(".tsv").unlink(missing_ok=True)
     return files
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return float(2 * (a & b).sum() / total) if total else 0.0
 
 
 def _centerline_array(space: TemplateSpace) -> np.ndarray:
