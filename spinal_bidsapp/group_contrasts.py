@@ -240,7 +240,8 @@ def register_contrast(anat: Volume, anat_cord: Volume, moving: Volume, moving_co
         for stage in ("Rigid", "Affine", "SyNOnly"):
             result = ants.registration(
                 fixed=fixed, moving=image, type_of_transform=stage, initial_transform=transform,
-                aff_metric="mattes", syn_metric="mattes", reg_iterations=SYN_ITERATIONS,
+                aff_metric="mattes", aff_random_sampling_rate=1.0,  # dense: no sampling noise
+                syn_metric="mattes", reg_iterations=SYN_ITERATIONS,
                 grad_step=0.1, flow_sigma=3, total_sigma=0, random_seed=seed,
                 outprefix=str(Path(tmp) / f"{stage.lower()}_"), verbose=False, **masks)
             transform = result["fwdtransforms"]
