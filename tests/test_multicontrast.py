@@ -93,3 +93,29 @@ def test_the_first_contrast_must_drive_the_template(cohort: Path, tmp_path: Path
                  "--contrasts", "T1w", "-w", str(tmp_path / "work")])
     assert code == 64
     assert not (tmp_path / "work" / "group" / "straight").exists()
+
+
+@pytest.mark.parametrize("contrast", ["T1w", "T2starw"])
+def test_real_contrasts_of_one_session_are_aligned_on_the_cord(contrast: str,
+                                                               bids_real: Path) -> None:
+    """sub-errsm30: T1w (1 mm RAS) and T2*w (axial 0.5x0.5x7.5 mm) onto its T2w (PSR)."""
+    from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
+    from spinal_bidsapp.geometry.metrics import mask_dice
+    from spinal_bidsapp.group_contrasts import register_contrast
+    from spinal_bidsapp.image import load_mask, load_volume, reorient
+
+    labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
+    anat = reorient(load_volume(bids_real / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz"))
+    cord = reorient(load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz"))
+    image = load_volume(bids_real / "sub-errsm30" / "anat" / f"sub-errsm30_{contrast}.nii.gz")
+    mask = load_mask(labels / f"sub-errsm30_{contrast}_label-SC_mask.nii.gz")
+    field = register_contrast(anat, cord, image, mask, seed=0)
+
+    def overlap(pull: DisplacementField) -> float:
+        moved = apply_field(mask.data.astype(np.float32), mask.affine, pull, order=1) > 0.5
+        seen = apply_field(np.ones(mask.shape, np.float32), mask.affine, pull, order=1) > 0.99
+        slices = seen.any(axis=(0, 1))
+        return mask_dice(moved[:, :, slices], cord.data[:, :, slices] > 0)
+
+    scanner = overlap(DisplacementField(np.zeros_like(field.data), field.affine))
+    assert overlap(field) >= max(0.9, scanner)
