@@ -51,6 +51,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by a writer that was killed (SIGKILL skips cleanup)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f".{path.name.split('.')[0]}.*.tmp*"))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return stale
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -69,6 +69,8 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     contrast = jobs[0].subject.source.suffix
     out = config.execution.output_dir.resolve()
     tpl = out / f"tpl-{name}"
+    for leftover in tpl.rglob(".*.tmp*") if tpl.is_dir() else []:  # an interrupted publish
+        leftover.unlink(missing_ok=True)
     prefix = f"tpl-{name}_res-{RES}"
     image = _copy(result.template, tpl / f"{prefix}_{contrast}.nii.gz")
     _copy(result.sd, tpl / f"{prefix}_desc-sd_{contrast}.nii.gz")

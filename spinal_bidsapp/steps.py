@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.files import sha256_file, write_json
+from spinal_bidsapp.files import remove_stale_temporaries, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ def run_step(name: str, action: Callable[[], None], *, step_dir: Path, inputs: S
         logger.info("%s%s: outputs are current, skipped", prefix, name)
         return StepRecord(name=name, skipped=True)
     ledger_path.unlink(missing_ok=True)
+    for output in outputs:  # an interrupted earlier run may have left partial temporaries
+        for leftover in remove_stale_temporaries(output):
+            logger.info("%s%s: removed %s left by an interrupted run", prefix, name, leftover.name)
     logger.info("%s%s: running", prefix, name)
     action()
     missing = [str(p) for p in outputs if not p.is_file()]

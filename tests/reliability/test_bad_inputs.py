@@ -186,3 +186,19 @@ def test_symlinked_images_as_in_datalad_datasets(tmp_path: Path) -> None:
     assert main([str(root), str(out), "participant", "--skip-bids-validation"]) == 0
     sidecar = json.loads((out / "sub-01" / "anat" / "sub-01_desc-preproc_T2w.json").read_text())
     assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T2w.nii.gz"]
+
+
+def test_partial_files_of_a_killed_writer_are_removed_by_the_rerun(tmp_path: Path) -> None:
+    from spinal_bidsapp.files import atomic_path, remove_stale_temporaries
+
+    target = tmp_path / "sub-01_label-SC_mask.nii.gz"
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt  # a normal interruption cleans up ...
+    assert list(tmp_path.iterdir()) == []
+    stale = tmp_path / ".sub-01_label-SC_mask.abcd1234.tmp.nii.gz"  # ... SIGKILL does not
+    stale.write_bytes(b"half")
+    other = tmp_path / ".sub-02_label-SC_mask.abcd1234.tmp.nii.gz"
+    other.write_bytes(b"someone else's")
+    assert remove_stale_temporaries(target) == [stale]
+    assert other.exists() and not target.exists()
