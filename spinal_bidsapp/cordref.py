@@ -92,8 +92,12 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
             "wait for it to finish"
         ) from exc
     try:
-        return _Pipeline(unit, config, ex.output_dir.resolve(), work,
-                         engine=_resolve_engine(config), threads=threads).run()
+        out = ex.output_dir.resolve()
+        for folder in ("anat", "figures"):  # partial files of a killed run of this unit
+            for leftover in (out / unit.source.subject_dir / folder).glob(".*.tmp*"):
+                leftover.unlink(missing_ok=True)
+        return _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
+                         threads=threads).run()
     finally:
         lock.release()
 
