@@ -127,3 +127,8 @@ def disc_label_array(phantom: TubePhantom) -> NDArray[np.uint8]:
         ijk = np.rint(inv[:3, :3] @ point + inv[:3, 3]).astype(int)
         out[tuple(ijk)] = value
     return out
+
+
+def distance_to_polyline(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    """Plain reference: distance of each point to a densely sampled curve."""
+    return np.array([np.min(np.linalg.norm(curve - p, axis=1)) for p in points])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geometry_phantoms import make_tube_phantom
+from geometry_phantoms import distance_to_polyline, make_tube_phantom
 
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.centerline import (
@@ -13,16 +13,6 @@ from spinal_bidsapp.geometry.centerline import (
     dominant_axis,
 )
 from spinal_bidsapp.image import Volume, reorient
-
-
-def _distance_to_polyline(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
-    """Plain reference: distance of each point to a densely sampled curve."""
-    return np.array([np.min(np.linalg.norm(curve - p, axis=1)) for p in points])
-
-
-@pytest.fixture(scope="module")
-def sinusoid() -> object:
-    return make_tube_phantom("sinusoid", voxel_mm=(1.0, 1.0, 1.0), seed=1)
 
 
 def test_empty_mask_raises_input_error() -> None:
@@ -62,7 +52,7 @@ def test_centerline_is_dense_uniform_and_ordered_upwards(sinusoid) -> None:
 
 def test_centerline_follows_analytic_curve(sinusoid) -> None:
     cl = centerline_from_mask(sinusoid.soft_mask.data, sinusoid.soft_mask.affine)
-    dist = _distance_to_polyline(cl.points_mm[::8], sinusoid.curve_points)
+    dist = distance_to_polyline(cl.points_mm[::8], sinusoid.curve_points)
     assert dist.max() < 0.35
     assert np.sqrt(np.mean(dist**2)) < 0.15
     assert abs(cl.length_mm - sinusoid.curve_arc[-1]) < 1.0
@@ -72,7 +62,7 @@ def test_thick_slice_axial_centerline_is_smooth_and_close() -> None:
     ph = make_tube_phantom("cervical", voxel_mm=(0.5, 0.5, 7.5), seed=2)
     cl = centerline_from_mask(ph.soft_mask.data, ph.soft_mask.affine)
     assert cl.step_mm <= 0.25 + 1e-9
-    dist = _distance_to_polyline(cl.points_mm[::8], ph.curve_points)
+    dist = distance_to_polyline(cl.points_mm[::8], ph.curve_points)
     assert dist.max() < 0.6
 
 

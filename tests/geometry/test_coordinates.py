@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from geometry_phantoms import TubePhantom, make_tube_phantom
+from geometry_phantoms import distance_to_polyline
 
 from spinal_bidsapp.geometry.centerline import (
     centerline_from_points,
@@ -12,16 +11,6 @@ from spinal_bidsapp.geometry.centerline import (
     straight_centerline,
 )
 from spinal_bidsapp.geometry.coordinates import cord_coordinates, cord_to_world, locate_points
-
-
-def _distance_to_polyline(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
-    """Plain reference: distance of each point to a densely sampled curve."""
-    return np.array([np.min(np.linalg.norm(curve - p, axis=1)) for p in points])
-
-
-@pytest.fixture(scope="module")
-def sinusoid() -> TubePhantom:
-    return make_tube_phantom("sinusoid", voxel_mm=(1.0, 1.0, 1.0), seed=1)
 
 
 def test_locate_points_matches_bruteforce_reference(sinusoid) -> None:
@@ -37,7 +26,7 @@ def test_locate_points_matches_bruteforce_reference(sinusoid) -> None:
     # plain reference: the foot point is the nearest point of a very dense polyline
     dense = np.stack([np.interp(np.arange(0, cl.length_mm, 0.005), cl.arc_mm, cl.points_mm[:, c])
                       for c in range(3)], axis=1)
-    assert np.allclose(_distance_to_polyline(pts[:40], dense), np.hypot(ra, an)[:40], atol=5e-3)
+    assert np.allclose(distance_to_polyline(pts[:40], dense), np.hypot(ra, an)[:40], atol=5e-3)
 
 
 def test_cord_to_world_inverts_cord_coordinates_beyond_the_ends() -> None:
