@@ -62,13 +62,37 @@ def errsm30(bids_real: Path) -> tuple:
     return image, cord, discs_from_label_array(discs.data, discs.affine)
 
 
-def test_errsm30_discs_within_3mm_given_c2c3(template: DiscTemplate, errsm30: tuple) -> None:
+def one_level_down(discs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """bids-real sub-errsm30 disc positions with value N read as N + 1: they come from an
+    ``sct_label_vertebrae`` run initialised in SCT's pre-2018 numbering, one level too high
+    (docs/benchmarks.md, Disc labelling)."""
+    return {value + 1: point for value, point in discs.items()}
+
+
+def test_errsm30_without_hint_finds_the_levels(template: DiscTemplate, errsm30: tuple) -> None:
+    """Unhinted, the discs land on the corrected reference (C3/C4 and C4/C5 within 3 mm), and
+    C2/C3 is the disc above it, one vertebra (15-22 mm) higher."""
+    image, cord, truth = errsm30
+    corrected = one_level_down(truth)
+    found = label_discs(image.data, image.affine, cord.data, template,
+                        contrast="T2w").disc_points_mm
+    errors = errors_mm(found, {v: corrected[v] for v in (4, 5)})
+    assert max(errors.values()) <= TOLERANCE_MM, errors
+    assert 15.0 <= found[3][2] - found[4][2] <= 22.0
+
+
+def test_errsm30_hint_sets_the_level(template: DiscTemplate, errsm30: tuple) -> None:
+    """A hint 2 mm off a disc is followed, whichever level it names: naming the disc the
+    bids-real file calls 3 as C3/C4 (4) or as C2/C3 (3) reproduces either labelling."""
     image, cord, truth = errsm30
     hint_z = float(truth[3][2]) + 2.0  # a user's click, 2 mm off
-    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
-                         init_disc=(3, hint_z))
-    errors = errors_mm(result.disc_points_mm, truth)
-    assert max(errors.values()) <= TOLERANCE_MM, errors
+    for value, reference in ((4, one_level_down(truth)), (3, truth)):
+        result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                             init_disc=(value, hint_z))
+        in_both = {v: p for v, p in reference.items() if v in result.disc_points_mm}
+        errors = errors_mm(result.disc_points_mm, in_both)
+        assert len(in_both) >= 2 and max(errors.values()) <= TOLERANCE_MM, (value, errors)
+        assert value in result.disc_points_mm
 
 
 def test_errsm30_without_hint_is_flagged_as_ambiguous(template: DiscTemplate,
@@ -84,9 +108,8 @@ def test_errsm30_without_hint_is_flagged_as_ambiguous(template: DiscTemplate,
 def test_errsm30_without_hint_agrees_with_sct_body_labels(template: DiscTemplate,
                                                           errsm30: tuple,
                                                           data_dir: Path) -> None:
-    """SCT's mid-body labels of the same image (C3 and C5) sit one level below the bids-real
-    disc labels; the unhinted match agrees with them: body 3 midway between our discs 3 and 4,
-    body 5 below our disc 5."""
+    """SCT's mid-body labels of the same image (C3 and C5): body 3 midway between our discs 3
+    and 4, body 5 below our disc 5."""
     image, cord, _ = errsm30
     body = load_mask(data_dir / "sct-reference" / "sub-errsm30_T2w_labels-body.nii.gz")
     bodies = discs_from_label_array(body.data, body.affine)
