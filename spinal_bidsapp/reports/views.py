@@ -61,6 +61,45 @@ def disc_name(value: int) -> str:
     return f"label {value}"
 
 
+_SPINAL_GROUPS = (("C", 1, 8), ("T", 9, 20), ("L", 21, 25), ("S", 26, 30))
+
+
+def spinal_level_name(value: int) -> str:
+    """Name of spinal (neurological) level ``value``: C1..C8 = 1..8, T1..T12 = 9..20, L1 = 21.
+
+    This is the numbering of SCT's rootlet segmentation, *not* the vertebral one (there are
+    eight cervical spinal levels but seven cervical vertebrae). Unknown values get a neutral
+    ``"level N"`` so a figure never fails on an unexpected label.
+
+    >>> [spinal_level_name(v) for v in (1, 8, 9, 20, 21, 0)]
+    ['C1', 'C8', 'T1', 'T12', 'L1', 'level 0']
+    """
+    for letter, first, last in _SPINAL_GROUPS:
+        if first <= value <= last:
+            return f"{letter}{value - first + 1}"
+    return f"level {value}"
+
+
+def label_name(value: int) -> str:
+    """:func:`vertebra_name`, or a neutral ``"label N"`` for values outside the spine (1-30).
+
+    >>> label_name(8), label_name(41)
+    ('T1', 'label 41')
+    """
+    return vertebra_name(value) if 1 <= value <= 30 else f"label {value}"
+
+
+def label_centres(labels: NDArray) -> dict[int, NDArray[np.float64]]:
+    """Centroid (voxel indices, (3,) float) of every positive integer value of a label array.
+
+    >>> m = np.zeros((1, 1, 6), np.uint8); m[0, 0, 1:3] = 4; m[0, 0, 5] = 2
+    >>> {v: c.tolist() for v, c in label_centres(m).items()}
+    {2: [0.0, 0.0, 5.0], 4: [0.0, 0.0, 1.5]}
+    """
+    data = np.rint(np.asarray(labels)).astype(np.int64)
+    return {int(v): np.argwhere(data == v).mean(axis=0) for v in np.unique(data[data > 0])}
+
+
 @dataclass(frozen=True)
 class DiscPoint:
     """One disc label: SCT value, name, voxel position (RAS grid) and world position."""
@@ -266,6 +305,79 @@ def make_panel(image: Volume, mask: Volume | None, *, axis: int, index: int,
         letters=(_LETTERS[col_axis][0], _LETTERS[col_axis][1], _LETTERS[row_axis][0],
                  _LETTERS[row_axis][1]),
     )
+
+
+def make_cord_coronal(image: Volume, mask: Volume | None, *, depth: NDArray[np.integer],
+                      row_range: tuple[int, int] | None = None,
+                      col_range: tuple[int, int] | None = None) -> Panel:
+    """Coronal panel (rows S, columns R) that follows the cord: row ``k`` is cut at A index
+    ``depth[k]`` (see :func:`cord_depth`), so a curved cord stays in view along its length.
+
+    Voxels are picked, not resampled; the panel's off-plane axis is A (1).
+    """
+    k = np.arange(image.shape[2])
+    depth = np.clip(np.asarray(depth, dtype=np.int64), 0, image.shape[1] - 1)
+    curved = Volume(image.data[:, depth, k][:, None, :], image.affine)
+    curved_mask = None if mask is None else Volume(mask.data[:, depth, k][:, None, :],
+                                                   mask.affine)
+    return make_panel(curved, curved_mask, axis=1, index=0, row_range=row_range,
+                      col_range=col_range)
+
+
+def cord_depth(mask: Volume | None, shape: tuple[int, int, int]) -> NDArray[np.int64]:
+    """A index of the cord centre for every S index (RAS grid), for :func:`make_cord_coronal`.
+
+    Slices without cord take the value of the nearest slice with cord; without any cord the
+    middle of the A axis is used everywhere.
+
+    >>> m = np.zeros((3, 9, 5), np.uint8); m[1, 2, 1] = 1; m[1, 6:9, 3] = 1
+    >>> cord_depth(Volume(m, np.eye(4)), m.shape).tolist()
+    [2, 2, 2, 7, 7]
+    """
+    if mask is None or not np.any(mask.data > 0):
+        return np.full(shape[2], shape[1] // 2, dtype=np.int64)
+    inside = mask.data > 0
+    count = inside.sum(axis=(0, 1))
+    a = np.arange(shape[1])[None, :, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (inside * a).sum(axis=(0, 1)) / count
+    has = np.flatnonzero(count > 0)
+    nearest = has[np.abs(np.arange(shape[2])[:, None] - has[None, :]).argmin(axis=1)]
+    return np.floor(centre[nearest] + 0.5).astype(np.int64)
+
+
+def index_range(mask: Volume | None, axis: int, *, margin_mm: float,
+                size: int | None = None) -> tuple[int, int]:
+    """``[start, stop)`` indices along ``axis`` covering the mask plus ``margin_mm`` each side,
+    clipped to the volume; the whole axis when the mask is missing or empty.
+
+    >>> m = np.zeros((10, 1, 1), np.uint8); m[4:6] = 1
+    >>> index_range(Volume(m, np.diag([2.0, 1, 1, 1])), 0, margin_mm=4.0)
+    (2, 8)
+    """
+    size = size if size is not None else (mask.shape[axis] if mask is not None else 0)
+    if mask is None or not np.any(mask.data > 0):
+        return 0, size
+    present = np.flatnonzero(np.any(mask.data > 0, axis=tuple(a for a in range(3) if a != axis)))
+    margin = round(float(margin_mm / mask.zooms[axis]))
+    return max(0, int(present[0]) - margin), min(size, int(present[-1]) + margin + 1)
+
+
+def slab_projection(labels: Volume, panel: Panel, slab: tuple[int, int]) -> NDArray[np.int64]:
+    """Maximum of a label volume over ``slab`` (``[start, stop)`` indices along the panel's
+    off-plane axis), on the panel's pixels: (rows, cols) int, 0 where there is no label.
+
+    A label off the displayed slice but inside the slab is projected onto it.
+    """
+    axis = 3 - panel.row_axis - panel.col_axis
+    lo, hi = max(slab[0], 0), min(slab[1], labels.shape[axis])
+    data = np.rint(labels.data).astype(np.int64)
+    if hi <= lo:
+        projected = np.zeros_like(np.take(data, [0], axis=axis))
+    else:
+        projected = np.take(data, np.arange(lo, hi), axis=axis).max(axis=axis, keepdims=True)
+    return _extract(projected, axis, 0, panel.row_axis, panel.col_axis, panel.row_range,
+                    panel.col_range)
 
 
 def midcord_index(mask: Volume | None, shape: tuple[int, int, int]) -> int:
