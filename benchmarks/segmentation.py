@@ -146,6 +146,33 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
     return rows
 
 
+def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
+    """sub-errsm30 T1w against the T2w disc positions (same session, scanner coordinates),
+    read one level down."""
+    bids = data / "bids-real"
+    labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
+    image = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz")
+    manual = load_mask(labels / "sub-errsm30_T1w_label-SC_mask.nii.gz")
+    disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
+    truth = relabel_one_level_down(discs_from_label_array(disc_vol.data, disc_vol.affine))
+    ours = segment_cord(image.data, image.affine, contrast="T1w").mask
+    rows = []
+    for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
+        for hint_name, init in (("none", None),
+                                ("4@T2w disc 4 + 2 mm", (4, float(truth[4][2]) + 2.0))):
+            result = label_discs(image.data, image.affine, mask, template, contrast="T1w",
+                                 init_disc=init)
+            rows.append({"cord_mask": mask_name, "init_disc": hint_name,
+                         "errors_one_level_down_mm": disc_errors(result.disc_points_mm, truth),
+                         "found": sorted(result.disc_points_mm),
+                         "confidence": round(result.confidence, 3),
+                         "ncc": round(result.ncc, 3),
+                         "margin": None if result.margin is None else round(result.margin, 3)})
+            print(f"errsm30 T1w discs ({mask_name} mask, hint {hint_name}): {rows[-1]}",
+                  flush=True)
+    return rows
+
+
 def run_discs_phantoms(data: Path, template: DiscTemplate, n_subjects: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     template = load_template(args.data)
     record = {"segmentation": run_segmentation(args.data),
               "discs_errsm30": run_discs_errsm30(args.data, template),
+              "discs_errsm30_t1w": run_discs_errsm30_t1w(args.data, template),
               "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

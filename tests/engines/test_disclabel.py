@@ -120,6 +120,35 @@ def test_errsm30_without_hint_agrees_with_sct_body_labels(template: DiscTemplate
     assert bodies[5][2] < found[5][2]
 
 
+@pytest.fixture(scope="module")
+def errsm30_t1w(bids_real: Path, errsm30: tuple) -> tuple:
+    """The T1w of the same session, with the T2w disc positions (scanner coordinates, read one
+    level down) as reference."""
+    anat = bids_real / "sub-errsm30" / "anat"
+    labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
+    image = load_volume(anat / "sub-errsm30_T1w.nii.gz")
+    cord = load_mask(labels / "sub-errsm30_T1w_label-SC_mask.nii.gz")
+    return image, cord, one_level_down(errsm30[2])
+
+
+def test_errsm30_t1w_discs_within_3mm_given_one_disc(template: DiscTemplate,
+                                                     errsm30_t1w: tuple) -> None:
+    image, cord, truth = errsm30_t1w
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T1w",
+                         init_disc=(4, float(truth[4][2]) + 2.0))
+    errors = errors_mm(result.disc_points_mm, truth)
+    assert max(errors.values()) <= TOLERANCE_MM, errors
+
+
+def test_errsm30_t1w_without_hint_is_flagged(template: DiscTemplate,
+                                             errsm30_t1w: tuple) -> None:
+    """Unhinted, the real T1w is not labelled reliably (docs/benchmarks.md): the result must be
+    flagged, whatever it is."""
+    image, cord, _ = errsm30_t1w
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T1w")
+    assert result.confidence < LOW_CONFIDENCE
+
+
 def test_unknown_init_disc_is_an_input_error(template: DiscTemplate, errsm30: tuple) -> None:
     image, cord, _ = errsm30
     with pytest.raises(InputDataError, match="not labelled in the template"):
