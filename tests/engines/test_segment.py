@@ -86,6 +86,39 @@ def test_segmentation_of_noise_has_low_confidence() -> None:
     assert result.confidence < LOW_CONFIDENCE
 
 
+def tube_phantom(cord_radius_mm: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """T2w-like straight tube, 1 mm isotropic: cord 0.4 inside a 3 mm CSF ring (1.0),
+    background 0.3, noise 0.02; returns the image and its affine."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.arange(48) - 23.5, np.arange(48) - 23.5, indexing="ij")
+    r = np.hypot(x, y)[:, :, None] * np.ones((1, 1, 40))
+    image = np.where(r <= cord_radius_mm, 0.4, np.where(r <= cord_radius_mm + 3.0, 1.0, 0.3))
+    return (image + rng.normal(0.0, 0.02, image.shape)).astype(np.float32), np.eye(4)
+
+
+def test_oversized_cord_is_flagged_by_its_area() -> None:
+    """Clean edges all round, but an area no adult cord has: the confidence must drop below
+    the flag; the same tube at a normal size is not flagged."""
+    normal = segment_cord(*tube_phantom(4.5), contrast="T2w")
+    assert 50.0 <= normal.median_area_mm2 <= 80.0
+    assert normal.confidence >= LOW_CONFIDENCE
+    big = segment_cord(*tube_phantom(7.5), contrast="T2w")
+    kept = big.slice_confidence[big.slice_confidence > 0]
+    assert kept.size >= 30 and kept.mean() >= LOW_CONFIDENCE  # the edges themselves look fine
+    assert big.median_area_mm2 > 130.0
+    assert big.confidence < LOW_CONFIDENCE
+
+
+def test_oversized_real_mask_is_flagged(bids_real: Path) -> None:
+    """sub-unf01 T2*w: the mask takes in CSF (about 1.5x the manual volume)."""
+    image = load_volume(bids_real / "sub-unf01" / "anat" / "sub-unf01_T2starw.nii.gz")
+    manual = load_mask(bids_real / "derivatives" / "labels" / "sub-unf01" / "anat"
+                       / "sub-unf01_T2starw_label-SC_mask.nii.gz")
+    result = segment_cord(image.data, image.affine, contrast="T2starw")
+    assert (result.mask > 0).sum() > 1.3 * (manual.data > 0).sum()
+    assert result.confidence < LOW_CONFIDENCE
+
+
 def test_engine_writes_mask_on_input_grid(demo: Path, tmp_path: Path) -> None:
     image = demo / "sub-02" / "anat" / "sub-02_T2w.nii.gz"
     result = BuiltinCordSegmenter("test").segment_cord(image, contrast="T2w", out_dir=tmp_path)

@@ -36,9 +36,12 @@ CSF is often not resolved). Dice 0.78-0.88 on bids-real (docs/benchmarks.md).
 Confidence of a slice = (fraction of rays whose edge agrees within 1 mm with its angular
 neighbours) x min(1, CNR / 5) x (area within 15-250 mm2), where CNR is the median CSF-minus-cord
 contrast along the rays divided by the image noise (:func:`estimate_noise`). The overall
-confidence is the mean over the slices kept in the mask; below :data:`LOW_CONFIDENCE` the
-pipeline flags the mask for review. It detects missing or noisy contrast, not a cord-like
-structure in the wrong place.
+confidence is the mean over the slices kept in the mask, times an area plausibility factor
+(:func:`area_plausibility`: 1 up to a median cord area of 100 mm2, 0 from 130 mm2), because a
+mask that takes in CSF has consistent, high-contrast edges and would otherwise look confident.
+Below :data:`LOW_CONFIDENCE` the pipeline flags the mask for review. It detects missing or
+noisy contrast and grossly oversized masks, not a cord-like structure in the wrong place nor a
+mask 10-20 % too large.
 """
 
 from __future__ import annotations
@@ -115,6 +118,10 @@ _WEAK = 0.3
 """Detections below this fraction of the 90th-percentile score get no weight in the path fit."""
 _EDGE_FRACTION = 0.4
 """Edge threshold, as a fraction of the way from the cord level to the CSF extremum."""
+_AREA_PLAUSIBLE_MM2 = (100.0, 130.0)
+"""Median cord area (mm2) up to which the overall confidence is kept, and from which it is 0:
+the manual masks of bids-real have medians of 50-80 mm2, the synthetic subjects 60-92 mm2; a
+mask that includes CSF (sub-unf01 T2*w: 119 mm2 for a manual 77 mm2) is larger."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,19 @@ class CordSegmentation:
     slice_confidence: NDArray[np.float64]
     """(nz_ras,) confidence of every axial slice of the RAS grid, 0 where no cord was kept."""
     confidence: float
-    """Mean confidence over the kept slices (0 when none)."""
+    """Mean confidence over the kept slices times :func:`area_plausibility` (0 when none)."""
+    median_area_mm2: float
+    """Median cross-sectional area of the mask over the kept axial slices (0 when none)."""
+
+
+def area_plausibility(median_area_mm2: float) -> float:
+    """1 for a normal cord area, falling linearly to 0 over :data:`_AREA_PLAUSIBLE_MM2`.
+
+    >>> area_plausibility(80.0), area_plausibility(115.0), area_plausibility(140.0)
+    (1.0, 0.5, 0.0)
+    """
+    low, high = _AREA_PLAUSIBLE_MM2
+    return float(np.clip((high - median_area_mm2) / (high - low), 0.0, 1.0))
 
 
 def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
@@ -166,12 +185,15 @@ def segment_cord(data: NDArray, affine: NDArray[np.float64], *,
         mask = rasterise(radii, centers, zooms, ras.shape, keep)
         centers, weights = _recentre(mask, centers, weights, keep, zooms)
     conf = np.where(keep, conf, 0.0)
-    overall = float(conf[keep].mean()) if keep.any() else 0.0
+    areas = mask.sum(axis=(0, 1))[keep] * float(zooms[0] * zooms[1])
+    median_area = float(np.median(areas)) if keep.any() else 0.0
+    overall = float(conf[keep].mean()) * area_plausibility(median_area) if keep.any() else 0.0
     points = np.c_[centers[keep], np.flatnonzero(keep)] @ ras.affine[:3, :3].T + ras.affine[:3, 3]
     back = _to_source_grid(Volume(mask, ras.affine), source)
-    logger.debug("builtin cord segmentation: %d slices kept, confidence %.2f", keep.sum(), overall)
+    logger.debug("builtin cord segmentation: %d slices kept, median area %.0f mm2, "
+                 "confidence %.2f", keep.sum(), median_area, overall)
     return CordSegmentation(mask=back, centerline_mm=points, slice_confidence=conf,
-                            confidence=overall)
+                            confidence=overall, median_area_mm2=median_area)
 
 
 def _normalise(data: NDArray) -> NDArray[np.float32]:
