@@ -10,8 +10,12 @@ docs/reference/sct.md §7.1, without its C2/C3 detector):
    positions are known (``PAM50_label_disc``).
 2. **Pattern.** Each depth row is high-pass filtered (minus its 8 mm Gaussian average) and scaled
    to unit variance, so only the alternation of discs and vertebral bodies is left, not the
-   intensity level or the bias field. For T1w the template pattern is inverted (discs are dark
-   on T1w, bright on T2w).
+   intensity level or the bias field. For T1w the template pattern is inverted. This fits
+   neither T1w polarity exactly: on sub-errsm30's T1w the discs are bright and the bodies dark
+   at every depth, whereas the PAM50 T2 strip is bright at mid-body within 12 mm of the cord
+   (epidural veins) and bright at the discs deeper; on that T1w, the inverted pattern locates
+   the discs within 3 mm given one disc, but without a hint it does not find the level
+   (flagged, docs/benchmarks.md).
 3. **Match.** A linear map ``template arc = offset + scale * subject arc`` (scale 0.8-1.25: body
    height varies between subjects) is searched exhaustively; the score is the normalised
    cross-correlation of the two strips over their overlap. A hint ``init_disc=(value, z_mm)``
@@ -24,12 +28,12 @@ The labels are single voxels on the cord centerline (SCT numbering, value N = di
 vertebra N). The cervical pattern repeats, so a short field of view can match one level off
 almost as well as at the right level. Without a hint, ``confidence`` therefore measures the
 *margin* between the best match and the best match one level away (> 8 mm in the template):
-``min(1, margin / 0.1)``. On sub-errsm30 (55 mm of cervical spine) the margin is 0.001-0.04:
-the match agrees with SCT's mid-body labels of that image but is one level away from the
-bids-real disc labels (the two references disagree by one level); on PAM50 phantoms (C1-T1) it
-is 0.12-0.43 and every disc is within 2 mm (docs/benchmarks.md). With a hint the level is the
-user's and ``confidence`` is ``min(1, ncc / 0.3)``. Below :data:`LOW_CONFIDENCE` the pipeline
-flags the labels.
+``min(1, margin / 0.1)``. On sub-errsm30 (55 mm of cervical spine) the margin is 0.001-0.04 and
+the match is right: C3/C4 and C4/C5 within 2.3 mm of the reference read one level down (the
+bids-real disc values of that image are one level too high, docs/benchmarks.md), in agreement
+with SCT's body labels; on PAM50 phantoms (C1-T1) the margin is 0.07-0.44 and every disc is
+within 2 mm. With a hint the level is the user's and ``confidence`` is ``min(1, ncc / 0.3)``.
+Below :data:`LOW_CONFIDENCE` the pipeline flags the labels.
 """
 
 from __future__ import annotations
