@@ -37,16 +37,25 @@ from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_r
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
 from spinal_bidsapp.engines.base import Contrast
-from spinal_bidsapp.errors import MissingInputError, TemporaryFailure
+from spinal_bidsapp.errors import (
+    InputDataError,
+    MissingInputError,
+    SpinalBidsAppError,
+    TemporaryFailure,
+)
 from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.steps import LEDGER_NAME, StepRecord, run_step
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.sct import SctEngine
+    from spinal_bidsapp.templates import Pam50
 
 logger = logging.getLogger(__name__)
 
 UNIT_LOCK_TIMEOUT_S = 5
+ROOTLET_LAST_DISC = 9
+"""T1/T2: an image whose highest disc is below it shows no level SCT's rootlet model covers
+(C2-T1)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,8 @@ class _Pipeline:
         self.engine, self.threads = engine, threads
         self.records: list[StepRecord] = []
         self.warnings: list[str] = []
+        self.notes: list[str] = []
+        """What was not done and why, when that is expected (not a warning)."""
         self.engine_params: dict[str, str] = {"engine": engine.name}
         if engine.name == "sct":
             self.engine_params["sct_version"] = engine.version or "unknown"
@@ -154,21 +165,122 @@ class _Pipeline:
             image_name=src.path.name),
             inputs=[cord], outputs=[centerline_mask, centerline_table],
             params={"min_coverage_mm": part.min_cord_coverage_mm})
-        discs = self._discs(cord)
+        spine = self._spine()
+        discs = self._discs(cord, spine)
+        rootlets = self._rootlets(discs)
         morph, morph_json = self.path("morphometrics"), self.path("morphometrics_json")
         quality: dict[str, object] = {"cord_mask": steps.read_quality(cord),
-                                      "discs": steps.read_quality(discs) if discs else None}
+                                      "discs": steps.read_quality(discs) if discs else None,
+                                      "spine": steps.read_spine_check(spine.check if spine
+                                                                      else None)}
+        canal = spine.canal if spine is not None else None
         self.step("morphometrics", lambda: steps.morphometrics(cord, discs, morph, morph_json,
-                                                               quality=quality),
-                  inputs=[cord] + ([discs] if discs else []), outputs=[morph, morph_json],
-                  params={"quality": quality})
-        registration = self._register(anat, cord, discs)
-        self._report(anat, cord, discs, morph_json, registration)
+                                                               quality=quality, canal=canal),
+                  inputs=[cord] + [p for p in (discs, canal) if p is not None],
+                  outputs=[morph, morph_json], params={"quality": quality})
+        csa_pam50 = self._csa_in_pam50(cord, discs, morph)
+        registration = self._register(anat, cord, discs, rootlets)
+        self._report(anat, cord, discs, morph_json, registration, spine=spine,
+                     rootlets=rootlets, csa_pam50=csa_pam50)
         return UnitSummary(
             label=self.unit.label,
             steps_run=tuple(r.name for r in self.records if not r.skipped),
             steps_skipped=tuple(r.name for r in self.records if r.skipped),
             warnings=tuple(self.warnings))
+
+    def _runs_spine_task(self) -> bool:
+        """SCT engine with TotalSpineSeg (SCT 7.0+); 6.x labels discs with label_vertebrae."""
+        from spinal_bidsapp.engines.sct import SctVersion
+
+        return self.engine.sct is not None and self.engine.sct.version >= SctVersion(7, 0)
+
+    def _spine(self) -> steps.SpinePaths | None:
+        """SCT engine: vertebrae, discs and canal (step ``spine``), even with manual discs (the
+        canal and the vertebrae are measured and shown either way)."""
+        if self._uses_builtin() or not self._runs_spine_task():
+            return None
+        src, anat, work = self.unit.source, self.path("anat_preproc"), self.work / "spine"
+        paths = steps.SpinePaths(vertebrae=self.path("vertebrae"),
+                                 vertebrae_lut=self.path("vertebrae_lut"),
+                                 canal=self.path("canal_mask"), discs=work / "discs_sct.nii.gz",
+                                 check=work / "spine_check.json")
+        self.step("spine", lambda: steps.spine_sct(
+            self._sct(), anat, paths, work_dir=work / "sct", source=src.path,
+            bids_dir=self.config.execution.bids_dir),
+            inputs=[anat], outputs=paths.all(), params=dict(self.engine_params))
+        check = steps.read_spine_check(paths.check) or {}
+        if not check.get("consistent", True):
+            self.warnings.append("SCT vertebra/disc labels are inconsistent ("
+                                 + "; ".join(map(str, cast(list, check["problems"])))
+                                 + "): review them, or add disc labels to derivatives/labels")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        return paths
+
+    def _rootlets(self, discs: Path | None) -> Path | None:
+        """SCT engine, T2w, cervical coverage: dorsal rootlets (step ``rootlets``); a failure here
+        is a warning, and the next run tries again."""
+        if self._uses_builtin():
+            return None
+        src = self.unit.source
+        if src.suffix != "T2w":
+            self.notes.append(f"rootlets: not segmented, SCT's rootlet model is trained on T2w, "
+                              f"this anatomy is {src.suffix}")
+            return None
+        if discs is not None and min(steps.read_disc_values(discs)) > ROOTLET_LAST_DISC:
+            self.notes.append("rootlets: not segmented, the image shows no cervical level "
+                              "(rootlets are segmented from C2 to T1)")
+            return None
+        anat, rootlets, lut = (self.path("anat_preproc"), self.path("rootlets"),
+                               self.path("rootlets_lut"))
+        try:
+            self.step("rootlets", lambda: steps.rootlets_sct(
+                self._sct(), anat, rootlets, lut, work_dir=self.work / "rootlets" / "sct",
+                source=src.path, bids_dir=self.config.execution.bids_dir),
+                inputs=[anat], outputs=[rootlets, sidecar_path(rootlets), lut],
+                params=dict(self.engine_params))
+        except SpinalBidsAppError as exc:
+            self.warnings.append(f"rootlet segmentation failed, registration uses the discs "
+                                 f"only: {exc}")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+            return None
+        return rootlets
+
+    def _csa_in_pam50(self, cord: Path, discs: Path | None, morph: Path) -> Path | None:
+        """Step ``csa_pam50``: CSA in the PAM50 anatomical dimensions, and against SCT's norms
+        when installed; omitted with a note when the levels or PAM50's levels are missing."""
+        from spinal_bidsapp.config import sct_dir_from_environment
+        from spinal_bidsapp.morphometrics_pam50 import find_normative_database
+
+        what = "CSA in PAM50 space"
+        template = steps.find_template(self.config)
+        sct_root = (self.engine.sct.bin_dir.parent if self.engine.sct is not None
+                    else sct_dir_from_environment())
+        sct_levels = (sct_root / "data" / "PAM50" / "template" / "PAM50_levels.nii.gz"
+                      if sct_root is not None else None)
+        uses_sct = not self._uses_builtin() and self._runs_spine_task()
+        levels_file = sct_levels if uses_sct else (template.levels if template else None)
+        if discs is None or template is None or levels_file is None or not levels_file.is_file():
+            reason = ("no disc labels" if discs is None else "PAM50 not available"
+                      if template is None else f"SCT's own {sct_levels} is missing "
+                      "(sct_process_segmentation -normalize-PAM50 reads it)" if uses_sct
+                      else "the PAM50 folder has no PAM50_levels.nii.gz")
+            self.notes.append(f"{what}: not computed, {reason}")
+            return None
+        out_json = self.path("morphometrics_pam50_json", template="PAM50")
+        out_tsv = self.path("morphometrics_pam50", template="PAM50")
+        normative = find_normative_database(sct_root)
+        try:
+            self.step("csa_pam50", lambda: steps.csa_in_pam50(
+                morph, discs, cord, template, out_tsv, out_json,
+                contrast=self.unit.source.suffix, engine=self._sct() if uses_sct else None,
+                sct_levels=sct_levels if uses_sct else None, normative_root=normative,
+                work_dir=self.work / "csa_pam50" / "sct"),
+                inputs=[morph, discs, cord, levels_file], outputs=[out_tsv, out_json],
+                params={**self.engine_params, "normative": str(normative)})
+        except InputDataError as exc:
+            self.notes.append(f"{what}: not computed, {exc}")
+            return None
+        return out_json
 
     def _uses_builtin(self) -> bool:
         """Builtin engine requested, or ``auto`` without a usable SCT."""
@@ -206,13 +318,21 @@ class _Pipeline:
                 f"{quality['threshold']}): review {output.name} before using its measures")
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
 
-    def _automatic_discs(self, cord: Path) -> Path | None:
+    def _automatic_discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
         """No manual discs: SCT or builtin labelling against PAM50 (step ``label_discs``)."""
         part, src = self.config.participant, self.unit.source
         anat, discs, lut = self.path("anat_preproc"), self.path("discs"), self.path("discs_lut")
         levels, levels_lut = self.path("levels"), self.path("levels_lut")
         contrast = cast(Contrast, src.suffix)
         outputs = [discs, sidecar_path(discs), lut, levels, levels_lut]
+        if spine is not None:
+            self.step("label_discs", lambda: steps.label_discs_from_spine(
+                anat, spine, cord, discs, lut, levels, levels_lut, first_disc=part.first_disc,
+                last_disc=part.last_disc),
+                inputs=[anat, cord, spine.discs, spine.check], outputs=outputs,
+                params={**self.engine_params, "first_disc": part.first_disc,
+                        "last_disc": part.last_disc})
+            return discs
         if not self._uses_builtin():
             self.step("label_discs", lambda: steps.label_discs_sct(
                 self._sct(), anat, cord, discs, lut, levels, levels_lut,
@@ -236,10 +356,10 @@ class _Pipeline:
         self._flag_quality("disc labelling", discs)
         return discs
 
-    def _discs(self, cord: Path) -> Path | None:
+    def _discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
         manual = self.unit.labels.discs
         if manual is None:
-            automatic = self._automatic_discs(cord)
+            automatic = self._automatic_discs(cord, spine)
             if automatic is not None:
                 return automatic
             self.warnings.append(
@@ -258,8 +378,8 @@ class _Pipeline:
             params={"first_disc": part.first_disc, "last_disc": part.last_disc})
         return discs
 
-    def _register(self, anat: Path, cord: Path,
-                  discs: Path | None) -> steps.RegistrationPaths | None:
+    def _register(self, anat: Path, cord: Path, discs: Path | None,
+                  rootlets: Path | None) -> steps.RegistrationPaths | None:
         if discs is None:
             return None
         template = steps.find_template(self.config)
@@ -279,7 +399,7 @@ class _Pipeline:
             metrics=self.work / "register" / "registration_metrics.json")
         inputs = [anat, cord, discs, template.cord, template.label_disc]
         inputs += [p for p in (template.levels, template.t2) if p is not None]
-        params = {**self.engine_params, **template.provenance()}
+        params: dict[str, object] = {**self.engine_params, **template.provenance()}
         if self._uses_builtin():
             self.step("register", lambda: steps.register(anat, cord, discs, template, paths),
                       inputs=inputs, outputs=list(paths.all()), params=params)
@@ -287,23 +407,62 @@ class _Pipeline:
         contrast = cast(Contrast, self.unit.source.suffix)
         image = {"T2w": template.t2, "T1w": template.t1, "T2starw": template.t2s}[contrast]
         inputs += [image] if image is not None and image not in inputs else []
-        self.step("register", lambda: steps.register_sct(
-            self._sct(), anat, cord, discs, template, paths,
-            work_dir=self.work / "register" / "sct", contrast=contrast),
-            inputs=inputs, outputs=list(paths.all()), params={**params, "contrast": contrast})
+        params = {**params, "contrast": contrast}
+        self._register_sct_path("discs", discs, discs, template, inputs, params)
+        rootlet_dir = None
+        if rootlets is not None:
+            try:
+                self._register_sct_path("rootlets", rootlets, discs, template,
+                                        [*inputs, rootlets], params)
+                rootlet_dir = self.work / "register_rootlets"
+            except SpinalBidsAppError as exc:
+                self.warnings.append(f"rootlet-based registration failed, the disc-based one "
+                                     f"is used: {exc}")
+                logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        alternates = {labels: (self.path(f"xfm_to_template_{labels}", template=name),
+                               self.path(f"xfm_from_template_{labels}", template=name))
+                      for labels in ("discs", "rootlets")}
+        chosen_inputs = [*inputs, self.work / "register_discs" / "metrics.json"]
+        if rootlet_dir is not None:
+            chosen_inputs += [rootlet_dir / "metrics.json"]
+        self.step("register", lambda: steps.select_sct_registration(
+            anat, cord, discs, template, paths, alternates,
+            disc_dir=self.work / "register_discs", rootlet_dir=rootlet_dir,
+            rootlets=rootlets if rootlet_dir is not None else None),
+            inputs=chosen_inputs, outputs=list(paths.all()),
+            params={**params, "rootlets": rootlet_dir is not None})
         return paths
 
+    def _register_sct_path(self, labels: steps.RegistrationLabels, labels_file: Path,
+                           discs: Path, template: Pam50, inputs: list[Path],
+                           params: dict[str, object]) -> None:
+        """``register_discs`` / ``register_rootlets``: one SCT registration and its scores."""
+        contrast = cast(Contrast, self.unit.source.suffix)
+        folder = self.work / f"register_{labels}"
+        from spinal_bidsapp.engines.sct import REGISTRATION_OUTPUTS
+
+        self.step(f"register_{labels}", lambda: steps.register_sct_path(
+            self._sct(), self.path("anat_preproc"), self.path("cord_mask"), labels_file, discs,
+            template, work_dir=folder / "sct", contrast=contrast, labels=labels,
+            metrics_out=folder / "metrics.json"),
+            inputs=[*inputs, labels_file], params=params,
+            outputs=[*(folder / "sct" / n for n in REGISTRATION_OUTPUTS),
+                     folder / "metrics.json"])
+
     def _report(self, anat: Path, cord: Path, discs: Path | None, morph_json: Path,
-                registration: steps.RegistrationPaths | None) -> None:
-        from spinal_bidsapp.cordref_report import build_report
+                registration: steps.RegistrationPaths | None, *,
+                spine: steps.SpinePaths | None, rootlets: Path | None,
+                csa_pam50: Path | None) -> None:
+        from spinal_bidsapp.cordref_report import ReportInputs, build_report
 
         page = subject_report_path(self.out, self.unit.source)
         figure = lambda name: self.path("figure", figure=name)  # noqa: E731
-        inputs = [anat, cord, morph_json] + ([discs] if discs else [])
-        if registration is not None:
-            inputs += [registration.anat_in_template, registration.template_cord]
+        inputs = ReportInputs(anat=anat, cord=cord, discs=discs, morph_json=morph_json,
+                              registration=registration, spine=spine, rootlets=rootlets,
+                              csa_pam50=csa_pam50,
+                              engine=self.engine.name, notes=tuple(self.notes))
         self.step("report", lambda: build_report(
-            self.unit, self.config, page=page, anat=anat, cord=cord, discs=discs,
-            morph_json=morph_json, registration=registration, figure=figure,
+            self.unit, self.config, inputs, page=page, figure=figure,
             warnings=tuple(self.warnings)),
-            inputs=inputs, outputs=[page], params={"warnings": self.warnings})
+            inputs=inputs.files(), outputs=[page],
+            params={"warnings": self.warnings, "notes": self.notes})

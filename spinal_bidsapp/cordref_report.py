@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,7 +12,12 @@ import numpy as np
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.cordref_steps import RegistrationPaths, find_template, read_quality
+from spinal_bidsapp.cordref_steps import (
+    RegistrationPaths,
+    SpinePaths,
+    find_template,
+    read_quality,
+)
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume
@@ -19,16 +25,44 @@ from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
 
 
-def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: Path, cord: Path,
-                 discs: Path | None, morph_json: Path, registration: RegistrationPaths | None,
+@dataclass(frozen=True)
+class ReportInputs:
+    """The files the subject page is drawn from (``None``: that step did not run)."""
+
+    anat: Path
+    cord: Path
+    discs: Path | None
+    morph_json: Path
+    registration: RegistrationPaths | None
+    spine: SpinePaths | None
+    rootlets: Path | None
+    csa_pam50: Path | None
+    """CSA in PAM50 dimensions (JSON), when computed."""
+    engine: str
+    """Resolved participant engine (``sct`` or ``builtin``)."""
+    notes: tuple[str, ...] = ()
+    """What was not done and why, when that is expected."""
+
+    def files(self) -> list[Path]:
+        files = [self.anat, self.cord, self.morph_json]
+        files += [p for p in (self.discs, self.rootlets, self.csa_pam50) if p is not None]
+        if self.spine is not None:
+            files += [self.spine.vertebrae, self.spine.canal, self.spine.check]
+        if self.registration is not None:
+            files += [self.registration.anat_in_template, self.registration.template_cord,
+                      self.registration.metrics]
+        return files
+
+
+def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs, *, page: Path,
                  figure: Callable[[str], Path], warnings: tuple[str, ...]) -> None:
     from spinal_bidsapp.reports import figures
     from spinal_bidsapp.reports.qc import publish_subject_report
 
     src = unit.source
-    anat_vol, cord_vol = load_volume(anat), load_mask(cord)
-    disc_vol = load_mask(discs) if discs is not None else None
-    origin = _mask_origin(read_quality(cord))
+    anat_vol, cord_vol = load_volume(inputs.anat), load_mask(inputs.cord)
+    disc_vol = load_mask(inputs.discs) if inputs.discs is not None else None
+    origin = _mask_origin(read_quality(inputs.cord))
     sections = [
         ReportSection("seg", "Cord segmentation", figures.plot_sagittal(
             anat_vol, figure("cordseg"), mask=cord_vol, title=f"{src.stem}: cord mask"),
@@ -45,18 +79,26 @@ def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: 
             title="intervertebral discs (SCT numbering)"),
             caption="Each label should sit at the level of its disc (value N = disc above "
                     "vertebra N).", source=src.path))
-    morph = json.loads(morph_json.read_text(encoding="utf-8"))
-    sections.append(_csa_section(morph_json, disc_vol, figure("csa")))
+    morph = json.loads(inputs.morph_json.read_text(encoding="utf-8"))
     metrics = _metric_rows(morph)
-    if registration is not None:
-        sections += _registration_sections(config, registration, figure)
-        reg = json.loads(registration.metrics.read_text(encoding="utf-8"))
-        metrics.append(MetricRow("cord Dice in PAM50 space", reg["cord_dice_in_template"]))
-        if "cord_dice_native" in reg:  # absent from metrics written before it was added
-            metrics.append(MetricRow("cord Dice, PAM50 cord in native space",
-                                     reg["cord_dice_native"]))
-        worst = max((max(e.values()) for e in reg["disc_error_mm"].values()), default=np.nan)
-        metrics.append(MetricRow("max disc error after registration", worst, "mm"))
+    if inputs.spine is not None:
+        section, rows = _spine_section(anat_vol, cord_vol, disc_vol, inputs.spine,
+                                       figure("spine"), source=src.path)
+        sections.append(section)
+        metrics += rows
+    if inputs.rootlets is not None:
+        section, rows = _rootlet_section(anat_vol, cord_vol, inputs.rootlets,
+                                         figure("rootlets"), source=src.path)
+        sections.append(section)
+        metrics += rows
+    sections.append(_csa_section(inputs.morph_json, disc_vol, figure("csa")))
+    if inputs.registration is not None:
+        sections += _registration_sections(config, inputs.registration, figure)
+        metrics += _registration_rows(json.loads(inputs.registration.metrics.read_text(
+            encoding="utf-8")))
+    if inputs.csa_pam50 is not None:
+        metrics += _pam50_csa_rows(json.loads(inputs.csa_pam50.read_text(encoding="utf-8")))
+    metrics += _unavailable_rows(inputs)
     report = SubjectReport(
         subject=src.subject, session=src.session, sections=tuple(sections),
         provenance=Provenance(version=__version__, engine=config.participant.engine,
@@ -64,6 +106,97 @@ def build_report(unit: ParticipantUnit, config: RunConfig, *, page: Path, anat: 
                               generated=datetime.now(timezone.utc).isoformat(timespec="seconds")),
         metrics=tuple(metrics), warnings=warnings, title_extra=src.suffix)
     publish_subject_report(report, out_dir=config.execution.output_dir.resolve(), page=page)
+
+
+def _spine_section(anat: Volume, cord: Volume, discs: Volume | None, spine: SpinePaths,
+                   out: Path, *, source: Path) -> tuple[ReportSection, list[MetricRow]]:
+    from spinal_bidsapp.reports import figures
+
+    check = json.loads(spine.check.read_text(encoding="utf-8"))
+    problems = [str(p) for p in check["problems"]]
+    image = figures.plot_spine_labels(
+        anat, out, vertebrae=load_mask(spine.vertebrae, allow_empty=True), discs=discs,
+        cord=cord, canal=load_mask(spine.canal, allow_empty=True), flagged=problems)
+    found = check["vertebrae"]
+    rows = [MetricRow("vertebrae found (SCT spine task)",
+                      f"{found[0]}-{found[-1]}" if found else "none", "",
+                      f"{len(found)} vertebrae, {len(check['discs'])} discs"),
+            MetricRow("vertebra/disc consistency", "flagged" if problems else "consistent", "",
+                      "; ".join(problems))]
+    return ReportSection(
+        "spine", "Vertebrae, discs and canal", image,
+        caption="Vertebral bodies coloured by level, discs, cord and canal outlines (SCT "
+                f"{check['method']}). Each level should appear once, in order, with its disc "
+                "above it; a banner lists what the consistency check flagged.",
+        source=source), rows
+
+
+def _rootlet_section(anat: Volume, cord: Volume, rootlets: Path, out: Path, *,
+                     source: Path) -> tuple[ReportSection, list[MetricRow]]:
+    from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
+    from spinal_bidsapp.reports import figures
+    from spinal_bidsapp.reports.views import spinal_level_name
+
+    vol = load_mask(rootlets)
+    levels = spinal_levels_from_rootlets(vol.data, vol.affine)
+    image = figures.plot_rootlets(anat, vol, out, cord=cord)
+    rows = [MetricRow(f"rootlets {spinal_level_name(e.level)}",
+                      round(e.superior_mm - e.inferior_mm, 1), "mm",
+                      f"rostro-caudal extent, z {e.inferior_mm:.1f} to {e.superior_mm:.1f} mm")
+            for e in levels]
+    return ReportSection(
+        "rootlets", "Dorsal nerve rootlets", image,
+        caption="Rootlets coloured by spinal level; levels should follow each other from top "
+                "to bottom without gaps or overlaps.", source=source), rows
+
+
+def _registration_rows(reg: dict) -> list[MetricRow]:
+    rows = [MetricRow("cord Dice in PAM50 space", reg["cord_dice_in_template"])]
+    if "cord_dice_native" in reg:  # absent from metrics written before it was added
+        rows.append(MetricRow("cord Dice, PAM50 cord in native space", reg["cord_dice_native"]))
+    worst = max((max(e.values()) for e in reg["disc_error_mm"].values()), default=np.nan)
+    rows.append(MetricRow("max disc error after registration", worst, "mm"))
+    if "selection" in reg:
+        rows.append(MetricRow("primary registration", reg["labels"], "", reg["selection"]))
+        for labels, scores in reg["paths"].items():
+            errors = [e["to_template"] for e in scores["disc_error_mm"].values()]
+            rows.append(MetricRow(
+                f"{labels}-based registration: cord Dice in PAM50 space",
+                scores["cord_dice_in_template"], "",
+                f"native {scores['cord_dice_native']:.3f}; max disc error "
+                f"{max(errors, default=np.nan):.2f} mm"))
+    return rows
+
+
+def _pam50_csa_rows(summary: dict) -> list[MetricRow]:
+    normative = {e["level"]: e for e in (summary["normative"] or {}).get("levels", [])}
+    rows = []
+    for level in summary["levels"]:
+        note = "partial level; " if level["partial"] else ""
+        norm = normative.get(level["level"])
+        if norm is not None:
+            z = f", z {norm['z_score']:+.2f}" if norm["z_score"] is not None else ""
+            note += (f"{norm['percent_of_normative']:.0f} % of {norm['n_subjects']} healthy "
+                     f"controls ({norm['normative_mean_mm2']:.1f} mm²){z}")
+        else:
+            note += summary.get("normative_note", "no normative value at this level")
+        rows.append(MetricRow(f"CSA {level['name']}, PAM50 dimensions", level["csa_mean_mm2"],
+                              "mm²", note))
+    return rows
+
+
+def _unavailable_rows(inputs: ReportInputs) -> list[MetricRow]:
+    """Say what this engine does not provide, rather than leave it out silently."""
+    rows = [MetricRow(note.split(":", 1)[0], "not done", "", note.split(":", 1)[1].strip())
+            for note in inputs.notes]
+    if inputs.engine == "builtin":
+        rows += [MetricRow("vertebrae and canal", "not available", "",
+                           "the builtin engine has no vertebra or canal segmentation (SCT's "
+                           "spine task); run with --engine sct"),
+                 MetricRow("rootlets", "not available", "",
+                           "the builtin engine has no rootlet segmentation; run with --engine "
+                           "sct on a T2w image for rootlets and rootlet-based registration")]
+    return rows
 
 
 def _mask_origin(quality: dict[str, object]) -> str:

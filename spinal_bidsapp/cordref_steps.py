@@ -11,14 +11,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
 from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import Contrast
-from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError
+from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
 from spinal_bidsapp.files import write_json, write_text
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.coordinates import locate_points
@@ -123,7 +123,6 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
     """Builtin disc labels (no manual labels), then checked and used like manual ones."""
     from spinal_bidsapp.engines.builtin.disclabel import LOW_CONFIDENCE, METHOD, template_strip
     from spinal_bidsapp.engines.builtin.disclabel import label_discs as find_discs
-    from spinal_bidsapp.errors import MissingInputError
 
     if template.t2 is None:
         raise MissingInputError(f"{template.template_folder} has no PAM50_t2.nii.gz, which the "
@@ -147,6 +146,130 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
         "ConfidenceThreshold": LOW_CONFIDENCE,
         "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
         "InitDisc": list(init_disc) if init_disc is not None else None})
+
+
+@dataclass(frozen=True)
+class SpinePaths:
+    """Outputs of the ``spine`` step (SCT's TotalSpineSeg)."""
+
+    vertebrae: Path
+    vertebrae_lut: Path
+    canal: Path
+    discs: Path
+    """Posterior-tip disc labels as SCT wrote them (work folder), SCT numbering."""
+    check: Path
+    """Consistency check (work folder, JSON)."""
+
+    def all(self) -> list[Path]:
+        return [self.vertebrae, sidecar_path(self.vertebrae), self.vertebrae_lut, self.canal,
+                sidecar_path(self.canal), self.discs, self.check]
+
+
+def spine_sct(engine: SctEngine, anat: Path, paths: SpinePaths, *, work_dir: Path,
+              source: Path, bids_dir: Path) -> None:
+    """Vertebrae, discs and canal from SCT's spine task, in SCT numbering, with a consistency
+    check (levels complete and unique, discs in order and between their vertebrae)."""
+    import shutil
+
+    from spinal_bidsapp.engines.sct_outputs import (
+        check_spine_levels,
+        spine_labels_from_totalspineseg,
+    )
+
+    result = engine.segment_spine(anat, out_dir=work_dir)
+    reference = load_volume(anat)
+    tss = load_mask(result.labels, reference=reference, reference_path=anat, allow_empty=True)
+    disc_vol = load_mask(result.discs, reference=reference, reference_path=anat,
+                         allow_empty=True)
+    spine = spine_labels_from_totalspineseg(tss.data)
+    points, repeated = _largest_blob_points(disc_vol.data, disc_vol.affine)
+    check = check_spine_levels(spine.vertebrae, points, reference.affine,
+                               unnumbered=spine.unnumbered)
+    problems = [*(f"disc {DISC_NAMES[d]} labelled at several places" for d in repeated),
+                *check.problems]
+    if not spine.vertebrae.any():
+        problems.insert(0, "no vertebra found")
+    method = engine.method("label_discs")
+    save_volume(reference.with_data(spine.vertebrae), paths.vertebrae, dtype=np.uint8)
+    write_lut(paths.vertebrae_lut, {v: ("sacrum" if v == 25 else VERTEBRA_NAMES[v])
+                                    for v in check.vertebrae})
+    save_volume(reference.with_data(spine.canal.astype(np.uint8)), paths.canal, dtype=np.uint8)
+    for image, what in ((paths.vertebrae, "vertebral bodies, SCT vertebral levels"),
+                        (paths.canal, "spinal canal: cord and CSF")):
+        write_sidecar(image, {"Sources": [raw_uri(bids_dir, source)],
+                              "Description": f"{what} (SCT automatic segmentation, review it)",
+                              "Method": method})
+    shutil.copyfile(result.discs, paths.discs)
+    write_json(paths.check, {
+        "method": method, "vertebrae": [VERTEBRA_NAMES[v] for v in check.vertebrae],
+        "discs": [DISC_NAMES[d] for d in sorted(points)], "problems": problems,
+        "consistent": not problems})
+
+
+def _largest_blob_points(labels: np.ndarray, affine: np.ndarray
+                         ) -> tuple[dict[int, np.ndarray], list[int]]:
+    """World centroid of the largest blob of each disc value, and the values found in several
+    blobs (tolerated here, reported by the consistency check)."""
+    from scipy import ndimage
+
+    points: dict[int, np.ndarray] = {}
+    repeated: list[int] = []
+    values = np.rint(labels).astype(np.int64)
+    for value in (int(v) for v in np.unique(values) if v in DISC_NAMES):
+        blobs, count = ndimage.label(values == value, structure=np.ones((3, 3, 3)))
+        if count > 1:
+            repeated.append(value)
+        largest = np.argmax(np.bincount(blobs.ravel())[1:]) + 1
+        voxel = np.argwhere(blobs == largest).mean(axis=0)
+        points[value] = affine[:3, :3] @ voxel + affine[:3, 3]
+    return points, repeated
+
+
+def read_disc_values(path: Path) -> list[int]:
+    return sorted(int(v) for v in np.unique(load_mask(path).data) if v > 0)
+
+
+def read_spine_check(path: Path | None) -> dict[str, object] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None else None
+
+
+def label_discs_from_spine(anat: Path, spine: SpinePaths, cord: Path, discs_out: Path,
+                           lut_out: Path, levels_out: Path, levels_lut_out: Path, *,
+                           first_disc: int | None, last_disc: int | None) -> None:
+    """SCT's posterior-tip disc labels (from the ``spine`` step), checked and used like manual
+    ones; they stay at the posterior tip, where ``sct_register_to_template -ldisc`` wants them."""
+    check = json.loads(spine.check.read_text(encoding="utf-8"))
+    import_discs(anat, spine.discs, cord, discs_out, lut_out, levels_out, levels_lut_out,
+                 first_disc=first_disc, last_disc=last_disc)
+    write_sidecar(discs_out, {
+        "Description": "disc labels (SCT automatic labelling, review the levels)",
+        "Method": check["method"], "Consistent": check["consistent"],
+        "Problems": check["problems"]})
+
+
+def rootlets_sct(engine: SctEngine, anat: Path, rootlets_out: Path, lut_out: Path, *,
+                 work_dir: Path, source: Path, bids_dir: Path) -> None:
+    """Dorsal rootlets (value = spinal level) on the standardized anatomy."""
+    from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
+    from spinal_bidsapp.reports.views import spinal_level_name
+
+    result = engine.segment_rootlets(anat, contrast="T2w", out_dir=work_dir)
+    reference = load_volume(anat)
+    vol = load_mask(result.rootlets, reference=reference, reference_path=anat, allow_empty=True)
+    data = np.rint(vol.data).astype(np.uint8)
+    levels = spinal_levels_from_rootlets(data, reference.affine)
+    if not levels:
+        raise InputDataError(f"{source.name}: SCT found no rootlet")
+    save_volume(reference.with_data(data), rootlets_out, dtype=np.uint8)
+    write_lut(lut_out, {e.level: spinal_level_name(e.level) for e in levels})
+    write_sidecar(rootlets_out, {
+        "Sources": [raw_uri(bids_dir, source)],
+        "Description": "dorsal nerve rootlets, value = spinal level (SCT automatic "
+                       "segmentation, review it)",
+        "Method": f"SCT {engine.info.version} sct_deepseg rootlets",
+        "SpinalLevels": {spinal_level_name(e.level): {
+            "superior_mm": round(e.superior_mm, 2), "inferior_mm": round(e.inferior_mm, 2),
+            "voxels": e.voxels} for e in levels}})
 
 
 def read_quality(path: Path) -> dict[str, object]:
@@ -240,8 +363,9 @@ def label_levels(cord: Volume, line: Centerline, discs: DiscPositions) -> np.nda
 
 
 def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Path, *,
-                  quality: dict[str, object] | None = None) -> None:
-    """Per-slice TSV and a JSON summary (length, volume, CSA per level, input ``quality``)."""
+                  quality: dict[str, object] | None = None, canal: Path | None = None) -> None:
+    """Per-slice TSV and a JSON summary (length, volume, CSA per level, input ``quality``; with a
+    canal mask and discs, canal and cord volume per level and their ratio)."""
     vol, line = load_centerline(cord)
     positions = read_discs(discs, line)[1] if discs is not None else None
     slices = measure_slices(vol.data, vol.affine, line, positions)
@@ -253,7 +377,17 @@ def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Pat
                     f"{z:.3f}\t{slices.area_mm2[i]:.3f}\t{slices.angle_deg[i]:.2f}\t"
                     f"{slices.csa_mm2[i]:.3f}\t{VERTEBRA_NAMES.get(level, 'n/a')}")
     write_text(table_out, "\n".join(rows) + "\n")
-    per_level = summarise_levels(slices)
+    levels = [{k: (round(v, 3) if isinstance(v, float) else v)
+               for k, v in zip(_LEVEL_KEYS, astuple(level), strict=True)}
+              for level in summarise_levels(slices)]
+    columns = {"slice": "index along the superior-inferior voxel axis",
+               "arc_mm": "position along the centerline from its inferior end",
+               "csa_mm2": "area_mm2 * cos(angle_deg): cut perpendicular to the cord",
+               "level": "vertebral level (between disc N and N+1)"}
+    if canal is not None and positions is not None:
+        _add_canal_volumes(levels, vol, load_mask(canal, allow_empty=True), line, positions)
+        columns["canal_to_cord_ratio"] = ("canal volume / cord volume of the level (canal = "
+                                          "cord + CSF, TotalSpineSeg)")
     write_json(json_out, {
         "Description": "Spinal cord morphometrics (CSA corrected for the cord angle)",
         "cord_length_mm": round(line.length_mm, 3),
@@ -263,15 +397,25 @@ def morphometrics(cord: Path, discs: Path | None, table_out: Path, json_out: Pat
         else 0.0,
         "n_slices": len(slices.slice_index),
         "discs": [int(v) for v in positions.values] if positions is not None else [],
-        "levels": [{k: (round(v, 3) if isinstance(v, float) else v)
-                    for k, v in zip(_LEVEL_KEYS, astuple(level), strict=True)}
-                   for level in per_level],
+        "levels": levels,
         "quality": quality or {},
-        "columns": {"slice": "index along the superior-inferior voxel axis",
-                    "arc_mm": "position along the centerline from its inferior end",
-                    "csa_mm2": "area_mm2 * cos(angle_deg): cut perpendicular to the cord",
-                    "level": "vertebral level (between disc N and N+1)"},
+        "columns": columns,
     })
+
+
+def _add_canal_volumes(levels: list[dict[str, object]], cord: Volume, canal: Volume,
+                       line: Centerline, positions: DiscPositions) -> None:
+    """Canal and cord volume of each level (same level boundaries for both: the planes through
+    the discs, perpendicular to the cord) and the canal-to-cord ratio."""
+    voxel_mm3 = abs(float(np.linalg.det(cord.affine[:3, :3])))
+    cord_levels = np.bincount(label_levels(cord, line, positions).ravel(), minlength=32)
+    canal_levels = np.bincount(label_levels(canal, line, positions).ravel(), minlength=32)
+    for entry in levels:
+        value = int(cast(int, entry["level"]))
+        cord_mm3, canal_mm3 = cord_levels[value] * voxel_mm3, canal_levels[value] * voxel_mm3
+        entry["cord_volume_mm3"] = round(float(cord_mm3), 3)
+        entry["canal_volume_mm3"] = round(float(canal_mm3), 3)
+        entry["canal_to_cord_ratio"] = round(float(canal_mm3 / cord_mm3), 3) if cord_mm3 else None
 
 
 _LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_min_mm2",
@@ -281,7 +425,6 @@ _LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_m
 def find_template(config: RunConfig) -> Pam50 | None:
     """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
     from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
-    from spinal_bidsapp.errors import MissingInputError
     from spinal_bidsapp.templates import resolve_pam50
 
     try:
@@ -323,9 +466,13 @@ def register(anat: Path, cord: Path, discs: Path, template: Pam50,
                  subject_points=subject_points, template_points=template_points)
 
 
-def register_sct(engine: SctEngine, anat: Path, cord: Path, discs: Path, template: Pam50,
-                 paths: RegistrationPaths, *, work_dir: Path, contrast: Contrast) -> None:
-    """``sct_register_to_template`` to PAM50, then carried across exactly like the builtin path.
+RegistrationLabels = Literal["discs", "rootlets"]
+
+
+def run_sct_registration(engine: SctEngine, anat: Path, cord: Path, labels_file: Path,
+                         template: Pam50, *, work_dir: Path, contrast: Contrast,
+                         labels: RegistrationLabels) -> TemplateRegistration:
+    """One ``sct_register_to_template`` run (``-ldisc`` or ``-lrootlet``), its warps read back.
 
     SCT's two warps are ITK displacement fields in our convention already: it writes
     ``warp_template2anat`` on the grid of its ``-i`` image (here the standardized anatomy, the
@@ -335,23 +482,136 @@ def register_sct(engine: SctEngine, anat: Path, cord: Path, discs: Path, templat
     from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
     from spinal_bidsapp.fieldio import load_field
 
-    result = engine.register_to_template(anat, cord, discs, template_dir=template.sct_dir,
-                                         contrast=contrast, out_dir=work_dir)
+    if labels == "discs":
+        result = engine.register_to_template(anat, cord, labels_file,
+                                             template_dir=template.sct_dir, contrast=contrast,
+                                             out_dir=work_dir)
+    else:
+        result = engine.register_to_template_with_rootlets(
+            anat, cord, labels_file, template_dir=template.sct_dir, contrast=contrast,
+            out_dir=work_dir)
     to_template = load_field(result.anat_to_template)
     to_anat = load_field(result.template_to_anat)
-    anat_vol, cord_vol = load_volume(anat), load_mask(cord)
+    anat_vol = load_volume(anat)
     if to_anat.shape != anat_vol.shape or not np.allclose(to_anat.affine, anat_vol.affine,
                                                           atol=1e-4):
         raise InputDataError(f"{result.template_to_anat} is not on the grid of {anat.name}, "
                              "the image given to sct_register_to_template")
+    return TemplateRegistration(anat_to_template=to_template, template_to_anat=to_anat,
+                                slab_shape=to_template.shape, slab_affine=to_template.affine)
+
+
+def _sct_engine_record(engine: SctEngine) -> dict[str, str]:
+    return {"engine": "sct", "engine_version": engine.info.version,
+            "method": engine.method("register_to_template")}
+
+
+def register_sct_path(engine: SctEngine, anat: Path, cord: Path, labels_file: Path,
+                      discs: Path, template: Pam50, *, work_dir: Path, contrast: Contrast,
+                      labels: RegistrationLabels, metrics_out: Path) -> None:
+    """One of the two SCT registrations (discs or rootlets), scored the same way, so the
+    ``register`` step can compare them; the warps stay in ``work_dir``."""
+    registration = run_sct_registration(engine, anat, cord, labels_file, template,
+                                        work_dir=work_dir, contrast=contrast, labels=labels)
     subject_points, template_points = _disc_points(discs, template)
-    registration = TemplateRegistration(anat_to_template=to_template, template_to_anat=to_anat,
-                                        slab_shape=to_template.shape,
-                                        slab_affine=to_template.affine)
-    carry_across(anat_vol, cord_vol, template, registration, paths,
-                 engine={"engine": "sct", "engine_version": engine.info.version,
-                         "method": engine.method("register_to_template")},
-                 subject_points=subject_points, template_points=template_points)
+    scores = score_registration(load_mask(cord), load_mask(template.cord), registration,
+                                subject_points=subject_points, template_points=template_points)
+    write_json(metrics_out, {**_sct_engine_record(engine), "labels": labels,
+                             "template": template.provenance(), **scores})
+
+
+ROOTLET_DICE_TOLERANCE = 0.02
+"""The rootlet-based warp may lose at most this much cord Dice (in template space) against the
+disc-based one and still be primary: both are SCT's same cord-driven steps after the S-I
+alignment, so a larger loss means the rootlet S-I alignment pulled the cord out of shape."""
+ROOTLET_MAX_DISC_ERROR_MM = 10.0
+"""Largest disc landing error (native discs carried to PAM50 by the rootlet-based warp) accepted
+for a primary rootlet warp. Spinal and vertebral levels differ between people by a few mm
+(rootlets are what the rootlet warp aligns), but two thirds of a cervical vertebra (~15 mm)
+means a rootlet level was taken for its neighbour."""
+ROOTLET_MIN_LEVELS = 2
+"""Fewer spinal levels give SCT a single landmark: a translation, no S-I scaling."""
+
+
+def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | None, *,
+                        rootlet_levels: int) -> tuple[RegistrationLabels, str]:
+    """Which warp is primary, and why (one sentence for the report and the metrics JSON).
+
+    The rootlet-based warp aligns spinal (neurological) levels, the unit of spinal cord
+    function and of fMRI analyses, so it is preferred when it is trustworthy: at least
+    :data:`ROOTLET_MIN_LEVELS` spinal levels, cord Dice within :data:`ROOTLET_DICE_TOLERANCE` of
+    the disc-based warp, and no disc further than :data:`ROOTLET_MAX_DISC_ERROR_MM` from its
+    PAM50 position. Otherwise the disc-based warp.
+
+    >>> discs = {"cord_dice_in_template": 0.95, "disc_error_mm": {"3": {"to_template": 0.4}}}
+    >>> rootlets = {"cord_dice_in_template": 0.94, "disc_error_mm": {"3": {"to_template": 3.0}}}
+    >>> choose_registration(discs, rootlets, rootlet_levels=4)[0]
+    'rootlets'
+    >>> choose_registration(discs, None, rootlet_levels=0)[1]
+    'disc-based: no rootlet-based registration'
+    """
+    if rootlets is None:
+        return "discs", "disc-based: no rootlet-based registration"
+    if rootlet_levels < ROOTLET_MIN_LEVELS:
+        return "discs", (f"disc-based: the rootlets cover {rootlet_levels} spinal level(s), "
+                         f"fewer than {ROOTLET_MIN_LEVELS}")
+    loss = float(cast(float, discs["cord_dice_in_template"])) - float(
+        cast(float, rootlets["cord_dice_in_template"]))
+    if loss > ROOTLET_DICE_TOLERANCE:
+        return "discs", (f"disc-based: the rootlet-based warp loses {loss:.3f} cord Dice "
+                         f"(> {ROOTLET_DICE_TOLERANCE})")
+    errors = cast(dict[str, dict[str, float]], rootlets["disc_error_mm"])
+    worst = max((e["to_template"] for e in errors.values()), default=0.0)
+    if worst > ROOTLET_MAX_DISC_ERROR_MM:
+        return "discs", (f"disc-based: a disc lands {worst:.1f} mm from PAM50 with the "
+                         f"rootlet-based warp (> {ROOTLET_MAX_DISC_ERROR_MM:g} mm)")
+    return "rootlets", (f"rootlet-based: {rootlet_levels} spinal levels, cord Dice within "
+                        f"{ROOTLET_DICE_TOLERANCE} of the disc-based warp, discs within "
+                        f"{worst:.1f} mm")
+
+
+def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50,
+                            paths: RegistrationPaths, alternates: dict[str, tuple[Path, Path]],
+                            *, disc_dir: Path, rootlet_dir: Path | None,
+                            rootlets: Path | None) -> None:
+    """Carry the chosen warp across (the primary outputs) and keep the other one under its
+    ``desc-`` name; both paths' scores and the choice go into the registration metrics."""
+    from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
+    from spinal_bidsapp.engines.sct import REGISTRATION_OUTPUTS
+    from spinal_bidsapp.engines.sct_outputs import read_rootlet_levels
+    from spinal_bidsapp.fieldio import load_field, save_field
+
+    scores: dict[RegistrationLabels, dict[str, object]] = {
+        "discs": json.loads((disc_dir / "metrics.json").read_text(encoding="utf-8"))}
+    folders: dict[RegistrationLabels, Path] = {"discs": disc_dir}
+    if rootlet_dir is not None:
+        scores["rootlets"] = json.loads((rootlet_dir / "metrics.json").read_text(
+            encoding="utf-8"))
+        folders["rootlets"] = rootlet_dir
+    levels = len(read_rootlet_levels(rootlets)) if rootlets is not None else 0
+    chosen, reason = choose_registration(scores["discs"], scores.get("rootlets"),
+                                         rootlet_levels=levels)
+    for labels, folder in folders.items():
+        warps = [load_field(folder / "sct" / name) for name in REGISTRATION_OUTPUTS]
+        if labels == chosen:
+            anat_vol, cord_vol = load_volume(anat), load_mask(cord)
+            subject_points, template_points = _disc_points(discs, template)
+            registration = TemplateRegistration(
+                anat_to_template=warps[0], template_to_anat=warps[1],
+                slab_shape=warps[0].shape, slab_affine=warps[0].affine)
+            record = {k: str(v) for k, v in scores[labels].items()
+                      if k in ("engine", "engine_version", "method")}
+            carry_across(anat_vol, cord_vol, template, registration, paths, engine=record,
+                         subject_points=subject_points, template_points=template_points,
+                         extra={"labels": chosen, "selection": reason,
+                                "paths": {k: {m: v[m] for m in _PATH_SCORES if m in v}
+                                          for k, v in scores.items()}})
+        else:
+            for warp, target in zip(warps, alternates[labels], strict=True):
+                save_field(warp, target)
+
+
+_PATH_SCORES = ("cord_dice_in_template", "cord_dice_native", "disc_error_mm")
 
 
 def _disc_points(discs: Path, template: Pam50) -> tuple[dict[int, np.ndarray],
@@ -364,15 +624,13 @@ def _disc_points(discs: Path, template: Pam50) -> tuple[dict[int, np.ndarray],
 def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                  registration: TemplateRegistration, paths: RegistrationPaths, *,
                  engine: dict[str, str], subject_points: dict[int, np.ndarray],
-                 template_points: dict[int, np.ndarray]) -> None:
+                 template_points: dict[int, np.ndarray],
+                 extra: dict[str, object] | None = None) -> None:
     """Save both warps, carry images and labels across them, and score the registration.
 
     Whatever engine computed ``registration``, the same code resamples (``apply_field``) and
-    computes the metrics: cord Dice in template space (over the slices the subject covers), cord
-    Dice in native space (template cord carried to the anatomy vs the subject mask) and the
-    landing error of every disc common to subject and template, both ways.
+    scores it (:func:`score_registration`).
     """
-    from spinal_bidsapp.engines.builtin.registration import disc_errors_mm
     from spinal_bidsapp.fieldio import save_field
     from spinal_bidsapp.geometry.fields import apply_field
 
@@ -401,22 +659,43 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
         if image == paths.anat_in_template:
             fields["SkullStripped"] = False
         write_sidecar(image, fields)
+    scores = score_registration(cord_vol, tpl_cord, registration,
+                                subject_points=subject_points, template_points=template_points,
+                                warped_cord=warped_cord, template_cord_native=tpl_cord_native)
+    write_json(paths.metrics, {**engine, "template": template.provenance(), **scores,
+                               **(extra or {})})
+
+
+def score_registration(cord_vol: Volume, tpl_cord: Volume, registration: TemplateRegistration,
+                       *, subject_points: dict[int, np.ndarray],
+                       template_points: dict[int, np.ndarray],
+                       warped_cord: np.ndarray | None = None,
+                       template_cord_native: np.ndarray | None = None) -> dict[str, object]:
+    """Cord Dice in template space (over the slices the subject covers), cord Dice in native
+    space (template cord carried to the anatomy vs the subject mask) and the landing error of
+    every disc common to subject and template, both ways. The two resampled cords are
+    recomputed unless given."""
+    from spinal_bidsapp.engines.builtin.registration import disc_errors_mm
+    from spinal_bidsapp.geometry.fields import apply_field
+
+    to_tpl, back = registration.anat_to_template, registration.template_to_anat
+    if warped_cord is None:
+        warped_cord = apply_field(cord_vol.data.astype(np.float32), cord_vol.affine, to_tpl,
+                                  order=1)
+    if template_cord_native is None:
+        template_cord_native = apply_field(tpl_cord.data.astype(np.float32), tpl_cord.affine,
+                                           back, order=1) > 0.5
     errors = disc_errors_mm(registration, subject_points, template_points)
     inside = np.asarray(warped_cord > 0.5)
     covered = inside.any(axis=(0, 1))
     slab = _template_slab_mask(tpl_cord, to_tpl)[:, :, covered]
     dice = mask_dice(inside[:, :, covered], slab)
-    dice_native = mask_dice(tpl_cord_native, cord_vol.data > 0)
-    write_json(paths.metrics, {
-        **engine, "template": template.provenance(),
-        "cord_dice_in_template": round(dice, 4),
-        "cord_dice_native": round(dice_native, 4),
-        "disc_error_mm": {str(k): {"to_template": round(a, 3), "to_anat": round(b, 3)}
-                          for k, (a, b) in errors.items()},
-    })
-    logger.info("registration to PAM50 (%s): cord Dice %.3f (native %.3f), max disc error "
-                "%.2f mm", engine["engine"], dice, dice_native,
-                max((max(e) for e in errors.values()), default=float("nan")))
+    dice_native = mask_dice(template_cord_native, cord_vol.data > 0)
+    logger.info("registration to PAM50: cord Dice %.3f (native %.3f), max disc error %.2f mm",
+                dice, dice_native, max((max(e) for e in errors.values()), default=float("nan")))
+    return {"cord_dice_in_template": round(dice, 4), "cord_dice_native": round(dice_native, 4),
+            "disc_error_mm": {str(k): {"to_template": round(a, 3), "to_anat": round(b, 3)}
+                              for k, (a, b) in errors.items()}}
 
 
 def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:
@@ -427,3 +706,101 @@ def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:
     identity = DisplacementField(np.zeros_like(field.data), field.affine)
     return np.asarray(apply_field(template_cord.data.astype(np.float32), template_cord.affine,
                                   identity, order=0) > 0.5)
+
+
+MIN_NORMATIVE_SUBJECTS = 10
+"""Below this many healthy controls at a level, no z-score is reported (the lower thoracic
+levels of SCT's database have a handful)."""
+
+
+def subject_slice_levels(morph_table: Path, disc_values: list[int]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Level and CSA of every cord slice, inferior first, labelled as SCT labels a cord from a
+    disc file: above the top disc N the level is N-1, below the last disc M it is M."""
+    names = {name: value for value, name in VERTEBRA_NAMES.items()}
+    rows = [line.split("\t") for line in morph_table.read_text(encoding="utf-8").splitlines()[1:]]
+    rows.sort(key=lambda r: float(r[4]))  # z_mm, inferior first
+    levels = np.array([names.get(r[8], 0) for r in rows], dtype=np.int64)
+    csa = np.array([float(r[7]) for r in rows])
+    labelled = np.flatnonzero(levels)
+    if labelled.size and disc_values:
+        levels[labelled.max() + 1:] = min(disc_values) - 1
+        levels[:labelled.min()] = max(disc_values)
+    return levels, csa
+
+
+def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, template: Pam50, table_out: Path,
+                 json_out: Path, *, contrast: str, engine: SctEngine | None,
+                 sct_levels: Path | None, normative_root: Path | None, work_dir: Path) -> None:
+    """CSA per PAM50 slice and level (SCT's ``-normalize-PAM50``: each vertebral level stretched
+    onto the template's), compared with SCT's healthy-control database when it is installed.
+
+    The SCT engine runs ``sct_process_segmentation -perslice 1 -normalize-PAM50 1``, which uses
+    SCT's own PAM50 levels (``sct_levels``); the builtin engine applies the same interpolation
+    (:mod:`spinal_bidsapp.morphometrics_pam50`) to its own per-slice CSA and ``template.levels``.
+    """
+    from spinal_bidsapp.morphometrics_pam50 import (
+        compare_to_normative,
+        load_normative_csa,
+        pam50_csa_from_sct_csv,
+        read_pam50_slice_levels,
+        resample_to_pam50,
+        summarise_pam50_levels,
+    )
+
+    if engine is not None:
+        assert sct_levels is not None
+        pam50_levels = read_pam50_slice_levels(sct_levels)
+        result = engine.measure_cord(cord, discs, out_dir=work_dir, per="slice",
+                                     normalize_pam50=True)
+        values = pam50_csa_from_sct_csv(result.rows, len(pam50_levels))
+        method = f"SCT {engine.info.version} sct_process_segmentation -normalize-PAM50 1"
+    else:
+        assert template.levels is not None
+        pam50_levels = read_pam50_slice_levels(template.levels)
+        levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
+        values = resample_to_pam50(levels, csa, pam50_levels)
+        method = "builtin: SCT's per-level interpolation (metrics_to_PAM50) of our CSA"
+    per_level = summarise_pam50_levels(values, pam50_levels)
+    if len(per_level) < 3:
+        raise InputDataError(f"{cord.name}: CSA in PAM50 space needs at least 3 vertebral levels "
+                             f"(SCT's rule: the inner levels set the scale), found "
+                             f"{len(per_level)}")
+    rows = ["pam50_slice\tlevel\tcsa_mm2"] + [
+        f"{i}\t{VERTEBRA_NAMES.get(int(pam50_levels[i]), 'n/a')}\t{values[i]:.3f}"
+        for i in np.flatnonzero(np.isfinite(values))]
+    write_text(table_out, "\n".join(rows) + "\n")
+    first, last = (per_level[0].level, per_level[-1].level) if per_level else (0, 0)
+    summary: dict[str, object] = {
+        "Description": "cord CSA in the PAM50 anatomical dimensions (each vertebral level "
+                       "resampled onto the PAM50 slices of the same level)",
+        "method": method, "template_slices": len(pam50_levels),
+        "levels": [{"level": e.level, "name": e.name, "n_slices": e.n_slices,
+                    "csa_mean_mm2": round(e.csa_mean_mm2, 3),
+                    "partial": e.level in (first, last)} for e in per_level],
+        "normative": None}
+    if normative_root is None:
+        summary["normative_note"] = ("not compared: SCT's healthy-control database "
+                                     "(PAM50_normalized_metrics) is not installed")
+    else:
+        try:
+            norms = load_normative_csa(normative_root, contrast=contrast)
+        except MissingInputError:
+            summary["normative_note"] = (f"not compared: SCT's healthy-control database has no "
+                                         f"{contrast} data")
+        else:
+            summary["normative"] = {
+                "database": str(norms.folder), "contrast": contrast,
+                "subjects": len(norms.subjects),
+                "levels": [{"level": c.level, "name": c.name,
+                            "subject_mm2": round(c.subject_mm2, 3),
+                            "normative_mean_mm2": round(c.normative_mean_mm2, 3),
+                            "normative_sd_mm2": (round(c.normative_sd_mm2, 3)
+                                                 if np.isfinite(c.normative_sd_mm2) else None),
+                            "n_subjects": c.n_subjects,
+                            "percent_of_normative": round(c.percent_of_normative, 1),
+                            "z_score": (round(c.z_score, 2) if c.n_subjects
+                                        >= MIN_NORMATIVE_SUBJECTS and np.isfinite(c.z_score)
+                                        else None)}
+                           for c in compare_to_normative(per_level, norms)]}
+    write_json(json_out, summary)

@@ -85,6 +85,25 @@ OUTPUTS: dict[str, OutputKind] = {
                                       ("desc", "straight")), "mask", ".nii.gz"),
     "figure": OutputKind((("desc", "{figure}"),), "{suffix}", ".png", datatype="figures",
                          in_bids_schema=False),
+    "vertebrae": OutputKind((("desc", "vertebrae"),), "dseg", ".nii.gz",
+                            description="vertebral bodies, SCT vertebral levels (TotalSpineSeg)"),
+    "vertebrae_lut": OutputKind((("desc", "vertebrae"),), "dseg", ".tsv"),
+    "canal_mask": OutputKind((("label", "canal"),), "mask", ".nii.gz",
+                             description="spinal canal: cord and CSF (TotalSpineSeg)"),
+    "rootlets": OutputKind((("desc", "rootlets"),), "dseg", ".nii.gz",
+                           description="dorsal nerve rootlets, value = spinal level"),
+    "rootlets_lut": OutputKind((("desc", "rootlets"),), "dseg", ".tsv"),
+    "morphometrics_pam50": OutputKind((("space", "{template}"), ("desc", "cord")),
+                                      "morphometrics", ".tsv", in_bids_schema=False,
+                                      description="CSA per template slice (PAM50 dimensions)"),
+    "morphometrics_pam50_json": OutputKind((("space", "{template}"), ("desc", "cord")),
+                                           "morphometrics", ".json", in_bids_schema=False),
+    **{f"xfm_{way}_template_{path}": OutputKind(
+        (*entities, ("desc", path), ("mode", "image")), "xfm", ".nii.gz", in_bids_schema=False,
+        description=f"the {path[:-1]}-based registration when it is not the primary one")
+       for path in ("discs", "rootlets")
+       for way, entities in (("to", (("from", "{suffix}"), ("to", "{template}"))),
+                             ("from", (("from", "{template}"), ("to", "{suffix}"))))},
 }
 
 BIDSIGNORE = (

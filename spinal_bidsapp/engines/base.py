@@ -41,6 +41,14 @@ class DiscLabelResult:
 
 
 @dataclass(frozen=True)
+class SpineResult:
+    discs: Path
+    """Single-voxel disc labels at the posterior tip of each disc, SCT numbering."""
+    labels: Path
+    """TotalSpineSeg step-2 labels: cord, canal, each vertebra and disc (``sct_outputs``)."""
+
+
+@dataclass(frozen=True)
 class RootletResult:
     rootlets: Path
     """Rootlet segmentation on the input grid; value = spinal level (C1..C8 = 1..8, T1 = 9)."""

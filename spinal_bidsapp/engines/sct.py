@@ -10,9 +10,10 @@ It installs PAM50 ``r20250730``, the release :mod:`spinal_bidsapp.templates` pin
 Commands per installed version (all built by the pure ``build_*_argv`` functions below):
 
 * cord: ``sct_deepseg spinalcord -i -o`` (7.0+); ``sct_deepseg_sc -i -c t2|t1|t2s -o`` (6.x).
-* discs, ``disc_method="auto"``: ``sct_deepseg spine -i -o OUT`` -> ``OUT_totalspineseg_discs``
-  and ``OUT_totalspineseg_all`` (7.2+); ``sct_deepseg totalspineseg -i -o OUT -step1-only 1`` ->
-  ``OUT_step1_levels`` (+ ``_step1_canal/_cord/_output``) (7.0-7.1);
+* vertebrae, discs and canal, ``disc_method="auto"``: ``sct_deepseg spine -i -o OUT -label-vert
+  1`` -> ``OUT_totalspineseg_discs`` (posterior-tip disc labels) and ``OUT_totalspineseg_all``
+  (step-2 labels: each vertebra and disc, cord, canal) (7.2+); ``sct_deepseg totalspineseg -i -o
+  OUT`` -> ``OUT_step1_levels`` and ``OUT_step2_output`` (+ every step-1 intermediate) (7.0-7.1);
   ``sct_label_vertebrae -i -s -c t2|t1 -ofolder`` -> ``<seg>_labeled_discs`` (6.x, or any version
   with ``disc_method="label_vertebrae"``).
 * rootlets: ``sct_deepseg rootlets -i -o`` (7.0+); ``sct_deepseg -task seg_spinal_rootlets_t2w``
@@ -50,6 +51,7 @@ from spinal_bidsapp.engines.base import (
     RegistrationResult,
     RootletResult,
     SegmentationResult,
+    SpineResult,
 )
 from spinal_bidsapp.engines.sct_outputs import CordMorphometrics, read_morphometrics_csv
 from spinal_bidsapp.engines.tools import discover_tool, find_tool, run_tool
@@ -232,25 +234,44 @@ def disc_method_for(version: SctVersion, method: DiscMethod) -> Literal["spine",
     return "spine" if version >= SctVersion(7, 2) else "totalspineseg"
 
 
+@dataclass(frozen=True)
+class SpineCommand:
+    """The spine-task command line and its two outputs."""
+
+    argv: list[str]
+    discs: Path
+    """Posterior-tip disc labels, SCT numbering (TotalSpineSeg ``step1_levels``)."""
+    labels: Path
+    """TotalSpineSeg step-2 labels: each vertebra and disc, cord and canal."""
+    outputs: tuple[Path, ...]
+
+
+def build_spine_argv(version: SctVersion, *, image: Path, out_dir: Path,
+                     qc: SctQc | None = None) -> SpineCommand:
+    """TotalSpineSeg with its second model (individual vertebrae): ``spine -label-vert 1`` (7.2+)
+    or ``totalspineseg`` without ``-step1-only`` (7.0-7.1, which writes every intermediate)."""
+    tool = disc_method_for(version, "deepseg")
+    if tool == "spine":
+        base = out_dir / "spine.nii.gz"
+        discs, labels = (out_dir / "spine_totalspineseg_discs.nii.gz",
+                         out_dir / "spine_totalspineseg_all.nii.gz")
+        return SpineCommand(argv=["sct_deepseg", "spine", "-i", str(image), "-o", str(base),
+                                  "-label-vert", "1", *_qc_args(qc)],
+                            discs=discs, labels=labels, outputs=(discs, labels))
+    base = out_dir / "tss.nii.gz"
+    discs, labels = out_dir / "tss_step1_levels.nii.gz", out_dir / "tss_step2_output.nii.gz"
+    return SpineCommand(argv=["sct_deepseg", "totalspineseg", "-i", str(image), "-o", str(base),
+                              *_qc_args(qc)], discs=discs, labels=labels, outputs=(discs, labels))
+
+
 def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
                            contrast: Contrast, out_dir: Path, method: DiscMethod = "auto",
                            qc: SctQc | None = None) -> DiscCommand:
     """Disc labels (value N = disc above vertebra N), by version and method; see module table."""
     tool = disc_method_for(version, method)
-    if tool == "spine":
-        base = out_dir / "spine.nii.gz"
-        discs = out_dir / "spine_totalspineseg_discs.nii.gz"
-        return DiscCommand(
-            argv=["sct_deepseg", "spine", "-i", str(image), "-o", str(base), *_qc_args(qc)],
-            discs=discs, outputs=(discs, out_dir / "spine_totalspineseg_all.nii.gz"))
-    if tool == "totalspineseg":
-        base = out_dir / "tss.nii.gz"
-        outputs = tuple(out_dir / f"tss_step1_{part}.nii.gz"
-                        for part in ("levels", "canal", "cord", "output"))
-        return DiscCommand(
-            argv=["sct_deepseg", "totalspineseg", "-i", str(image), "-o", str(base),
-                  "-step1-only", "1", *_qc_args(qc)],
-            discs=outputs[0], outputs=outputs)
+    if tool != "label_vertebrae":
+        spine = build_spine_argv(version, image=image, out_dir=out_dir, qc=qc)
+        return DiscCommand(argv=spine.argv, discs=spine.discs, outputs=spine.outputs)
     if contrast not in ("T2w", "T1w"):
         raise InputDataError(f"sct_label_vertebrae handles T1w and T2w images only, not "
                              f"{contrast}; provide disc labels in derivatives/labels or use "
@@ -427,6 +448,13 @@ class SctEngine:
         self._run(command.argv, step="label_discs", out_dir=out_dir, outputs=command.outputs)
         return DiscLabelResult(discs=command.discs)
 
+    def segment_spine(self, image: Path, *, out_dir: Path) -> SpineResult:
+        """Vertebrae, discs, cord and canal (TotalSpineSeg, SCT 7.0+)."""
+        command = build_spine_argv(self.install.version, image=image, out_dir=out_dir,
+                                   qc=self.qc)
+        self._run(command.argv, step="segment_spine", out_dir=out_dir, outputs=command.outputs)
+        return SpineResult(discs=command.discs, labels=command.labels)
+
     def segment_rootlets(self, image: Path, *, contrast: Contrast, out_dir: Path
                          ) -> RootletResult:
         if contrast != "T2w":
@@ -451,7 +479,7 @@ class SctEngine:
 
     def _register(self, image: Path, cord_mask: Path, *, template_dir: Path, contrast: Contrast,
                   out_dir: Path, discs: Path | None, rootlets: Path | None) -> RegistrationResult:
-        check_sct_template(template_dir, contrast=contrast)
+        check_sct_template(template_dir, contrast=contrast, rootlets=rootlets is not None)
         argv = build_register_argv(self.install.version, image=image, cord_mask=cord_mask,
                                    template_dir=template_dir, contrast=contrast,
                                    out_dir=out_dir, discs=discs, rootlets=rootlets, qc=self.qc)
@@ -469,19 +497,31 @@ class SctEngine:
         return MorphometryResult(csv=out_csv, rows=tuple(read_morphometrics_csv(out_csv)))
 
 
-def check_sct_template(template_dir: Path, *, contrast: Contrast) -> None:
-    """SCT's ``-t`` needs ``template/info_label.txt``, the cord mask, disc labels and the contrast.
+ROOTLET_LABEL_IDS = (16, 17)
+"""``info_label.txt`` IDs ``sct_register_to_template -lrootlet`` reads: the template rootlets and
+their mid-points (SCT 7.x ``scripts/sct_register_to_template.py``)."""
+
+
+def check_sct_template(template_dir: Path, *, contrast: Contrast, rootlets: bool = False) -> None:
+    """SCT's ``-t`` needs ``template/info_label.txt``, the cord mask, disc labels and the contrast
+    (and, with ``rootlets``, the template rootlets listed under IDs 16 and 17).
 
     Raises
     ------
     MissingInputError
         Names the folder and the missing files.
     """
+    from spinal_bidsapp.engines.sct_outputs import read_info_label
+
     folder = Path(template_dir) / "template"
-    needed = ("info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",
-              f"PAM50_{_SCT_CONTRAST[contrast]}.nii.gz")
+    needed = ["info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",
+              f"PAM50_{_SCT_CONTRAST[contrast]}.nii.gz"]
+    if rootlets and (folder / "info_label.txt").is_file():
+        listed = read_info_label(folder / "info_label.txt")
+        needed += [listed.get(i, f"info_label.txt ID {i}") for i in ROOTLET_LABEL_IDS]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise MissingInputError(f"{folder} lacks {', '.join(missing)}, which "
                                 "sct_register_to_template needs; pass a complete PAM50 folder "
-                                "(SCT's $SCT_DIR/data/PAM50 or the official release)")
+                                "(SCT's $SCT_DIR/data/PAM50 or the official release "
+                                "r20250730)")

@@ -6,7 +6,12 @@ functions are thin file wrappers. Numbering follows SCT (``docs/reference/sct.md
 * labeled segmentation (``sct_label_vertebrae``: ``*_labeled``): value N = vertebral level N, the
   region between disc N (above) and disc N+1 (below);
 * disc labels: value N = the disc just above vertebra N, so disc N lies between levels N-1 and N;
-* rootlets (``sct_deepseg rootlets``): value = spinal (neurological) level, C1..C8 = 1..8, T1 = 9.
+* rootlets (``sct_deepseg rootlets``): value = spinal (neurological) level, C1..C8 = 1..8, T1 = 9;
+* TotalSpineSeg (``sct_deepseg spine -label-vert 1``, ``*_totalspineseg_all``): cord 1, canal (CSF)
+  2, vertebrae 11-17 (C1-C7), 21-32 (T1-T12), 41-45 (L1-L5) (46-47: L6-L7), 50 sacrum, discs 63-67
+  (C2/C3-C6/C7), 71-82 (C7/T1-T11/T12), 91-95 (T12/L1-L4/L5), 100 (L5/S); SCT 7.3
+  ``reports/totalspineseg_step2_regions.json``. Its ``*_totalspineseg_discs`` are single voxels at
+  the posterior tip of each disc, already in SCT disc numbering.
 
 The SCT-specific voxel order of its centerline CSV is handled in :mod:`spinal_bidsapp.engines.sct`.
 """
@@ -16,11 +21,14 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from spinal_bidsapp.engines.base import DiscLabelResult
 from spinal_bidsapp.errors import InputDataError
@@ -219,3 +227,153 @@ def _row_to_morphometrics(row: dict[str, str]) -> CordMorphometrics:
         length_mm=number("SUM(length)"),
         sct_version=row.get("SCT Version") or None,
     )
+
+
+# ----------------------------------------------------------------------- TotalSpineSeg (spine)
+
+TSS_CORD, TSS_CANAL = 1, 2
+"""TotalSpineSeg labels of the cord and of the CSF around it (together: the spinal canal)."""
+TSS_SACRUM = 50
+
+
+def _tss_ranges(first_tss: int, first_sct: int, count: int) -> dict[int, int]:
+    return {first_tss + i: first_sct + i for i in range(count)}
+
+
+TSS_VERTEBRA_TO_SCT: dict[int, int] = {
+    **_tss_ranges(11, 1, 7), **_tss_ranges(21, 8, 12), **_tss_ranges(41, 20, 5), TSS_SACRUM: 25}
+"""TotalSpineSeg vertebra label -> SCT vertebral level (C1 = 1 ... L5 = 24, sacrum -> 25 = S1).
+L6/L7 (46/47, transitional anatomy) have no SCT number and are reported, not mapped."""
+TSS_DISC_TO_SCT: dict[int, int] = {
+    **_tss_ranges(63, 3, 5), **_tss_ranges(71, 8, 12), **_tss_ranges(91, 20, 5), 100: 25}
+"""TotalSpineSeg disc label -> SCT disc number (C2/C3 = 3 ... L5/S = 25)."""
+TSS_UNNUMBERED = {46: "L6", 47: "L7"}
+
+
+@dataclass(frozen=True)
+class SpineLabels:
+    """TotalSpineSeg labels in SCT numbering, on the grid of the labelled image."""
+
+    vertebrae: NDArray[np.uint8]
+    """Vertebral bodies: SCT vertebral level (C1 = 1 ... L5 = 24, sacrum = 25), 0 elsewhere."""
+    disc_regions: NDArray[np.uint8]
+    """Whole discs: SCT disc number (C2/C3 = 3 ...), 0 elsewhere."""
+    canal: NDArray[np.bool_]
+    """Spinal canal: the cord and the CSF around it (TotalSpineSeg labels 1 and 2)."""
+    unnumbered: tuple[str, ...]
+    """Vertebrae present in the image that SCT numbering has no value for (``L6``)."""
+
+
+def spine_labels_from_totalspineseg(labels: NDArray[np.integer]) -> SpineLabels:
+    """Split a TotalSpineSeg step-2 label map into SCT-numbered vertebrae, discs and the canal.
+
+    >>> tss = np.array([[[0, 1, 2, 13, 64, 22, 100, 46]]])
+    >>> spine = spine_labels_from_totalspineseg(tss)
+    >>> spine.vertebrae.ravel().tolist(), spine.disc_regions.ravel().tolist(), spine.unnumbered
+    ([0, 0, 0, 3, 0, 9, 0, 0], [0, 0, 0, 0, 4, 0, 25, 0], ('L6',))
+    """
+    tss = np.rint(np.asarray(labels)).astype(np.int64)
+    vertebrae = np.zeros(tss.shape, np.uint8)
+    discs = np.zeros(tss.shape, np.uint8)
+    for source, target in TSS_VERTEBRA_TO_SCT.items():
+        vertebrae[tss == source] = target
+    for source, target in TSS_DISC_TO_SCT.items():
+        discs[tss == source] = target
+    present = set(np.unique(tss).tolist())
+    return SpineLabels(vertebrae=vertebrae, disc_regions=discs,
+                       canal=(tss == TSS_CORD) | (tss == TSS_CANAL),
+                       unnumbered=tuple(name for value, name in TSS_UNNUMBERED.items()
+                                        if value in present))
+
+
+@dataclass(frozen=True)
+class SpineCheck:
+    """Consistency of automatic vertebra and disc labels (what a reviewer would check first)."""
+
+    vertebrae: tuple[int, ...]
+    discs: tuple[int, ...]
+    problems: tuple[str, ...]
+    """One short sentence per problem (``"missing C4"``); empty when consistent."""
+
+    @property
+    def consistent(self) -> bool:
+        return not self.problems
+
+
+MIN_PIECE_FRACTION = 0.1
+"""A second piece of one vertebra counts as a duplicate when it has at least this fraction of the
+voxels of the largest piece (smaller pieces are segmentation specks, not a repeated level)."""
+
+
+def check_spine_levels(vertebrae: NDArray[np.integer], disc_points: Mapping[int, NDArray],
+                       affine: NDArray[np.float64], *, unnumbered: tuple[str, ...] = ()
+                       ) -> SpineCheck:
+    """No missing or duplicated level, discs in order and each between its two vertebrae.
+
+    Parameters
+    ----------
+    vertebrae : (X, Y, Z) int
+        SCT vertebral levels (0 outside the bodies).
+    disc_points : dict
+        SCT disc number -> (3,) world position (mm, RAS+), e.g. the posterior-tip labels.
+    affine : (4, 4) float
+        Voxel to world of ``vertebrae``.
+    unnumbered : tuple of str
+        Vertebrae SCT numbering cannot name (reported as a problem: level names below are then
+        uncertain).
+
+    Returns
+    -------
+    SpineCheck
+        "Above" and "below" compare world superior coordinates of centroids.
+    """
+    from spinal_bidsapp.geometry.discs import DISC_NAMES
+    from spinal_bidsapp.morphometrics import VERTEBRA_NAMES
+
+    problems: list[str] = [f"{name} present (transitional anatomy): check the level names"
+                           for name in unnumbered]
+    values = sorted(int(v) for v in np.unique(vertebrae) if v > 0)
+    height: dict[int, float] = {}
+    for value in values:
+        pieces, count = ndimage.label(vertebrae == value)
+        sizes = np.bincount(pieces.ravel())[1:]
+        if count > 1 and np.sort(sizes)[-2] >= MIN_PIECE_FRACTION * sizes.max():
+            problems.append(f"{VERTEBRA_NAMES[value]} labelled at {count} separate places")
+        centroid = np.argwhere(vertebrae == value).mean(axis=0)
+        height[value] = float(vox_to_mm(affine, centroid[None])[0, 2])
+    if values:
+        problems += [f"missing {VERTEBRA_NAMES[v]}" for v in range(values[0], values[-1] + 1)
+                     if v not in height]
+    discs = sorted(disc_points)
+    disc_height = {d: float(np.asarray(disc_points[d])[2]) for d in discs}
+    problems += [f"discs {DISC_NAMES[a]} and {DISC_NAMES[b]} out of order"
+                 for a, b in itertools.pairwise(discs) if disc_height[a] <= disc_height[b]]
+    for disc in discs:
+        above, below = height.get(disc - 1), height.get(disc)
+        if above is not None and below is not None and not below < disc_height[disc] < above:
+            problems.append(f"disc {DISC_NAMES[disc]} is not between {VERTEBRA_NAMES[disc - 1]} "
+                            f"and {VERTEBRA_NAMES[disc]}")
+    problems += [f"missing disc {DISC_NAMES[v]}" for v in values[1:]
+                 if v - 1 in height and v not in disc_points]
+    return SpineCheck(vertebrae=tuple(values), discs=tuple(discs), problems=tuple(problems))
+
+
+# ------------------------------------------------------------------------- info_label.txt
+
+_INFO_LABEL_LINE = re.compile(r"^\s*(\d+)\s*,\s*[^,]+,\s*(\S+\.nii(?:\.gz)?)\s*$")
+
+
+def read_info_label(path: Path) -> dict[int, str]:
+    """Label ID -> file name of the individual labels in an SCT ``info_label.txt``.
+
+    Only the first section (``# Keyword=IndivLabels``) holds ``ID, name, file`` lines; the
+    combined-label and cluster sections that follow are skipped.
+    """
+    ids: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# Keyword=") and "IndivLabels" not in line:
+            break
+        match = _INFO_LABEL_LINE.match(line)
+        if match:
+            ids[int(match.group(1))] = match.group(2)
+    return ids

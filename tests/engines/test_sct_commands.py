@@ -23,6 +23,7 @@ from spinal_bidsapp.engines.sct import (
     build_register_argv,
     build_rootlets_argv,
     build_segment_cord_argv,
+    build_spine_argv,
     check_sct_template,
     disc_method_for,
     parse_sct_version,
@@ -77,24 +78,35 @@ def test_qc_options_are_appended() -> None:
 
 
 @pytest.mark.parametrize("version", [V72, V73, SCT_PINNED_VERSION])
-def test_discs_use_the_spine_task_from_7_2(version: SctVersion) -> None:
+def test_discs_use_the_spine_task_with_individual_vertebrae_from_7_2(version: SctVersion
+                                                                     ) -> None:
     command = build_label_discs_argv(version, image=IMG, cord_mask=SEG, contrast="T2w",
                                      out_dir=OUT)
+    # -label-vert 1: the second model, which names each vertebra (SCT 7.2 sct_deepseg.py)
     assert command.argv == ["sct_deepseg", "spine", "-i", str(IMG), "-o",
-                            str(OUT / "spine.nii.gz")]
+                            str(OUT / "spine.nii.gz"), "-label-vert", "1"]
     assert command.discs == OUT / "spine_totalspineseg_discs.nii.gz"
     assert command.outputs == (OUT / "spine_totalspineseg_discs.nii.gz",
                                OUT / "spine_totalspineseg_all.nii.gz")
+    spine = build_spine_argv(version, image=IMG, out_dir=OUT)
+    assert spine.argv == command.argv and spine.labels == OUT / "spine_totalspineseg_all.nii.gz"
 
 
 @pytest.mark.parametrize("version", [V70, V71])
 def test_discs_use_totalspineseg_step1_levels_in_7_0_and_7_1(version: SctVersion) -> None:
     command = build_label_discs_argv(version, image=IMG, cord_mask=SEG, contrast="T1w",
                                      out_dir=OUT)
+    # no -step1-only: its default 0 runs step 2, which labels each vertebra (SCT 7.0)
     assert command.argv == ["sct_deepseg", "totalspineseg", "-i", str(IMG), "-o",
-                            str(OUT / "tss.nii.gz"), "-step1-only", "1"]
+                            str(OUT / "tss.nii.gz")]
     assert command.discs == OUT / "tss_step1_levels.nii.gz"
-    assert OUT / "tss_step1_cord.nii.gz" in command.outputs
+    assert build_spine_argv(version, image=IMG, out_dir=OUT).labels == (
+        OUT / "tss_step2_output.nii.gz")
+
+
+def test_the_spine_task_needs_sct_7() -> None:
+    with pytest.raises(EngineUnavailable, match=r"7\.0 or newer"):
+        build_spine_argv(V65, image=IMG, out_dir=OUT)
 
 
 @pytest.mark.parametrize(("version", "method"), [(V65, "auto"), (V73, "label_vertebrae")])

@@ -10,10 +10,13 @@ import pytest
 
 from spinal_bidsapp.engines.sct import read_centerline_csv
 from spinal_bidsapp.engines.sct_outputs import (
+    check_spine_levels,
     disc_voxels_from_levels,
     parse_sct_ranges,
+    read_info_label,
     read_morphometrics_csv,
     read_rootlet_levels,
+    spine_labels_from_totalspineseg,
     superior_axis,
     write_discs_from_labeled_segmentation,
 )
@@ -144,3 +147,82 @@ def test_non_sct_csv_is_rejected(tmp_path: Path) -> None:
     path.write_text("a,b\n1,2\n")
     with pytest.raises(InputDataError, match="Slice"):
         read_morphometrics_csv(path)
+
+
+# ----------------------------------------------------------------- TotalSpineSeg and the check
+
+
+def _spine(levels: list[int], *, height: int = 10, gap: int = 2) -> np.ndarray:
+    """Vertebral bodies stacked from the top (high z) down, SCT numbering, on a 1 mm grid."""
+    shape_z = len(levels) * (height + gap) + 2
+    vertebrae = np.zeros((6, 6, shape_z), np.uint8)
+    top = shape_z - 1
+    for level in levels:
+        vertebrae[1:5, 1:5, top - height + 1:top + 1] = level
+        top -= height + gap
+    return vertebrae
+
+
+def _disc_points(vertebrae: np.ndarray) -> dict[int, np.ndarray]:
+    """A disc in each gap, between vertebra N-1 (above) and N (below)."""
+    points = {}
+    for value in np.unique(vertebrae[vertebrae > 0]):
+        top = np.argwhere(vertebrae == value)[:, 2].max()
+        points[int(value)] = np.array([3.0, 3.0, top + 1.5])
+    return points
+
+
+def test_totalspineseg_labels_map_to_sct_numbering() -> None:
+    tss = np.array([[[11, 17, 21, 32, 41, 45, 50, 63, 67, 71, 82, 91, 95, 100, 1, 2]]])
+    spine = spine_labels_from_totalspineseg(tss)
+    assert spine.vertebrae.ravel()[:7].tolist() == [1, 7, 8, 19, 20, 24, 25]
+    assert spine.disc_regions.ravel()[7:14].tolist() == [3, 7, 8, 19, 20, 24, 25]
+    assert spine.canal.ravel().tolist() == [False] * 14 + [True, True]
+    assert spine.unnumbered == ()
+
+
+def test_a_consistent_spine_passes_the_check() -> None:
+    vertebrae = _spine([3, 4, 5, 6])
+    check = check_spine_levels(vertebrae, _disc_points(vertebrae), np.eye(4))
+    assert check.consistent and check.vertebrae == (3, 4, 5, 6) and check.discs == (3, 4, 5, 6)
+
+
+def test_the_check_finds_missing_duplicated_and_misplaced_levels() -> None:
+    vertebrae = _spine([3, 4, 6, 7])  # C5 missing
+    points = _disc_points(vertebrae)
+    del points[7]  # its disc too
+    points[4], points[3] = points[3], points[4]  # two discs swapped
+    vertebrae[1:5, 1:5, 0:1] = 3  # a second, large piece of C3 at the bottom
+    vertebrae[1:5, 1:5, 1:2] = 3
+    problems = check_spine_levels(vertebrae, points, np.eye(4)).problems
+    assert "missing C5" in problems
+    assert "missing disc C6/C7" in problems
+    assert "C3 labelled at 2 separate places" in problems
+    assert "discs C2/C3 and C3/C4 out of order" in problems
+    assert any(p.startswith("disc C3/C4 is not between C3 and C4") for p in problems)
+
+
+def test_a_speck_of_a_vertebra_is_not_a_duplicate() -> None:
+    vertebrae = _spine([3, 4])
+    vertebrae[0, 0, 0] = 3
+    assert check_spine_levels(vertebrae, _disc_points(vertebrae), np.eye(4)).consistent
+
+
+def test_transitional_vertebrae_are_reported() -> None:
+    spine = spine_labels_from_totalspineseg(np.array([[[45, 46, 50]]]))
+    assert spine.unnumbered == ("L6",)
+    check = check_spine_levels(spine.vertebrae, {}, np.eye(4), unnumbered=spine.unnumbered)
+    assert check.problems[0].startswith("L6 present")
+
+
+def test_info_label_lists_the_individual_labels_only(tmp_path: Path) -> None:
+    info = tmp_path / "info_label.txt"
+    # layout written by SCT's InfoLabel.save (spinalcordtoolbox/metadata.py, 7.3)
+    info.write_text("# Keyword=IndivLabels (Please DO NOT change this line)\n"
+                    "# ID, name, file\n"
+                    "0, T1-weighted template, PAM50_t1.nii.gz\n"
+                    "16, spinal rootlets, PAM50_rootlets.nii.gz\n"
+                    "\n# Combined labels\n"
+                    "# Keyword=CombinedLabels (Please DO NOT change this line)\n"
+                    "50, spinal cord, 4,5\n")
+    assert read_info_label(info) == {0: "PAM50_t1.nii.gz", 16: "PAM50_rootlets.nii.gz"}
