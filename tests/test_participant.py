@@ -72,6 +72,23 @@ def test_per_level_csa_of_errsm30(real_run: tuple[Path, int, float]) -> None:
         assert 50 < level["csa_mean_mm2"] < 110
 
 
+def test_csa_in_pam50_dimensions_of_errsm30(real_run: tuple[Path, int, float]) -> None:
+    anat = real_run[0] / "sub-errsm30" / "anat"
+    native = json.loads((anat / "sub-errsm30_desc-cord_morphometrics.json").read_text())
+    summary = json.loads((anat / "sub-errsm30_space-PAM50_desc-cord_morphometrics.json")
+                         .read_text())
+    assert summary["method"].startswith("builtin")
+    # levels as SCT derives them from discs 3-5: C2 above disc 3, C5 below disc 5 (partial)
+    assert [(e["name"], e["partial"]) for e in summary["levels"]] == [
+        ("C2", True), ("C3", False), ("C4", False), ("C5", True)]
+    for level in native["levels"]:  # a whole level keeps its mean CSA when stretched
+        stretched = next(e for e in summary["levels"] if e["name"] == level["name"])
+        assert stretched["csa_mean_mm2"] == pytest.approx(level["csa_mean_mm2"], rel=0.05)
+    assert summary["normative"] is None
+    page = (real_run[0] / "sub-errsm30.html").read_text()
+    assert "CSA C3, PAM50 dimensions" in page and "no rootlet segmentation" in page
+
+
 def test_outputs_are_a_valid_derivative_dataset(real_run: tuple[Path, int, float]) -> None:
     out = real_run[0]
     description = json.loads((out / "dataset_description.json").read_text())
