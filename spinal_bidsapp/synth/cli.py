@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--t1w", action="store_true",
                          help="also write a T1w-like image on the same grid")
         cmd.add_argument("-v", "--verbose", action="count", default=0)
+    demo.add_argument("--t2starw", action="store_true",
+                      help="also write a T2*w-like axial stack (0.5x0.5x5 mm) with its cord mask")
     demo.add_argument("--no-straight-reference", dest="straight_reference",
                       action="store_false",
                       help="skip the unbent noise-free reference images in truth/")
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> Path:
 
     if args.cohort == "demo":
         result = generate_demo_cohort(args.out_dir, n_subjects=args.n_subjects, seed=args.seed,
-                                      t1w=args.t1w, straight_reference=args.straight_reference)
+                                      t1w=args.t1w, straight_reference=args.straight_reference,
+                                      t2starw=args.t2starw)
     else:
         pam50 = args.pam50 if args.pam50 is not None else _default_data_dir() / "PAM50"
         pam50_small = (args.pam50_small if args.pam50_small is not None

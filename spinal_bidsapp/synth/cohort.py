@@ -18,6 +18,9 @@ from spinal_bidsapp.synth.curve import SpineCurve
 from spinal_bidsapp.synth.demo import (
     DEMO_DISCS,
     T1W_INTENSITY,
+    T2STARW_INTENSITY,
+    T2STARW_SLAB_DISCS,
+    T2STARW_VOXEL_MM,
     T2W_INTENSITY,
     TISSUES,
     DemoSubjectSpec,
@@ -26,6 +29,7 @@ from spinal_bidsapp.synth.demo import (
     draw_demo_subject,
     labelled_discs,
     render_demo_subject,
+    render_demo_t2starw,
     render_straight_reference,
 )
 from spinal_bidsapp.synth.phantom import (
@@ -83,7 +87,8 @@ def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.
 
 def generate_demo_cohort(out_dir: Path, *, n_subjects: int = 6, seed: int = 0,
                          t1w: bool = False, voxel_mm_range: tuple[float, float] = (0.8, 1.0),
-                         straight_reference: bool = True) -> CohortResult:
+                         straight_reference: bool = True, t2starw: bool = False
+                         ) -> CohortResult:
     """Write an analytic demo cohort (no external data) to ``out_dir/bids`` and ``out_dir/truth``.
 
     Parameters
@@ -94,6 +99,10 @@ def generate_demo_cohort(out_dir: Path, *, n_subjects: int = 6, seed: int = 0,
     t1w : also write a T1w-like image (inverse contrast) on the same grid, with labels
     voxel_mm_range : voxel sizes are drawn in this range (mm)
     straight_reference : also write the unbent noise-free T2w and tissue map into the truth
+    t2starw : also write a T2*w-like axial stack (``T2STARW_VOXEL_MM``: 0.5 mm in plane, 5 mm
+        slices, LAS) over the cord between discs ``T2STARW_SLAB_DISCS``, with its cord mask in
+        ``derivatives/labels`` (no disc labels, as usual for such a stack). Drawn after the other
+        images, so a cohort's T2w/T1w images do not depend on this option.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir).absolute()
@@ -110,6 +119,15 @@ def generate_demo_cohort(out_dir: Path, *, n_subjects: int = 6, seed: int = 0,
         files = _write_subject_images(out_dir, subject, contrasts, affine,
                                       cord_mask=rendered.cord_mask,
                                       disc_labels=rendered.disc_labels)
+        if t2starw:
+            star = render_demo_t2starw(spec, rng=noise_rng)
+            files["T2starw"] = str(writer.write_anat(bids_dir, subject, "T2starw", star.image,
+                                                     star.grid.affine).relative_to(out_dir))
+            for path in writer.write_labels(bids_dir, subject, "T2starw",
+                                            cord_mask=star.cord_mask, disc_labels=None,
+                                            affine=star.grid.affine):
+                key = path.name.removeprefix(f"sub-{subject}_").removesuffix(".nii.gz")
+                files[key] = str(path.relative_to(out_dir))
         files["noisefree_T2w"] = writer.write_truth_image(
             out_dir, subject, "desc-noisefree_T2w", to_int16(rendered.t2w_noisefree), affine)
         files["dseg"] = writer.write_truth_image(out_dir, subject, "dseg", rendered.dseg, affine)
@@ -128,7 +146,7 @@ def generate_demo_cohort(out_dir: Path, *, n_subjects: int = 6, seed: int = 0,
     writer.write_dataset_files(bids_dir, name="spinal_bidsapp synthetic demo cohort",
                                readme=DEMO_README, subjects=subjects, version=__version__)
     _write_cohort_index(out_dir, cohort="demo", seed=seed, subjects=subjects,
-                        truth_files=truth_files, options={"t1w": t1w,
+                        truth_files=truth_files, options={"t1w": t1w, "t2starw": t2starw,
                                                           "voxel_mm_range": list(voxel_mm_range)})
     return CohortResult(out_dir=out_dir, bids_dir=bids_dir, subjects=tuple(subjects),
                         truth_files=tuple(truth_files), seconds=time.perf_counter() - start)
@@ -164,6 +182,9 @@ def demo_truth(spec: DemoSubjectSpec, *, subject: str, seed: int,
                     "noise_sigma": spec.noise_sigma * IMAGE_SCALE,
                     "fov_discs": list(spec.fov_discs), "tissues": TISSUES,
                     "intensities": {"T2w": T2W_INTENSITY, "T1w": T1W_INTENSITY,
+                                    "T2starw": T2STARW_INTENSITY,
+                                    "T2starw_stack": {"voxel_mm": list(T2STARW_VOXEL_MM),
+                                                      "slab_discs": list(T2STARW_SLAB_DISCS)},
                                     "scale": IMAGE_SCALE}},
         files=files)
 

@@ -35,6 +35,17 @@ T2W_INTENSITY = {"background": 0.30, "cord": 0.42, "csf": 1.0, "disc": 0.72,
 T1W_INTENSITY = {"background": 0.45, "cord": 0.72, "csf": 0.12, "disc": 0.40,
                  "vertebral_body": 0.62, "arch": 0.18}
 
+T2STARW_INTENSITY = {"background": 0.25, "cord": 0.55, "csf": 1.0, "disc": 0.45,
+                     "vertebral_body": 0.15, "arch": 0.10}
+"""T2*w-like (gradient echo): bright CSF, grey cord, dark bone."""
+
+T2STARW_SLAB_DISCS = (4, 6)
+"""The axial T2*w slab covers the cord between these discs (C3/C4 to C5/C6)."""
+T2STARW_VOXEL_MM = (0.5, 0.5, 5.0)
+"""In-plane resolution and slice thickness of the T2*w stack (axial, LAS storage)."""
+T2STARW_SUBSAMPLES = 5
+"""Samples across each thick slice, averaged (through-slice partial volume)."""
+
 DEMO_DISCS = range(1, 10)
 """Discs modelled in the demo anatomy (1 = C1 top ... 9 = T1/T2); the FOV covers 2..8."""
 
@@ -295,3 +306,59 @@ def render_straight_reference(spec: DemoSubjectSpec, *, voxel_mm: float = 0.5,
         t2[:, :, slab] = t2_chunk.reshape(grid.shape[0], grid.shape[1], -1)
         dseg[:, :, slab] = dseg_chunk.reshape(grid.shape[0], grid.shape[1], -1)
     return t2, dseg, affine
+
+
+@dataclass(frozen=True)
+class RenderedT2starw:
+    """A thick-slice axial T2*w-like stack of a demo subject, on its own grid."""
+
+    grid: Grid
+    image: NDArray[np.int16]
+    cord_mask: NDArray[np.uint8]
+    """Voxels at least half inside the cord (through-slice partial volume included)."""
+
+
+def t2starw_grid(spec: DemoSubjectSpec) -> Grid:
+    """Axial grid (``T2STARW_VOXEL_MM``, LAS) over the cord between ``T2STARW_SLAB_DISCS``:
+    a function of ``spec`` only (no random draw)."""
+    anatomy = spec.anatomy
+    top, bottom = T2STARW_SLAB_DISCS
+    s_range = (anatomy.disc_arc_mm[bottom], anatomy.disc_arc_mm[top])
+    u_half = anatomy.body_half_axes_mm[0] + 4.0
+    v_range = (-(anatomy.cord_semi_axes_mm[1] * 1.2 + anatomy.canal_margin_mm[1]
+                 + anatomy.arch_thickness_mm + 4.0), anatomy.body_centre_v_mm())
+    lower, upper = _cross_section_box(spec.curve, s_range, (-u_half, u_half), v_range)
+    centre_z = 0.5 * (lower[2] + upper[2])
+    half_z = 0.5 * (spec.curve.curve_to_world(np.array([[0.0, 0.0, s_range[1]]]))[0, 2]
+                    - spec.curve.curve_to_world(np.array([[0.0, 0.0, s_range[0]]]))[0, 2])
+    lower[2], upper[2] = centre_z - abs(half_z), centre_z + abs(half_z)
+    return make_grid(lower_mm=lower, upper_mm=upper, voxel_mm=np.array(T2STARW_VOXEL_MM),
+                     axcodes="LAS")
+
+
+def render_demo_t2starw(spec: DemoSubjectSpec, *, rng: np.random.Generator) -> RenderedT2starw:
+    """Render the T2*w stack: every thick slice is the mean of ``T2STARW_SUBSAMPLES`` thin
+    samples across it, with the subject's bias field and noise level."""
+    grid = t2starw_grid(spec)
+    shape = grid.shape
+    width = float(min(T2STARW_VOXEL_MM))
+    step = grid.affine[:3, 2]
+    offsets = (np.arange(T2STARW_SUBSAMPLES) + 0.5) / T2STARW_SUBSAMPLES - 0.5
+    image = np.zeros(shape, np.float32)
+    cord = np.zeros(shape, np.float32)
+    bias = np.empty(shape, np.float32)
+    for slab, points in grid.points_mm(chunk_voxels=1 << 18):
+        sub_shape = (shape[0], shape[1], slab.stop - slab.start)
+        bias[:, :, slab] = spec.bias(points).reshape(sub_shape)
+        for offset in offsets:
+            uvs = spec.curve.world_to_curve(points + offset * step)
+            distances = spec.anatomy.signed_distances(uvs)
+            fractions = {name: soft_fraction(d, width) for name, d in distances.items()}
+            value = np.clip(1.0 - sum(fractions.values()), 0.0, 1.0) * T2STARW_INTENSITY[
+                "background"]
+            for name in TISSUES:
+                value = value + fractions[name] * T2STARW_INTENSITY[name]
+            image[:, :, slab] += (value / len(offsets)).reshape(sub_shape)
+            cord[:, :, slab] += ((distances["cord"] < 0) / len(offsets)).reshape(sub_shape)
+    noisy = to_int16(add_rician_noise(image * bias, sigma=spec.noise_sigma, rng=rng))
+    return RenderedT2starw(grid=grid, image=noisy, cord_mask=(cord >= 0.5).astype(np.uint8))

@@ -108,11 +108,14 @@ def write_anat(bids_dir: Path, subject: str, suffix: str, data: NDArray,
 
 
 def write_labels(bids_dir: Path, subject: str, suffix: str, *, cord_mask: NDArray,
-                 disc_labels: NDArray, affine: NDArray[np.float64]) -> list[Path]:
-    """Cord mask and single-voxel disc labels for the image ``sub-XX_<suffix>``."""
+                 disc_labels: NDArray | None, affine: NDArray[np.float64]) -> list[Path]:
+    """Cord mask and single-voxel disc labels (unless None) for the image ``sub-XX_<suffix>``.
+    """
     mask_path = label_path(bids_dir, subject, suffix, "label-SC_mask")
-    disc_path = label_path(bids_dir, subject, suffix, "labels-disc")
     _save(Volume(data=cord_mask.astype(np.uint8), affine=affine), mask_path)
+    if disc_labels is None:
+        return [mask_path]
+    disc_path = label_path(bids_dir, subject, suffix, "labels-disc")
     _save(Volume(data=disc_labels.astype(np.uint8), affine=affine), disc_path)
     return [mask_path, disc_path]
 
