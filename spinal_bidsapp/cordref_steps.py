@@ -80,6 +80,7 @@ def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path) ->
         "Sources": [raw_uri(bids_dir, image)],
         "Description": "spinal cord mask (builtin automatic segmentation, review it)",
         "Method": METHOD, "Confidence": round(result.confidence, 3),
+        "MedianAreaMM2": round(result.median_area_mm2, 1),
         "ConfidenceThreshold": LOW_CONFIDENCE,
         "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
         "SliceConfidence": [round(float(c), 3) for c in result.slice_confidence]})
