@@ -235,6 +235,10 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
         raise UsageError(
             "--reports-only applies to the participant level; rerun the group level instead: "
             "its finished stages are reused and the group page is redrawn")
+    if config.group.contrasts is not None:
+        from spinal_bidsapp.group_contrasts import check_contrast_engine
+
+        check_contrast_engine(config.group.contrasts, config.group.template_engine)
     subjects = collect_subjects(config)
     if config.group.contrasts is not None:
         from spinal_bidsapp.group_contrasts import check_contrasts
@@ -293,7 +297,12 @@ def _template_builder(config: RunConfig) -> tuple[TemplateBuilder, str, str]:
     from spinal_bidsapp.engines.builtin.template import BuiltinTemplateBuilder
 
     group = config.group
-    choice = resolve_template_engine(group.template_engine)
+    kind = group.template_engine
+    if kind == "auto" and len(group.contrasts or ()) > 1:
+        kind = "builtin"  # the MINC engine returns no per-subject warps (check_contrast_engine)
+        logger.info("--contrasts %s: builtin template engine (the extra contrasts are resampled "
+                    "through its per-subject warps)", " ".join(group.contrasts or ()))
+    choice = resolve_template_engine(kind)
     logger.info("Template engine: %s (%s)", choice.name, choice.reason)
     if choice.name == "minc":
         from spinal_bidsapp.engines.minc import MincTemplateBuilder

@@ -17,9 +17,11 @@ For every subject and extra contrast (T1w, T2starw):
    along the cord (the driving cord mask moved the same way), and averaged over the subjects
    that have the contrast, weighted by coverage (the straightening coverage moved by the loop
    warp, times the extra image's own field of view). The contrast template's cord mask is the
-   mean of the warped cord masks >= 0.5.
+   coverage-weighted mean of the warped cord masks >= 0.5 (so a contrast acquired as a short
+   axial slab, as T2*w often is, has a mask over that slab only).
 3. Each contrast template lies on the driving template's grid, so the disc labels are shared
-   (asserted); the cord masks are compared by Dice.
+   (asserted); the cord masks are compared by Dice over the template slices the contrast covers
+   (:func:`covered_slices`).
 """
 
 from __future__ import annotations
@@ -96,7 +98,32 @@ class ContrastTemplate:
     """Subjects whose manual cord mask of this contrast went into ``mask`` (the others gave
     their driving cord mask)."""
     dice: float
-    """Cord-mask Dice with the driving template's mask."""
+    """Cord-mask Dice with the driving template's mask, over ``slices``."""
+    slices: tuple[tuple[int, int], ...]
+    """Template slices (z index runs, first and last included) the contrast covers."""
+    covered_mm: float
+    """Length of the template the contrast covers (number of covered slices x slice step)."""
+
+
+def check_contrast_engine(contrasts: Sequence[str], template_engine: str) -> None:
+    """Extra contrasts need the builtin template engine (checked before any work).
+
+    They are resampled through each subject's template-loop warps, so that every contrast
+    template has the driving template's deformations; the MINC engine (ipl) keeps its
+    per-subject transforms in MINC form and hands back none (``TemplateBuildResult.warps`` is
+    empty), so extra contrasts would only be straightened, not aligned by construction.
+    (``auto`` picks the builtin engine when there are extra contrasts.)
+
+    Raises
+    ------
+    UsageError
+        ``--template-engine minc`` with more than one contrast.
+    """
+    if template_engine == "minc" and len(contrasts) > 1:
+        raise UsageError(
+            f"--contrasts {' '.join(contrasts)} needs --template-engine builtin (or auto): the "
+            "MINC engine returns no per-subject template warps to resample the extra contrasts "
+            f"through; drop --template-engine minc or use --contrasts {contrasts[0]}")
 
 
 def check_contrasts(contrasts: Sequence[str], subjects: Sequence[GroupSubject]) -> None:
@@ -319,7 +346,8 @@ def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: P
                         tpl / f"{prefix}_{contrast}.nii.gz")
     sd_path = save_volume(Volume(sd.astype(np.float32), affine),
                           tpl / f"{prefix}_desc-sd_{contrast}.nii.gz")
-    probability = np.mean([load_volume(j.outputs["cord"]).data for j in jobs], axis=0)
+    cords = np.stack([load_volume(j.outputs["cord"]).data for j in jobs]).astype(np.float64)
+    probability = np.where(total > 0, (weights * cords).sum(axis=0) / safe, 0.0)
     save_volume(Volume(probability.astype(np.float32), affine),
                 tpl / f"{prefix}_label-SC_desc-{contrast}_probseg.nii.gz")
     cord = probability >= 0.5
@@ -330,11 +358,47 @@ def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: P
         logger.warning("%d of %d subjects have no manual %s cord mask: their driving cord masks "
                        "stand in for them in the %s template's mask", len(jobs) - manual,
                        len(jobs), contrast, contrast)
-    dice = mask_dice(cord, np.asarray(reference.data) > 0)
-    logger.info("%s template from %d subjects: cord-mask Dice with the driving template %.3f",
-                contrast, len(jobs), dice)
+    driving_cord = np.asarray(reference.data) > 0
+    slices = covered_slices(total > 0, driving_cord, cord)
+    if not slices.any():
+        raise InputDataError(f"the {contrast} images cover none of the driving template's cord")
+    dice = mask_dice(cord[:, :, slices], driving_cord[:, :, slices])
+    covered_mm = float(slices.sum() * abs(affine[2, 2]))
+    logger.info("%s template from %d subjects: covers %.0f mm of the template; cord-mask Dice "
+                "with the driving template there %.3f", contrast, len(jobs), covered_mm, dice)
     return ContrastTemplate(contrast, image, sd_path, mask, tuple(j.label for j in jobs), manual,
-                            dice)
+                            dice, _runs(slices), covered_mm)
+
+
+def covered_slices(covered: np.ndarray, *masks: np.ndarray) -> np.ndarray:
+    """Template z slices (boolean, last axis) that a contrast covers: some voxel of the slice is
+    covered, and so is every voxel of ``masks`` in it (slices cut by the edge of the contrast's
+    field of view are left out, so the Dice compares what both templates saw).
+
+    >>> seen = np.zeros((2, 2, 4), bool); seen[:, :, 1:3] = True; seen[0, 0, 2] = False
+    >>> cord = np.zeros((2, 2, 4), bool); cord[0, 0, :] = True
+    >>> covered_slices(seen, cord).tolist()
+    [False, True, False, False]
+    """
+    inside = np.asarray(covered.any(axis=(0, 1)))
+    for mask in masks:
+        inside &= ~np.asarray((mask & ~covered).any(axis=(0, 1)))
+    return inside
+
+
+def _runs(slices: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Runs of True as (first, last) indices.
+
+    >>> _runs(np.array([0, 1, 1, 0, 1], bool))
+    ((1, 2), (4, 4))
+    """
+    index = np.flatnonzero(slices)
+    if not len(index):
+        return ()
+    breaks = np.flatnonzero(np.diff(index) > 1)
+    starts = np.concatenate([[index[0]], index[breaks + 1]])
+    ends = np.concatenate([index[breaks], [index[-1]]])
+    return tuple((int(a), int(b)) for a, b in zip(starts, ends, strict=True))
 
 
 def contrasts_record(templates: Sequence[ContrastTemplate], tpl: Path,
@@ -355,10 +419,13 @@ def contrasts_record(templates: Sequence[ContrastTemplate], tpl: Path,
         entry = {
             "Subjects": list(item.subjects),
             "Files": [p.relative_to(tpl).as_posix() for p in (item.image, item.sd, item.mask)],
-            "CordMask": f"mean of the warped cord masks >= 0.5: {item.manual_masks} manual "
-                        f"{item.contrast} masks, {len(item.subjects) - item.manual_masks} driving "
-                        "masks of subjects without one",
+            "CordMask": f"coverage-weighted mean of the warped cord masks >= 0.5: "
+                        f"{item.manual_masks} manual {item.contrast} masks, "
+                        f"{len(item.subjects) - item.manual_masks} driving masks of subjects "
+                        "without one",
             "CordMaskDice": round(item.dice, 4),
+            "DiceSlices": [list(run) for run in item.slices],
+            "CoveredLengthMm": round(item.covered_mm, 2),
         }
         if reference is not None and discs is not None:
             image = load_volume(item.image)

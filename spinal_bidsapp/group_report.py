@@ -82,8 +82,10 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                          float(np.mean([d for _, _, d in subjects]))),
                MetricRow("final median SD in the cord", record[-1]["median_sd_in_mask"]),
                MetricRow("aligned span", space.span_mm, "mm", _span_ends(space))]
+    same_discs = "; disc offset 0 mm (same grid)" if len(space.disc_values) else ""
     metrics += [MetricRow(f"cord-mask Dice, {c.contrast} vs driving template", c.dice, "",
-                          f"{len(c.subjects)} subjects, {c.manual_masks} manual masks")
+                          f"{len(c.subjects)} subjects, {c.manual_masks} manual masks, over "
+                          f"the {c.covered_mm:.0f} mm it covers{same_discs}")
                 for c in contrasts]
     if registration is not None:
         metrics.append(MetricRow(f"max disc error, tpl-{name} to {registration.target.name}",
@@ -129,8 +131,8 @@ def _contrasts_section(template: Volume, mask: Volume, contrasts: Sequence[Contr
                        name: str, figs: Path) -> ReportSection:
     from spinal_bidsapp.reports import figures
 
-    listing = "; ".join(f"{c.contrast}: {c.dice:.3f} ({len(c.subjects)} subjects)"
-                        for c in contrasts)
+    listing = "; ".join(f"{c.contrast}: {c.dice:.3f} ({len(c.subjects)} subjects, "
+                        f"{c.covered_mm:.0f} mm covered)" for c in contrasts)
     return ReportSection(
         "template", "Contrast templates", figures.plot_sagittal_series(
             [template, *(load_volume(c.image) for c in contrasts)], figs / "contrasts.png",
