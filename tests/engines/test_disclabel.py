@@ -11,7 +11,9 @@ from spinal_bidsapp.engines.builtin.disclabel import (
     LOW_CONFIDENCE,
     BuiltinDiscLabeler,
     DiscTemplate,
+    band_polarity,
     label_discs,
+    peak_near,
 )
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.discs import discs_from_label_array
@@ -50,6 +52,21 @@ def test_discs_of_a_pam50_phantom_within_3mm(template: DiscTemplate, data_dir: P
     assert result.confidence >= LOW_CONFIDENCE
     assert result.labels.shape == image.shape
     assert set(np.unique(result.labels)) - {0} == set(result.disc_points_mm)
+
+
+def test_disc_band_peak_is_the_band_centre_and_none_at_the_strip_end() -> None:
+    """A 4 mm bright band between dark endplates: the refinement finds its centre from a guess
+    3 mm off, follows the polarity, and gives up when the band is cut by the end of the strip."""
+    arc = np.arange(0.0, 60.0, 1.0)
+    band = np.where(np.abs(arc - 30.3) <= 2.0, 1.0, 0.0) - np.where(
+        np.abs(np.abs(arc - 30.3) - 3.0) <= 0.5, 1.0, 0.0)
+    peak = peak_near(band, arc, 27.0, 1.0)
+    assert peak is not None and abs(peak - 30.3) <= 1.0
+    assert peak_near(-band, arc, 27.0, -1.0) == peak
+    assert peak_near(band, arc, 1.0, 1.0) is None
+    assert band_polarity(band, arc, [30.0], contrast="T1w") == 1.0
+    assert band_polarity(-band, arc, [30.0], contrast="T1w") == -1.0
+    assert band_polarity(-band, arc, [30.0], contrast="T2w") == 1.0
 
 
 @pytest.fixture(scope="module")
