@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp.engines.builtin.disclabel import (
+    C2C3,
     LOW_CONFIDENCE,
     BuiltinDiscLabeler,
     DiscTemplate,
+    anchor_polarity,
     band_polarity,
+    c2c3_anchor,
     label_discs,
     peak_near,
 )
@@ -50,6 +53,9 @@ def test_discs_of_a_pam50_phantom_within_3mm(template: DiscTemplate, data_dir: P
     errors = errors_mm(result.disc_points_mm, in_view)
     assert max(errors.values()) <= TOLERANCE_MM, errors
     assert result.confidence >= LOW_CONFIDENCE
+    # The phantom's field reaches C1, but the PAM50_small T2 (2 mm slices) has no distinct
+    # C2/C3 band 10-16 mm in front of the cord: no anchor, the pattern alone decides.
+    assert result.c2c3_anchor_mm is None and result.anchor_agrees is None
     assert result.labels.shape == image.shape
     assert set(np.unique(result.labels)) - {0} == set(result.disc_points_mm)
 
@@ -67,6 +73,50 @@ def test_disc_band_peak_is_the_band_centre_and_none_at_the_strip_end() -> None:
     assert band_polarity(band, arc, [30.0], contrast="T1w") == 1.0
     assert band_polarity(-band, arc, [30.0], contrast="T1w") == -1.0
     assert band_polarity(-band, arc, [30.0], contrast="T2w") == 1.0
+
+
+def synthetic_band(discs_mm: list[float], end_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """A disc band: 5 mm bright discs (Gaussian, sigma 1.5 mm) on dark bone, 1 mm arc steps."""
+    arc = np.arange(0.0, end_mm + 0.5, 1.0)
+    band = sum(np.exp(-0.5 * ((arc - d) / 1.5) ** 2) for d in discs_mm) * 2.0 - 0.5
+    return np.asarray(band, float), arc
+
+
+@pytest.mark.parametrize(("discs", "end", "expected"), [
+    ([10.0, 28.0, 46.0], 71.0, 46.0),  # 25 mm of bone without disc above 18 mm vertebrae: C2
+    ([10.0, 28.0, 46.0], 58.0, None),  # the field ends 12 mm above the top disc
+    ([10.0, 28.0, 46.0, 64.0], 71.0, None),  # a regular vertebra above: top disc 7 mm from end
+    ([10.0, 28.0, 46.0, 66.5], 67.0, None),  # 21 mm up, the field ends inside the next disc
+    ([2.0, 18.0, 34.0, 50.0], 68.0, None),  # 18 mm above the top disc: under 20 mm
+    ([5.0, 35.0, 65.0], 95.0, None),  # lumbar spacing (30 mm) under 30 mm of bone: no context
+    ([10.0, 20.5, 46.0], 71.0, None),  # one spacing too short (10.5 mm): not two vertebrae
+])
+def test_c2c3_anchor_rule_on_synthetic_bands(discs: list[float], end: float,
+                                             expected: float | None) -> None:
+    band, arc = synthetic_band(discs, end)
+    found = c2c3_anchor(band, arc, 1.0)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and abs(found - expected) <= 0.5
+    # polarity: the same band inverted (dark discs, spin-echo T1w) gives the same answer
+    assert c2c3_anchor(-band, arc, -1.0) == found
+
+
+def test_anchor_needs_the_run_to_exceed_the_vertebra_below() -> None:
+    """20 mm of bone above a disc whose vertebra below is 20 mm tall is not C2."""
+    band, arc = synthetic_band([2.0, 22.0, 42.0], 62.0)
+    assert c2c3_anchor(band, arc, 1.0) is None
+    band, arc = synthetic_band([2.0, 22.0, 42.0], 64.0)
+    assert c2c3_anchor(band, arc, 1.0) is not None
+
+
+def test_anchor_polarity_from_skewness() -> None:
+    band, _ = synthetic_band([10.0, 28.0, 46.0], 71.0)
+    assert anchor_polarity(band, contrast="T1w") == 1.0
+    assert anchor_polarity(-band, contrast="T1w") == -1.0
+    assert anchor_polarity(-band, contrast="T2w") == 1.0
+    assert anchor_polarity(np.sin(np.arange(60.0)), contrast="T1w") == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +207,41 @@ def test_errsm30_t1w_discs_within_3mm_given_one_disc(template: DiscTemplate,
     assert max(errors.values()) <= TOLERANCE_MM, errors
 
 
-def test_errsm30_t1w_without_hint_is_flagged(template: DiscTemplate,
-                                             errsm30_t1w: tuple) -> None:
-    """Unhinted, the real T1w is not labelled reliably (docs/benchmarks.md): the result must be
-    flagged, whatever it is."""
-    image, cord, _ = errsm30_t1w
+def test_errsm30_t1w_without_hint_the_c2_anchor_sets_the_levels(template: DiscTemplate,
+                                                                 errsm30_t1w: tuple) -> None:
+    """The T1w shows 20 mm of bone without a disc above its top disc (C2 body and dens): the
+    anchor names that disc C2/C3, and discs 4-6 land within 3 mm of the corrected reference.
+    The T2 pattern alone puts the strip in the thoracic template, so anchor and pattern disagree
+    and the result stays flagged."""
+    image, cord, truth = errsm30_t1w
     result = label_discs(image.data, image.affine, cord.data, template, contrast="T1w")
+    assert result.c2c3_anchor_mm is not None
+    assert 15.0 <= result.c2c3_anchor_mm[2] - truth[4][2] <= 22.0  # one vertebra above C3/C4
+    assert np.linalg.norm(result.disc_points_mm[C2C3] - result.c2c3_anchor_mm) <= 1.0
+    errors = errors_mm(result.disc_points_mm, truth)
+    assert max(errors.values()) <= TOLERANCE_MM, errors
+    assert result.anchor_agrees is False
     assert result.confidence < LOW_CONFIDENCE
+
+
+def test_errsm30_t2w_shows_no_c2_so_no_anchor(template: DiscTemplate, errsm30: tuple) -> None:
+    """The T2w ends 1 mm above C2/C3: no anchor, the pattern match (and its flag) unchanged."""
+    image, cord, _ = errsm30
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
+    assert result.c2c3_anchor_mm is None and result.anchor_agrees is None
+
+
+def test_no_c2_anchor_on_a_lumbar_image(template: DiscTemplate, bids_real: Path) -> None:
+    """sub-lumbar01 (T2w, lumbar): tall lumbar bodies must not pass for C2."""
+    from spinal_bidsapp.engines.builtin.segment import segment_cord
+
+    path = bids_real / "sub-lumbar01" / "anat" / "sub-lumbar01_T2w.nii.gz"
+    if not path.is_file():
+        pytest.skip("sub-lumbar01 not in the shared data")
+    image = load_volume(path)
+    cord = segment_cord(image.data, image.affine, contrast="T2w").mask
+    result = label_discs(image.data, image.affine, cord, template, contrast="T2w")
+    assert result.c2c3_anchor_mm is None
 
 
 def test_unknown_init_disc_is_an_input_error(template: DiscTemplate, errsm30: tuple) -> None:

@@ -86,6 +86,27 @@ _PEAK_MM = 4.0
 _EDGE_MM = 2
 _NOT_A_DISC = 2
 """PAM50's disc 2 is the C1/C2 joint beside the dens: no disc band to refine on."""
+C2C3 = 3
+"""SCT value of the C2/C3 disc, the one the C2 anchor names."""
+_C2_RUN_MM = 20.0
+"""Disc-free bone above C2/C3 in the field of view: C2 (body + dens) is 30-40 mm tall from its
+lower disc to the dens tip, every other cervical vertebra 15-20 mm from disc to disc."""
+_C2_PEAK = 0.5
+"""Minimum height of a disc peak on the disc band (mean of unit-variance strip rows)."""
+_C2_QUIET = 0.35
+"""Above the anchor disc (beyond its own band) the band stays below this fraction of the anchor
+peak: not even the lower half of a disc cut by the end of the field."""
+_C2_QUIET_FROM_MM = 5.0
+"""Where the anchor disc's own band has ended (half a disc height plus the 1 mm smoothing)."""
+_C2_SPACING_MM = (12.0, 21.0)
+"""Disc-to-disc spacing of the two vertebrae below the anchor (cervical context): C3-C7 are
+15-20 mm (PAM50 16-18 mm), thoracic vertebrae 22-30 mm, lumbar 28-45 mm."""
+_C2_BELOW = 2
+"""Vertebrae below the anchor whose cervical spacing is required."""
+_C2_SKEW = 0.5
+"""On T1w, |skewness| of the disc band below which its polarity is not trusted (no anchor)."""
+_C2_DISAGREE = 0.4
+"""Confidence cap when the anchor overrules the pattern (below :data:`LOW_CONFIDENCE`)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,12 @@ class DiscLabelling:
     margin: float | None
     """Correlation of the best match minus that of the best match one level away; None when
     ``init_disc`` fixed the level."""
+    c2c3_anchor_mm: NDArray[np.float64] | None = None
+    """(3,) world position of the C2/C3 disc found by :func:`c2c3_anchor` (None: absent, or
+    ``init_disc`` given)."""
+    anchor_agrees: bool | None = None
+    """Whether the unhinted pattern match put C2/C3 within 8 mm of the anchor (None: no anchor);
+    when it does not, the anchor sets the level."""
 
 
 def sample_strip(data: NDArray, affine: NDArray[np.float64], line: Centerline
@@ -267,6 +294,59 @@ def peak_near(band: NDArray, subject_arc: NDArray, guess: float, polarity: float
                            subject_arc))
 
 
+def band_peaks(values: NDArray, min_height: float) -> NDArray[np.intp]:
+    """Indices of the local maxima of ``values`` at least ``min_height`` high."""
+    mid = values[1:-1]
+    return np.flatnonzero((mid > values[:-2]) & (mid >= values[2:]) & (mid >= min_height)) + 1
+
+
+def anchor_polarity(band: NDArray, *, contrast: Contrast) -> float:
+    """Sign of the discs on ``band`` for the anchor, before any match: +1 on T2w-like contrasts;
+    on T1w the sign of the band's skewness (narrow disc bands between long vertebral bodies skew
+    the band towards the discs' sign), 0 when ``|skew| < 0.5``."""
+    if contrast != "T1w":
+        return 1.0
+    centred = band - band.mean()
+    skew = float((centred ** 3).mean() / ((centred ** 2).mean() ** 1.5 + 1e-12))
+    return float(np.sign(skew)) if abs(skew) >= _C2_SKEW else 0.0
+
+
+def c2c3_anchor(band: NDArray, subject_arc: NDArray, polarity: float) -> float | None:
+    """Arc (mm) of the C2/C3 disc when the field of view shows C2, else None.
+
+    The rule (after SCT's ``detect_c2c3``, done on the disc band): C2, body plus dens, is the
+    only vertebra with more than about 20 mm of bone and no disc above its lower disc. Take the
+    topmost disc peak of ``polarity * band`` (local maximum >= 0.5). It is C2/C3 if
+
+    1. the strip goes on at least ``max(20 mm, spacing below + 1 mm)`` above it (the bone above
+       is taller than the vertebra below, and taller than any subaxial cervical vertebra);
+    2. from 5 mm above it to the end of the strip the band stays below 0.35 of its peak: no
+       other disc, not even the lower half of one cut by the end of the field;
+    3. cervical context: the next two discs below are peaks too, each 12-21 mm below the
+       previous (C3 and C4 heights; thoracic and lumbar vertebrae are taller, so a tall lumbar
+       or thoracic body under the top of a lumbar field does not qualify).
+
+    When the cord or the field ends close above the top disc, rule 1 fails: no anchor.
+    """
+    if polarity == 0:
+        return None
+    values = polarity * band
+    peaks = band_peaks(values, _C2_PEAK)
+    if len(peaks) < _C2_BELOW + 1:
+        return None
+    top = int(peaks[-1])
+    spacings = np.diff(subject_arc[peaks[-_C2_BELOW - 1:]])
+    if not ((spacings >= _C2_SPACING_MM[0]) & (spacings <= _C2_SPACING_MM[1])).all():
+        return None
+    if subject_arc[-1] - subject_arc[top] < max(_C2_RUN_MM, float(spacings[-1]) + 1.0):
+        return None
+    above = values[subject_arc > subject_arc[top] + _C2_QUIET_FROM_MM]
+    if above.size == 0 or float(above.max()) >= _C2_QUIET * float(values[top]):
+        return None
+    refined = peak_near(band, subject_arc, float(subject_arc[top]), polarity)
+    return float(subject_arc[top]) if refined is None else refined
+
+
 def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                 template: DiscTemplate, *, contrast: Contrast,
                 init_disc: tuple[int, float] | None = None) -> DiscLabelling:
@@ -302,8 +382,19 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
         nearest = int(np.argmin(np.abs(line.points_mm[:, 2] - z_mm)))
         hint = (value, float(line.arc_mm[nearest]))
     invert = contrast == "T1w"
+    band = disc_band(subject)
+    anchor = (c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
+              if hint is None and C2C3 in template.disc_arc_mm else None)
     offset, scale, score, runner_up = match_strip(subject, arc, template, invert=invert,
                                                   hint=hint)
+    agrees: bool | None = None
+    fixed = hint
+    if anchor is not None:
+        agrees = abs((template.disc_arc_mm[C2C3] - offset) / scale - anchor) <= _AMBIGUITY_MM
+        if not agrees:
+            fixed = (C2C3, anchor)
+            offset, scale, score, _ = match_strip(subject, arc, template, invert=invert,
+                                                  hint=fixed)
     pattern = -template.strip if invert else template.strip
     guesses: dict[int, float] = {}
     for value, tpl_arc in template.disc_arc_mm.items():
@@ -312,7 +403,6 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
             guesses[value] = _refine(subject, arc, pattern, tpl_arc, guess, scale)
         elif arc[0] - _PEAK_MM < guess < arc[-1] + _PEAK_MM:
             guesses[value] = guess
-    band = disc_band(subject)
     polarity = band_polarity(band, arc, [g for g in guesses.values() if arc[0] <= g <= arc[-1]],
                              contrast=contrast)
     points: dict[int, NDArray[np.float64]] = {}
@@ -325,8 +415,8 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
             s = guess
         else:
             continue
-        if hint is not None and value == hint[0] and peak is None:
-            s = hint[1]
+        if fixed is not None and value == fixed[0] and peak is None:
+            s = fixed[1]
         k = int(np.argmin(np.abs(line.arc_mm - s)))
         points[value] = line.points_mm[k]
     labels = np.zeros(np.shape(cord), np.uint8)
@@ -336,10 +426,17 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
         labels[tuple(ijk)] = value
     logger.debug("disc labelling: scale %.3f, ncc %.3f, discs %s", scale, score, sorted(points))
     margin = score - runner_up if hint is None else None
-    confidence = (min(1.0, max(0.0, margin) / _MARGIN_REF) if margin is not None
-                  else min(1.0, max(0.0, score) / _NCC_REF))
+    if margin is not None and anchor is None:
+        confidence = min(1.0, max(0.0, margin) / _MARGIN_REF)
+    else:
+        confidence = min(1.0, max(0.0, score) / _NCC_REF)
+        if agrees is False:
+            confidence *= _C2_DISAGREE
+    anchor_mm = (None if anchor is None else
+                 line.points_mm[int(np.argmin(np.abs(line.arc_mm - anchor)))].copy())
     return DiscLabelling(labels=labels, disc_points_mm=points, confidence=confidence, ncc=score,
-                         scale=scale, margin=margin)
+                         scale=scale, margin=margin, c2c3_anchor_mm=anchor_mm,
+                         anchor_agrees=agrees)
 
 
 class BuiltinDiscLabeler:
