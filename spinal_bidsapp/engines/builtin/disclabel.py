@@ -1,7 +1,14 @@
 """Builtin intervertebral disc labelling: match the spine next to the cord against PAM50 (#8).
 
 Method (our own, after the idea of SCT's ``sct_label_vertebrae``, see
-docs/reference/sct.md §7.1, without its C2/C3 detector):
+docs/reference/sct.md §7.1; its C2/C3 detector replaced by a classical C2 anchor, step 0):
+
+0. **C2 anchor** (:func:`c2c3_anchor`, no hint given). When the field shows the top of the
+   spine, the topmost disc below >= 20 mm of disc-free bone (C2 body and dens; other cervical
+   vertebrae are 15-20 mm), with two cervical-sized vertebrae (12-21 mm) below it, is C2/C3.
+   If the pattern match (step 3) puts C2/C3 more than 8 mm from it, the anchor sets the level
+   (the match is redone as if hinted ``3@anchor``) and the confidence is capped at 0.4
+   (flagged); if they agree, the confidence is ``min(1, ncc / 0.3)``. No anchor: unchanged.
 
 1. **Strip.** Along the cord centerline (fitted to the cord mask), the image is sampled every
    1 mm of arc on a band in front of the cord: 6-24 mm along the anterior normal (the canal's
