@@ -396,6 +396,7 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                                                   hint=hint)
     agrees: bool | None = None
     fixed = hint
+    margin = score - runner_up if hint is None else None  # of the pattern match alone
     if anchor is not None:
         agrees = abs((template.disc_arc_mm[C2C3] - offset) / scale - anchor) <= _AMBIGUITY_MM
         if not agrees:
@@ -432,7 +433,6 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
         ijk = np.clip(ijk, 0, np.array(labels.shape) - 1)
         labels[tuple(ijk)] = value
     logger.debug("disc labelling: scale %.3f, ncc %.3f, discs %s", scale, score, sorted(points))
-    margin = score - runner_up if hint is None else None
     if margin is not None and anchor is None:
         confidence = min(1.0, max(0.0, margin) / _MARGIN_REF)
     else:
