@@ -13,7 +13,10 @@ bids-real values are one level too high, docs/benchmarks.md), without and with a
 ``init_disc`` hint, and agreement with SCT's mid-vertebral body labels of the same image
 (sct-reference ``labels-body``, values 3 and 5); distance to the true discs of PAM50 phantoms
 (``generate_phantom_cohort``). Each time on our own cord segmentation (end to end) and on the
-manual/true mask.
+manual/true mask. Every disc row also gives the C2 anchor (world z of the C2/C3 disc found from
+the disc-free C2 above it, or None) and whether the pattern match agreed with it; the anchor is
+also checked on the images without disc truth (sub-les01 T2w, sub-lumbar01 T2w: it must be
+absent on the lumbar image).
 """
 
 from __future__ import annotations
@@ -84,6 +87,12 @@ def load_template(data: Path) -> DiscTemplate:
     return template_strip(t2.data, t2.affine, cord.data, cord.affine, discs.data, discs.affine)
 
 
+def anchor_fields(result) -> dict:  # type: ignore[no-untyped-def]
+    point = result.c2c3_anchor_mm
+    return {"c2c3_anchor_z_mm": None if point is None else round(float(point[2]), 1),
+            "anchor_agrees": result.anchor_agrees}
+
+
 def disc_errors(found: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> dict[str, float]:
     return {str(v): (round(float(np.linalg.norm(found[v] - p)), 2) if v in found else None)
             for v, p in truth.items()}
@@ -141,7 +150,8 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
                          "sct_body_labels": body_check(result.disc_points_mm, bodies),
                          "confidence": round(result.confidence, 3),
                          "ncc": round(result.ncc, 3),
-                         "margin": None if result.margin is None else round(result.margin, 3)})
+                         "margin": None if result.margin is None else round(result.margin, 3),
+                         **anchor_fields(result)})
             print(f"errsm30 discs ({mask_name} mask, hint {hint_name}): {rows[-1]}", flush=True)
     return rows
 
@@ -167,7 +177,8 @@ def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
                          "found": sorted(result.disc_points_mm),
                          "confidence": round(result.confidence, 3),
                          "ncc": round(result.ncc, 3),
-                         "margin": None if result.margin is None else round(result.margin, 3)})
+                         "margin": None if result.margin is None else round(result.margin, 3),
+                         **anchor_fields(result)})
             print(f"errsm30 T1w discs ({mask_name} mask, hint {hint_name}): {rows[-1]}",
                   flush=True)
     return rows
@@ -195,8 +206,27 @@ def run_discs_phantoms(data: Path, template: DiscTemplate, n_subjects: int) -> l
                              "confidence": round(result.confidence, 3),
                              "ncc": round(result.ncc, 3),
                              "margin": None if result.margin is None
-                             else round(result.margin, 3)})
+                             else round(result.margin, 3), **anchor_fields(result)})
                 print(f"phantom sub-{sub} ({mask_name} mask): {rows[-1]}", flush=True)
+    return rows
+
+
+def run_anchor_without_truth(data: Path, template: DiscTemplate) -> list[dict]:
+    """Unhinted labelling of the bids-real images without disc truth: the anchor must not fire
+    on the lumbar image."""
+    bids = data / "bids-real"
+    rows = []
+    for subject in ("les01", "lumbar01"):
+        path = bids / f"sub-{subject}" / "anat" / f"sub-{subject}_T2w.nii.gz"
+        if not path.is_file():
+            continue
+        image = load_volume(path)
+        mask = segment_cord(image.data, image.affine, contrast="T2w").mask
+        result = label_discs(image.data, image.affine, mask, template, contrast="T2w")
+        rows.append({"subject": subject, "cord_mask": "builtin",
+                     "found": sorted(result.disc_points_mm),
+                     "confidence": round(result.confidence, 3), **anchor_fields(result)})
+        print(f"{subject} T2w discs (builtin mask, no truth): {rows[-1]}", flush=True)
     return rows
 
 
@@ -210,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"segmentation": run_segmentation(args.data),
               "discs_errsm30": run_discs_errsm30(args.data, template),
               "discs_errsm30_t1w": run_discs_errsm30_t1w(args.data, template),
-              "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms)}
+              "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms),
+              "discs_without_truth": run_anchor_without_truth(args.data, template)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
