@@ -140,6 +140,11 @@ def test_t2starw_template_from_thick_axial_slabs(cohort: Path, tmp_path: Path) -
     dice = _dice_on_slices(a, b, runs)
     assert dice >= 0.95
     assert entry["CordMaskDice"] == pytest.approx(dice, abs=1e-3)
+    # per subject, the registration stage kept has the best cord overlap of those tried
+    for subject in entry["Subjects"]:
+        stages = entry["SubjectRegistration"][subject]
+        assert set(stages["CordDice"]) == {"scanner", "affine", "nonlinear"}
+        assert stages["CordDice"][stages["Kept"]] == max(stages["CordDice"].values())
     page = (out / "tpl-SpinalCord.html").read_text()
     assert "cord-mask Dice, T2starw vs driving template" in page
     assert "Contrast templates" in page
@@ -191,10 +196,12 @@ def test_auto_engine_with_contrasts_asks_for_the_builtin_loop(
 @pytest.mark.parametrize("contrast", ["T1w", "T2starw"])
 def test_real_contrasts_of_one_session_are_aligned_on_the_cord(contrast: str,
                                                                bids_real: Path) -> None:
-    """sub-errsm30: T1w (1 mm RAS) and T2*w (axial 0.5x0.5x7.5 mm) onto its T2w (PSR)."""
+    """sub-errsm30: T1w (1 mm RAS) and T2*w (axial 0.5x0.5x7.5 mm) onto its T2w (PSR); the
+    nonlinear step after the affine one is kept, raises the cord overlap, moves the cord by a
+    few mm at most and leaves everything outside its box around the cord to the affine."""
     from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
     from spinal_bidsapp.geometry.metrics import mask_dice
-    from spinal_bidsapp.group_contrasts import register_contrast
+    from spinal_bidsapp.group_contrasts import NONLINEAR_BOX_MM, register_contrast
     from spinal_bidsapp.image import load_mask, load_volume, reorient
 
     labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
@@ -202,7 +209,8 @@ def test_real_contrasts_of_one_session_are_aligned_on_the_cord(contrast: str,
     cord = reorient(load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz"))
     image = load_volume(bids_real / "sub-errsm30" / "anat" / f"sub-errsm30_{contrast}.nii.gz")
     mask = load_mask(labels / f"sub-errsm30_{contrast}_label-SC_mask.nii.gz")
-    field = register_contrast(anat, cord, image, mask, seed=0)
+    result = register_contrast(anat, cord, image, mask, seed=0)
+    assert set(result.fields) == {"scanner", "affine", "nonlinear"}
 
     def overlap(pull: DisplacementField) -> float:
         moved = apply_field(mask.data.astype(np.float32), mask.affine, pull, order=1) > 0.5
@@ -210,5 +218,19 @@ def test_real_contrasts_of_one_session_are_aligned_on_the_cord(contrast: str,
         slices = seen.any(axis=(0, 1))
         return mask_dice(moved[:, :, slices], cord.data[:, :, slices] > 0)
 
-    scanner = overlap(DisplacementField(np.zeros_like(field.data), field.affine))
-    assert overlap(field) >= max(0.9, scanner)
+    scanner, affine, nonlinear = (overlap(result.fields[k])
+                                  for k in ("scanner", "affine", "nonlinear"))
+    assert not result.fields["scanner"].data.any()
+    assert affine >= max(0.9, scanner)
+    assert result.kept == "nonlinear"
+    assert nonlinear == pytest.approx(result.dice["nonlinear"], abs=1e-6)
+    assert nonlinear > affine
+    step = np.linalg.norm(result.field.data - result.fields["affine"].data, axis=-1)
+    assert step.max() <= 3.0
+    # outside the box around the driving cord, the field is the affine one
+    index = np.argwhere(cord.data > 0)
+    pad = int(np.ceil(NONLINEAR_BOX_MM)) + 1  # 1 mm voxels
+    inside = np.zeros(step.shape, bool)
+    inside[tuple(slice(max(a - pad, 0), b + pad + 1)
+                 for a, b in zip(index.min(axis=0), index.max(axis=0), strict=True))] = True
+    assert step[~inside].max() < 1e-3
