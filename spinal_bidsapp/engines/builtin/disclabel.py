@@ -105,6 +105,14 @@ _C2_QUIET = 0.35
 peak: not even the lower half of a disc cut by the end of the field."""
 _C2_QUIET_FROM_MM = 5.0
 """Where the anchor disc's own band has ended (half a disc height plus the 1 mm smoothing)."""
+_LABELLED_FRACTION = 0.5
+"""At least this fraction of the subject's cord must map between the template's first and last
+labelled discs (widened by one level) for a confident level: beyond them the pattern match
+aligns vertebrae the template cannot name (PAM50_small has no disc below T12/L1, so a lumbar
+image matches the bottom of the strip)."""
+_OFF_TEMPLATE_CONFIDENCE = 0.4
+"""Confidence cap (below :data:`LOW_CONFIDENCE`: flagged) for such a match."""
+_LEVEL_MM = 20.0
 _C2_SPACING_MM = (12.0, 21.0)
 """Disc-to-disc spacing of the two vertebrae below the anchor (cervical context): C3-C7 are
 15-20 mm (PAM50 16-18 mm), thoracic vertebrae 22-30 mm, lumbar 28-45 mm."""
@@ -439,11 +447,31 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
         confidence = min(1.0, max(0.0, score) / _NCC_REF)
         if agrees is False:
             confidence *= _C2_DISAGREE
+    labelled = labelled_fraction(offset + scale * arc[0], offset + scale * arc[-1], template)
+    if labelled < _LABELLED_FRACTION:
+        logger.debug("disc labelling: %.0f %% of the cord maps onto labelled template levels",
+                     100 * labelled)
+        confidence = min(confidence, _OFF_TEMPLATE_CONFIDENCE)
     anchor_mm = (None if anchor is None else
                  line.points_mm[int(np.argmin(np.abs(line.arc_mm - anchor)))].copy())
     return DiscLabelling(labels=labels, disc_points_mm=points, confidence=confidence, ncc=score,
                          scale=scale, margin=margin, c2c3_anchor_mm=anchor_mm,
                          anchor_agrees=agrees)
+
+
+def labelled_fraction(start_mm: float, end_mm: float, template: DiscTemplate) -> float:
+    """Fraction of the template arc span ``[start_mm, end_mm]`` (the subject's cord mapped onto
+    the template) that lies between the template's first and last labelled discs, each widened
+    by one vertebral level.
+
+    >>> tpl = DiscTemplate(strip=np.zeros((1, 300)), disc_arc_mm={19: 100.0, 3: 250.0})
+    >>> labelled_fraction(120.0, 200.0, tpl), labelled_fraction(0.0, 100.0, tpl)
+    (1.0, 0.2)
+    """
+    low = min(template.disc_arc_mm.values()) - _LEVEL_MM
+    high = max(template.disc_arc_mm.values()) + _LEVEL_MM
+    span = max(end_mm - start_mm, 1e-6)
+    return float(max(0.0, min(end_mm, high) - max(start_mm, low)) / span)
 
 
 class BuiltinDiscLabeler:
