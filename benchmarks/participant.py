@@ -176,7 +176,12 @@ def bench_errsm30(data: Path, work: Path, template_dir: Path) -> dict:
     ours = score_registration(out, "errsm30", template_dir, subject_discs, template_points,
                               labels / "sub-errsm30_T2w_label-SC_mask.nii.gz")
     sct = score_sct_reference(data, subject_discs, template_points)
-    return {"ours": {**ours, **run}, "sct_reference_warp": sct}
+    # the bids-real disc values are one level too high (docs/benchmarks.md, disc labelling):
+    # SCT's warp, made from its vertebral-body labels, is also scored against the corrected ones
+    corrected = {value + 1: point for value, point in subject_discs.items()}
+    sct_corrected = score_sct_reference(data, corrected, template_points)
+    return {"ours": {**ours, **run}, "sct_reference_warp": sct,
+            "sct_reference_warp_corrected_discs": sct_corrected}
 
 
 def bench_phantoms(data: Path, work: Path, template_dir: Path, n: int) -> list[dict]:
@@ -218,10 +223,14 @@ def write_docs(results: dict, command: str) -> None:
         "subject vs the subject's cord mask (native), and subject cord in PAM50 space vs PAM50 "
         "cord on the covered slices (template). SCT's row scores its real "
         "`sct_register_to_template` warp of the same subject (`sct-reference`) the same way. "
-        "Caveat: that warp was computed from the body labels in `sct-reference`, which sit one "
-        "vertebra above the disc labels used here (label 3 on the C2 body, between discs 2 and 3; "
-        "label 5 on C4), so its disc error measures that label disagreement, not SCT's "
-        "registration accuracy; its cord Dice is the comparable figure.",
+        "That warp was computed from SCT's vertebral-body labels in `sct-reference` (C3 and C5), "
+        "while the bids-real disc *values* are one level too high (see the disc-labelling "
+        "section: the disc they call C2/C3 is C3/C4). Scored against the bids-real values as "
+        "given, SCT's warp misses by a vertebra; scored against the same positions read one "
+        "level down (discs 4-6), it lands them within a few mm. Our row uses the bids-real "
+        "labels as given (manual labels always win), so our warp aligns the subject one level "
+        "too high on PAM50 for this subject: its small disc error measures how well the given "
+        "labels are followed, not anatomical correctness.",
         "",
         "Phantoms use the 0.5 mm PAM50 masks as template (PAM50_small's disc labels sit on 2 mm "
         "slices, up to 1 mm from the true discs). Subject disc labels are single voxels, so "
@@ -231,9 +240,16 @@ def write_docs(results: dict, command: str) -> None:
         f"| sub-errsm30 T2w (discs 3-5) | ours | {ours['max_disc_error_mm']:.2f} | "
         f"{ours['cord_dice_native']:.3f} | {ours['cord_dice_template']:.3f} | "
         f"{ours['wall_s']:.1f} | {ours['peak_rss_mb']:.0f} |",
-        f"| sub-errsm30 T2w (discs 3-5) | SCT 7.x warp (reference file) | "
+        f"| sub-errsm30 T2w (discs 3-5 as given) | SCT 7.x warp (reference file) | "
         f"{sct['max_disc_error_mm']:.2f} | {sct['cord_dice_native']:.3f} | - | - | - |",
     ]
+    if "sct_reference_warp_corrected_discs" in errsm30:
+        fixed = errsm30["sct_reference_warp_corrected_discs"]
+        per_disc = ", ".join(f"{v}: {e['to_template_mm']:.2f}"
+                             for v, e in sorted(fixed["disc_errors"].items()))
+        lines.append(f"| sub-errsm30 T2w (same positions read as discs 4-6) | SCT 7.x warp "
+                     f"(reference file) | {fixed['max_disc_error_mm']:.2f} ({per_disc}) | "
+                     f"{fixed['cord_dice_native']:.3f} | - | - | - |")
     for row in phantoms:
         lines.append(f"| phantom {row['subject']} | ours | {row['max_disc_error_mm']:.2f} | "
                      f"{row['cord_dice_native']:.3f} | {row['cord_dice_template']:.3f} | "
