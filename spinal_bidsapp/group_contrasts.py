@@ -40,6 +40,7 @@ import numpy as np
 
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import InputDataError, UsageError
+from spinal_bidsapp.files import write_json
 from spinal_bidsapp.steps import run_step
 
 if TYPE_CHECKING:
@@ -262,9 +263,9 @@ def _resample(job: ContrastJob) -> None:
     result = register_contrast(anat, anat_cord, raw, cord, seed=job.seed)
     registration = result.field
     save_field(registration, job.outputs["registration"])
-    job.outputs["overlap"].write_text(json.dumps(
-        {"CordDice": {k: round(v, 4) for k, v in result.dice.items()}, "Kept": result.kept},
-        indent=2) + "\n")
+    write_json(job.outputs["overlap"],
+               {"CordDice": {k: round(v, 4) for k, v in result.dice.items()},
+                "Kept": result.kept})
     to_anat = load_field(job.to_straight)
     if job.loop_warp is not None:
         to_anat = compose_fields(load_field(job.loop_warp), to_anat)
@@ -328,6 +329,7 @@ def _register_masks(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord
     import ants
 
     from spinal_bidsapp.fieldio import load_field
+    from spinal_bidsapp.image import crop
 
     fixed, moved = _to_ants(_smooth(anat_cord)), _to_ants(_smooth(moving_cord))
     fields = {}
@@ -346,10 +348,10 @@ def _register_masks(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord
             compose=str(Path(tmp) / "affine_total_"))))
         if nonlinear:
             box = _box_slices(anat_cord, NONLINEAR_BOX_MM)
-            extras = [("mattes", _to_ants(_crop(anat, box)), _to_ants(moving),
+            extras = [("mattes", _to_ants(crop(anat, box)), _to_ants(moving),
                        NONLINEAR_MI_WEIGHT, 32)]
             result = ants.registration(
-                fixed=_to_ants(_crop(_smooth(anat_cord), box)), moving=moved,
+                fixed=_to_ants(crop(_smooth(anat_cord), box)), moving=moved,
                 type_of_transform="SyNOnly", initial_transform=transform,
                 syn_metric="meansquares", syn_sampling=0, grad_step=NONLINEAR_STEP,
                 flow_sigma=3, total_sigma=0, reg_iterations=NONLINEAR_ITERATIONS,
@@ -362,28 +364,10 @@ def _register_masks(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord
 
 
 def _box_slices(mask: Volume, margin_mm: float) -> tuple[slice, ...]:
-    """Voxel slices of ``mask``'s bounding box dilated ``margin_mm`` (clipped to the grid).
+    """``mask``'s bounding box dilated ``margin_mm``, clipped to the grid."""
+    from spinal_bidsapp.image import index_range
 
-    >>> from spinal_bidsapp.image import Volume
-    >>> m = np.zeros((10, 10, 10), bool); m[4:6, 4:6, 2:3] = True
-    >>> _box_slices(Volume(m, np.diag([2.0, 2.0, 1.0, 1.0])), 3.0)
-    (slice(2, 8, None), slice(2, 8, None), slice(0, 6, None))
-    """
-    spacing = np.sqrt((mask.affine[:3, :3] ** 2).sum(axis=0))
-    index = np.argwhere(np.asarray(mask.data) > 0)
-    pad = np.ceil(margin_mm / spacing - 1e-6).astype(int)
-    low = np.maximum(index.min(axis=0) - pad, 0)
-    high = np.minimum(index.max(axis=0) + pad + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-
-
-def _crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
-    from spinal_bidsapp.image import Volume
-
-    affine = np.array(volume.affine, dtype=np.float64)
-    start = np.array([b.start for b in box], dtype=np.float64)
-    affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
-    return Volume(np.asarray(volume.data, np.float32)[box], affine)
+    return tuple(slice(*index_range(mask, axis, margin_mm=margin_mm)) for axis in range(3))
 
 
 def _cord_overlap(field: DisplacementField, anat_cord: Volume, moving_cord: Volume) -> float:

@@ -55,6 +55,36 @@ class Volume:
         return Volume(data=data, affine=self.affine)
 
 
+def index_range(mask: Volume | None, axis: int, *, margin_mm: float,
+                size: int | None = None) -> tuple[int, int]:
+    """``[start, stop)`` indices along ``axis`` covering the mask plus ``margin_mm`` each side,
+    clipped to the volume; the whole axis when the mask is missing or empty.
+
+    >>> m = np.zeros((10, 1, 1), np.uint8); m[4:6] = 1
+    >>> index_range(Volume(m, np.diag([2.0, 1, 1, 1])), 0, margin_mm=4.0)
+    (2, 8)
+    """
+    size = size if size is not None else (mask.shape[axis] if mask is not None else 0)
+    if mask is None or not np.any(mask.data > 0):
+        return 0, size
+    present = np.flatnonzero(np.any(mask.data > 0, axis=tuple(a for a in range(3) if a != axis)))
+    margin = round(float(margin_mm / mask.zooms[axis]))
+    return max(0, int(present[0]) - margin), min(size, int(present[-1]) + margin + 1)
+
+
+def crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    """The sub-volume ``volume.data[box]`` with its affine moved to the box's first voxel.
+
+    >>> cropped = crop(Volume(np.zeros((4, 4, 4)), np.eye(4)), (slice(1, 3),) * 3)
+    >>> cropped.shape, cropped.affine[:3, 3].tolist()
+    ((2, 2, 2), [1.0, 1.0, 1.0])
+    """
+    affine = np.array(volume.affine, dtype=np.float64)
+    start = np.array([b.start or 0 for b in box], dtype=np.float64)
+    affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+    return Volume(np.asarray(volume.data)[box], affine)
+
+
 def best_affine(img: nib.Nifti1Image, *, path: Path | None = None) -> Affine:
     """sform when set, else qform; warn when both are set and disagree (nibabel's rule, loud)."""
     header = img.header

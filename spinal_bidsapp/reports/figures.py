@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spinal_bidsapp.files import atomic_path
-from spinal_bidsapp.image import Volume, reorient, same_grid, vox_to_mm
+from spinal_bidsapp.image import Volume, index_range, reorient, same_grid, vox_to_mm
 from spinal_bidsapp.reports.views import (
     BoxMM,
     Panel,
@@ -31,7 +31,6 @@ from spinal_bidsapp.reports.views import (
     choose_axial_slices,
     cord_depth,
     find_disc_points,
-    index_range,
     intensity_window,
     label_centres,
     label_name,

@@ -346,23 +346,6 @@ def cord_depth(mask: Volume | None, shape: tuple[int, int, int]) -> NDArray[np.i
     return np.floor(centre[nearest] + 0.5).astype(np.int64)
 
 
-def index_range(mask: Volume | None, axis: int, *, margin_mm: float,
-                size: int | None = None) -> tuple[int, int]:
-    """``[start, stop)`` indices along ``axis`` covering the mask plus ``margin_mm`` each side,
-    clipped to the volume; the whole axis when the mask is missing or empty.
-
-    >>> m = np.zeros((10, 1, 1), np.uint8); m[4:6] = 1
-    >>> index_range(Volume(m, np.diag([2.0, 1, 1, 1])), 0, margin_mm=4.0)
-    (2, 8)
-    """
-    size = size if size is not None else (mask.shape[axis] if mask is not None else 0)
-    if mask is None or not np.any(mask.data > 0):
-        return 0, size
-    present = np.flatnonzero(np.any(mask.data > 0, axis=tuple(a for a in range(3) if a != axis)))
-    margin = round(float(margin_mm / mask.zooms[axis]))
-    return max(0, int(present[0]) - margin), min(size, int(present[-1]) + margin + 1)
-
-
 def slab_projection(labels: Volume, panel: Panel, slab: tuple[int, int]) -> NDArray[np.int64]:
     """Maximum of a label volume over ``slab`` (``[start, stop)`` indices along the panel's
     off-plane axis), on the panel's pixels: (rows, cols) int, 0 where there is no label.
