@@ -27,6 +27,7 @@ from spinal_bidsapp.geometry.discs import (
     DiscPositions,
     compute_vertebral_distribution,
     discs_from_label_array,
+    largest_disc_blobs,
     project_discs,
 )
 from spinal_bidsapp.geometry.metrics import mask_dice
@@ -183,7 +184,7 @@ def spine_sct(engine: SctEngine, anat: Path, paths: SpinePaths, *, work_dir: Pat
     disc_vol = load_mask(result.discs, reference=reference, reference_path=anat,
                          allow_empty=True)
     spine = spine_labels_from_totalspineseg(tss.data)
-    points, repeated = _largest_blob_points(disc_vol.data, disc_vol.affine)
+    points, repeated = largest_disc_blobs(disc_vol.data, disc_vol.affine)
     check = check_spine_levels(spine.vertebrae, points, reference.affine,
                                unnumbered=spine.unnumbered)
     problems = [*(f"disc {DISC_NAMES[d]} labelled at several places" for d in repeated),
@@ -205,25 +206,6 @@ def spine_sct(engine: SctEngine, anat: Path, paths: SpinePaths, *, work_dir: Pat
         "method": method, "vertebrae": [VERTEBRA_NAMES[v] for v in check.vertebrae],
         "discs": [DISC_NAMES[d] for d in sorted(points)], "problems": problems,
         "consistent": not problems})
-
-
-def _largest_blob_points(labels: np.ndarray, affine: np.ndarray
-                         ) -> tuple[dict[int, np.ndarray], list[int]]:
-    """World centroid of the largest blob of each disc value, and the values found in several
-    blobs (tolerated here, reported by the consistency check)."""
-    from scipy import ndimage
-
-    points: dict[int, np.ndarray] = {}
-    repeated: list[int] = []
-    values = np.rint(labels).astype(np.int64)
-    for value in (int(v) for v in np.unique(values) if v in DISC_NAMES):
-        blobs, count = ndimage.label(values == value, structure=np.ones((3, 3, 3)))
-        if count > 1:
-            repeated.append(value)
-        largest = np.argmax(np.bincount(blobs.ravel())[1:]) + 1
-        voxel = np.argwhere(blobs == largest).mean(axis=0)
-        points[value] = affine[:3, :3] @ voxel + affine[:3, 3]
-    return points, repeated
 
 
 def read_disc_values(path: Path) -> list[int]:

@@ -105,21 +105,36 @@ def discs_from_label_array(labels: NDArray, affine: NDArray[np.float64]) -> dict
         raise InputDataError(
             f"unknown disc label values {unknown}; use SCT numbering (1-30 discs, 49 PMG, "
             "50 PMJ, 60 conus)")
-    out: dict[int, NDArray] = {}
-    duplicated: list[int] = []
-    aff = np.asarray(affine, dtype=np.float64)
-    for value in values:
-        blob = rounded == value
-        _, n_blobs = ndimage.label(blob, structure=np.ones((3, 3, 3)))
-        if n_blobs > 1:
-            duplicated.append(int(value))
-            continue
-        vox = np.argwhere(blob).mean(axis=0)
-        out[int(value)] = aff[:3, :3] @ vox + aff[:3, 3]
+    out, duplicated = largest_disc_blobs(rounded, affine)
     if duplicated:
         raise InputDataError(
             f"disc labels {duplicated} appear at several separate places; keep one label per disc")
     return out
+
+
+def largest_disc_blobs(labels: NDArray, affine: NDArray[np.float64]
+                       ) -> tuple[dict[int, NDArray], list[int]]:
+    """World centroid of the largest blob of each disc value, and the values found at several
+    separate places (automatic labels tolerate them and report them; manual ones are refused by
+    :func:`discs_from_label_array`). Values that are not disc numbers are ignored.
+
+    >>> lab = np.zeros((1, 1, 9), dtype=int); lab[0, 0, [1, 2, 6]] = 3
+    >>> points, repeated = largest_disc_blobs(lab, np.eye(4))
+    >>> points[3].tolist(), repeated
+    ([0.0, 0.0, 1.5], [3])
+    """
+    rounded = np.rint(np.asarray(labels)).astype(np.int64)
+    aff = np.asarray(affine, dtype=np.float64)
+    out: dict[int, NDArray] = {}
+    repeated: list[int] = []
+    for value in (int(v) for v in np.unique(rounded) if int(v) in DISC_NAMES):
+        blobs, count = ndimage.label(rounded == value, structure=np.ones((3, 3, 3)))
+        if count > 1:
+            repeated.append(value)
+        largest = int(np.argmax(np.bincount(blobs.ravel())[1:])) + 1
+        vox = np.argwhere(blobs == largest).mean(axis=0)
+        out[value] = aff[:3, :3] @ vox + aff[:3, 3]
+    return out, repeated
 
 
 def project_discs(discs: Mapping[int, NDArray], centerline: Centerline) -> DiscPositions:
