@@ -17,6 +17,7 @@ from spinal_bidsapp.cordref_steps import (
     SpinePaths,
     find_template,
     read_quality,
+    read_slice_table,
 )
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
@@ -224,16 +225,13 @@ def _metric_rows(morph: dict) -> list[MetricRow]:
 def _csa_section(morph_json: Path, disc_vol: Volume | None, out: Path) -> ReportSection:
     from spinal_bidsapp.reports import figures
 
-    table = morph_json.with_name(morph_json.name.replace(".json", ".tsv"))
-    rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines()[1:]]
-    z = np.array([float(r[4]) for r in rows])
-    csa = np.array([float(r[7]) for r in rows])
+    table = read_slice_table(morph_json.with_name(morph_json.name.replace(".json", ".tsv")))
     discs = []
     if disc_vol is not None:
         discs = [(v, float(p[2])) for v, p in
                  discs_from_label_array(disc_vol.data, disc_vol.affine).items()]
     return ReportSection("metrics", "Cross-sectional area", figures.plot_csa(
-        z, csa, out, discs=discs, title="CSA along the cord"),
+        table.z_mm, table.csa_mm2, out, discs=discs, title="CSA along the cord"),
         caption="Angle-corrected cross-sectional area per slice; sudden jumps point to "
                 "segmentation errors.")
 

@@ -401,6 +401,27 @@ def _add_canal_volumes(levels: list[dict[str, object]], cord: Volume, canal: Vol
         entry["canal_to_cord_ratio"] = round(float(canal_mm3 / cord_mm3), 3) if cord_mm3 else None
 
 
+@dataclass(frozen=True)
+class SliceTable:
+    """The columns of the per-slice morphometrics TSV that other steps read back."""
+
+    z_mm: np.ndarray
+    csa_mm2: np.ndarray
+    level: np.ndarray
+    """Vertebral level value (0 for ``n/a``)."""
+
+
+def read_slice_table(path: Path) -> SliceTable:
+    """Read the TSV written by :func:`morphometrics` (columns by name)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
+    names = {name: value for value, name in VERTEBRA_NAMES.items()}
+    return SliceTable(z_mm=np.array([float(r["z_mm"]) for r in rows]),
+                      csa_mm2=np.array([float(r["csa_mm2"]) for r in rows]),
+                      level=np.array([names.get(r["level"], 0) for r in rows], dtype=np.int64))
+
+
 _LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_min_mm2",
                "csa_max_mm2")
 
@@ -700,11 +721,9 @@ def subject_slice_levels(morph_table: Path, disc_values: list[int]
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Level and CSA of every cord slice, inferior first, labelled as SCT labels a cord from a
     disc file: above the top disc N the level is N-1, below the last disc M it is M."""
-    names = {name: value for value, name in VERTEBRA_NAMES.items()}
-    rows = [line.split("\t") for line in morph_table.read_text(encoding="utf-8").splitlines()[1:]]
-    rows.sort(key=lambda r: float(r[4]))  # z_mm, inferior first
-    levels = np.array([names.get(r[8], 0) for r in rows], dtype=np.int64)
-    csa = np.array([float(r[7]) for r in rows])
+    table = read_slice_table(morph_table)
+    order = np.argsort(table.z_mm, kind="stable")  # inferior first
+    levels, csa = table.level[order].copy(), table.csa_mm2[order]
     labelled = np.flatnonzero(levels)
     if labelled.size and disc_values:
         levels[labelled.max() + 1:] = min(disc_values) - 1
