@@ -259,11 +259,16 @@ class _Pipeline:
                       if sct_root is not None else None)
         uses_sct = not self._uses_builtin() and self._runs_spine_task()
         levels_file = sct_levels if uses_sct else (template.levels if template else None)
-        if discs is None or template is None or levels_file is None or not levels_file.is_file():
-            reason = ("no disc labels" if discs is None else "PAM50 not available"
-                      if template is None else f"SCT's own {sct_levels} is missing "
-                      "(sct_process_segmentation -normalize-PAM50 reads it)" if uses_sct
+        reason = None
+        if discs is None:
+            reason = "no disc labels"
+        elif template is None:
+            reason = "PAM50 not available"
+        elif levels_file is None or not levels_file.is_file():
+            reason = (f"SCT's own {sct_levels} is missing (sct_process_segmentation "
+                      "-normalize-PAM50 reads it)" if uses_sct
                       else "the PAM50 folder has no PAM50_levels.nii.gz")
+        if reason is not None or discs is None or levels_file is None:
             self.notes.append(f"{what}: not computed, {reason}")
             return None
         out_json = self.path("morphometrics_pam50_json", template="PAM50")
@@ -271,10 +276,9 @@ class _Pipeline:
         normative = find_normative_database(sct_root)
         try:
             self.step("csa_pam50", lambda: steps.csa_in_pam50(
-                morph, discs, cord, template, out_tsv, out_json,
+                morph, discs, cord, levels_file, out_tsv, out_json,
                 contrast=self.unit.source.suffix, engine=self._sct() if uses_sct else None,
-                sct_levels=sct_levels if uses_sct else None, normative_root=normative,
-                work_dir=self.work / "csa_pam50" / "sct"),
+                normative_root=normative, work_dir=self.work / "csa_pam50" / "sct"),
                 inputs=[morph, discs, cord, levels_file], outputs=[out_tsv, out_json],
                 params={**self.engine_params, "normative": str(normative)})
         except InputDataError as exc:
@@ -437,10 +441,10 @@ class _Pipeline:
                            discs: Path, template: Pam50, inputs: list[Path],
                            params: dict[str, object]) -> None:
         """``register_discs`` / ``register_rootlets``: one SCT registration and its scores."""
-        contrast = cast(Contrast, self.unit.source.suffix)
-        folder = self.work / f"register_{labels}"
         from spinal_bidsapp.engines.sct import REGISTRATION_OUTPUTS
 
+        contrast = cast(Contrast, self.unit.source.suffix)
+        folder = self.work / f"register_{labels}"
         self.step(f"register_{labels}", lambda: steps.register_sct_path(
             self._sct(), self.path("anat_preproc"), self.path("cord_mask"), labels_file, discs,
             template, work_dir=folder / "sct", contrast=contrast, labels=labels,

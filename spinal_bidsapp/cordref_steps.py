@@ -731,15 +731,15 @@ def subject_slice_levels(morph_table: Path, disc_values: list[int]
     return levels, csa
 
 
-def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, template: Pam50, table_out: Path,
-                 json_out: Path, *, contrast: str, engine: SctEngine | None,
-                 sct_levels: Path | None, normative_root: Path | None, work_dir: Path) -> None:
+def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: Path,
+                 table_out: Path, json_out: Path, *, contrast: str, engine: SctEngine | None,
+                 normative_root: Path | None, work_dir: Path) -> None:
     """CSA per PAM50 slice and level (SCT's ``-normalize-PAM50``: each vertebral level stretched
     onto the template's), compared with SCT's healthy-control database when it is installed.
 
-    The SCT engine runs ``sct_process_segmentation -perslice 1 -normalize-PAM50 1``, which uses
-    SCT's own PAM50 levels (``sct_levels``); the builtin engine applies the same interpolation
-    (:mod:`spinal_bidsapp.morphometrics_pam50`) to its own per-slice CSA and ``template.levels``.
+    With ``engine``, ``sct_process_segmentation -perslice 1 -normalize-PAM50 1``, which uses
+    SCT's own PAM50 levels (so ``pam50_levels_file`` must be that file); without, the same
+    interpolation (:mod:`spinal_bidsapp.morphometrics_pam50`) of our per-slice CSA.
     """
     from spinal_bidsapp.morphometrics_pam50 import (
         compare_to_normative,
@@ -750,16 +750,13 @@ def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, template: Pam50, ta
         summarise_pam50_levels,
     )
 
+    pam50_levels = read_pam50_slice_levels(pam50_levels_file)
     if engine is not None:
-        assert sct_levels is not None
-        pam50_levels = read_pam50_slice_levels(sct_levels)
         result = engine.measure_cord(cord, discs, out_dir=work_dir, per="slice",
                                      normalize_pam50=True)
         values = pam50_csa_from_sct_csv(result.rows, len(pam50_levels))
         method = f"SCT {engine.info.version} sct_process_segmentation -normalize-PAM50 1"
     else:
-        assert template.levels is not None
-        pam50_levels = read_pam50_slice_levels(template.levels)
         levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
         values = resample_to_pam50(levels, csa, pam50_levels)
         method = "builtin: SCT's per-level interpolation (metrics_to_PAM50) of our CSA"
