@@ -607,6 +607,7 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
                       if k in ("engine", "engine_version", "method")}
             carry_across(anat_vol, cord_vol, template, registration, paths, engine=record,
                          subject_points=subject_points, template_points=template_points,
+                         scores={m: scores[labels][m] for m in _PATH_SCORES},
                          extra={"labels": chosen, "selection": reason,
                                 "paths": {k: {m: v[m] for m in _PATH_SCORES if m in v}
                                           for k, v in scores.items()}})
@@ -629,11 +630,13 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                  registration: TemplateRegistration, paths: RegistrationPaths, *,
                  engine: dict[str, str], subject_points: dict[int, np.ndarray],
                  template_points: dict[int, np.ndarray],
-                 extra: dict[str, object] | None = None) -> None:
+                 extra: dict[str, object] | None = None,
+                 scores: dict[str, object] | None = None) -> None:
     """Save both warps, carry images and labels across them, and score the registration.
 
     Whatever engine computed ``registration``, the same code resamples (``apply_field``) and
-    scores it (:func:`score_registration`).
+    scores it (:func:`score_registration`), unless ``scores`` (that function's result for the
+    same registration) are given.
     """
     from spinal_bidsapp.fieldio import save_field
     from spinal_bidsapp.geometry.fields import apply_field
@@ -663,9 +666,11 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
         if image == paths.anat_in_template:
             fields["SkullStripped"] = False
         write_sidecar(image, fields)
-    scores = score_registration(cord_vol, tpl_cord, registration,
-                                subject_points=subject_points, template_points=template_points,
-                                warped_cord=warped_cord, template_cord_native=tpl_cord_native)
+    if scores is None:
+        scores = score_registration(
+            cord_vol, tpl_cord, registration, subject_points=subject_points,
+            template_points=template_points, warped_cord=warped_cord,
+            template_cord_native=tpl_cord_native)
     write_json(paths.metrics, {**engine, "template": template.provenance(), **scores,
                                **(extra or {})})
 
