@@ -265,9 +265,13 @@ def write_docs(results: dict, command: str) -> None:
 def _replace_section(path: Path, heading: str, lines: list[str]) -> None:
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     parts = text.split("\n## ")
-    kept = [p for p in parts if not ("## " + p).startswith(heading)]
-    new = "\n## ".join(kept).rstrip() + "\n\n" + "\n".join(lines)
-    path.write_text(new, encoding="utf-8")
+    section = "\n".join(lines).removeprefix("## ").rstrip() + "\n"
+    at = next((i for i, p in enumerate(parts) if ("## " + p).startswith(heading)), None)
+    if at is None:  # a new section goes at the end
+        parts = [parts[0].rstrip() + "\n", *parts[1:], section]
+    else:  # replaced where it stands
+        parts[at] = section + ("\n" if at < len(parts) - 1 else "")
+    path.write_text("\n## ".join(parts), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
