@@ -270,7 +270,7 @@ def _replace_section(path: Path, heading: str, lines: list[str]) -> None:
     if at is None:  # a new section goes at the end
         parts = [parts[0].rstrip() + "\n", *parts[1:], section]
     else:  # replaced where it stands
-        parts[at] = section + ("\n" if at < len(parts) - 1 else "")
+        parts[at] = section
     path.write_text("\n## ".join(parts), encoding="utf-8")
 
 
