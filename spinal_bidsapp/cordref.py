@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, cast
 from filelock import FileLock, Timeout
 
 from spinal_bidsapp import cordref_steps as steps
+from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
@@ -316,11 +317,18 @@ class _Pipeline:
 
     def _flag_quality(self, what: str, output: Path) -> None:
         quality = steps.read_quality(output)
-        if quality.get("low_confidence"):
-            self.warnings.append(
-                f"builtin {what} has low confidence ({quality['confidence']} < "
-                f"{quality['threshold']}): review {output.name} before using its measures")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        if not quality.get("low_confidence"):
+            return
+        if what == "disc labelling":
+            advice = steps.disc_review_advice(
+                quality, subject=self.unit.source.subject,
+                labels_path=manual_label_path(self.config.execution.labels_dir,
+                                              self.unit.source, "discs"))
+        else:
+            advice = f"review {output.name} before using its measures"
+        self.warnings.append(f"builtin {what} has low confidence ({quality['confidence']} < "
+                             f"{quality['threshold']}): {advice}")
+        logger.warning("%s: %s", self.unit.label, self.warnings[-1])
 
     def _automatic_discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
         """No manual discs: SCT or builtin labelling against PAM50 (step ``label_discs``)."""

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp import __version__
+from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.cordref_steps import (
     RegistrationPaths,
     SpinePaths,
+    disc_review_advice,
     find_template,
     read_quality,
     read_slice_table,
@@ -74,12 +76,13 @@ def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs,
             caption="Axial slices spread along the cord; the outline should hug the cord and "
                     "leave the CSF out.", source=src.path),
     ]
-    if disc_vol is not None:
+    if inputs.discs is not None and disc_vol is not None:
         sections.append(ReportSection("discs", "Disc labels", figures.plot_sagittal(
             anat_vol, figure("discs"), mask=cord_vol, discs=disc_vol,
             title="intervertebral discs (SCT numbering)"),
             caption="Each label should sit at the level of its disc (value N = disc above "
-                    "vertebra N).", source=src.path))
+                    "vertebra N). " + _disc_origin(unit, config, inputs.discs),
+            source=src.path))
     morph = json.loads(inputs.morph_json.read_text(encoding="utf-8"))
     metrics = _metric_rows(morph)
     if inputs.spine is not None:
@@ -111,11 +114,11 @@ def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs,
 
 def _spine_section(anat: Volume, cord: Volume, discs: Volume | None, spine: SpinePaths,
                    out: Path, *, source: Path) -> tuple[ReportSection, list[MetricRow]]:
-    from spinal_bidsapp.reports import figures
+    from spinal_bidsapp.reports import label_figures
 
     check = json.loads(spine.check.read_text(encoding="utf-8"))
     problems = [str(p) for p in check["problems"]]
-    image = figures.plot_spine_labels(
+    image = label_figures.plot_spine_labels(
         anat, out, vertebrae=load_mask(spine.vertebrae, allow_empty=True), discs=discs,
         cord=cord, canal=load_mask(spine.canal, allow_empty=True), flagged=problems)
     found = check["vertebrae"]
@@ -135,12 +138,12 @@ def _spine_section(anat: Volume, cord: Volume, discs: Volume | None, spine: Spin
 def _rootlet_section(anat: Volume, cord: Volume, rootlets: Path, out: Path, *,
                      source: Path) -> tuple[ReportSection, list[MetricRow]]:
     from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
-    from spinal_bidsapp.reports import figures
+    from spinal_bidsapp.reports import label_figures
     from spinal_bidsapp.reports.views import spinal_level_name
 
     vol = load_mask(rootlets)
     levels = spinal_levels_from_rootlets(vol.data, vol.affine)
-    image = figures.plot_rootlets(anat, vol, out, cord=cord)
+    image = label_figures.plot_rootlets(anat, vol, out, cord=cord)
     rows = [MetricRow(f"rootlets {spinal_level_name(e.level)}",
                       round(e.superior_mm - e.inferior_mm, 1), "mm",
                       f"rostro-caudal extent, z {e.inferior_mm:.1f} to {e.superior_mm:.1f} mm")
@@ -198,6 +201,21 @@ def _unavailable_rows(inputs: ReportInputs) -> list[MetricRow]:
                            "the builtin engine has no rootlet segmentation; run with --engine "
                            "sct on a T2w image for rootlets and rootlet-based registration")]
     return rows
+
+
+def _disc_origin(unit: ParticipantUnit, config: RunConfig, discs: Path) -> str:
+    """Where the disc labels come from; for builtin labels their confidence, and when it is
+    low, what to check and how to correct them."""
+    quality = read_quality(discs)
+    if quality["source"] != "builtin":
+        return "Manual labels." if quality["source"] == "manual" else (
+            f"{quality['method']} automatic labelling, review the levels.")
+    text = f"Builtin automatic labelling, confidence {quality['confidence']}"
+    if not quality.get("low_confidence"):
+        return text + "."
+    return text + " (low): " + disc_review_advice(
+        quality, subject=unit.source.subject,
+        labels_path=manual_label_path(config.execution.labels_dir, unit.source, "discs")) + "."
 
 
 def _mask_origin(quality: dict[str, object]) -> str:

@@ -140,6 +140,7 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
         raise InputDataError(f"{anat.name}: the builtin disc labelling found no disc in the "
                              "field of view; add disc labels to derivatives/labels")
     save_volume(anat_vol.with_data(result.labels), work_labels, dtype=np.uint8)
+    alt = result.alternative
     import_discs(anat, work_labels, cord, discs_out, lut_out, levels_out, levels_lut_out,
                  first_disc=first_disc, last_disc=last_disc)
     write_sidecar(discs_out, {
@@ -147,7 +148,12 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
         "Method": METHOD, "Confidence": round(result.confidence, 3),
         "ConfidenceThreshold": LOW_CONFIDENCE,
         "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
-        "InitDisc": list(init_disc) if init_disc is not None else None})
+        "Correlation": round(result.ncc, 3),
+        "Margin": None if result.margin is None else round(result.margin, 3),
+        "InitDisc": list(init_disc) if init_disc is not None else None,
+        "AlternativeReading": None if alt is None else {
+            "Disc": alt.value, "WorldZmm": round(float(alt.point_mm[2]), 1),
+            "AlternativeDisc": alt.alternative_value, "Correlation": round(alt.ncc, 3)}})
 
 
 @dataclass(frozen=True)
@@ -263,9 +269,36 @@ def read_quality(path: Path) -> dict[str, object]:
         return {"source": "sct", "method": fields["Method"]}
     if "Confidence" not in fields:
         return {"source": "manual"}
-    return {"source": "builtin", "method": fields.get("Method"),
-            "confidence": fields["Confidence"], "threshold": fields.get("ConfidenceThreshold"),
-            "low_confidence": bool(fields.get("LowConfidence"))}
+    quality = {"source": "builtin", "method": fields.get("Method"),
+               "confidence": fields["Confidence"], "threshold": fields.get("ConfidenceThreshold"),
+               "low_confidence": bool(fields.get("LowConfidence"))}
+    if fields.get("AlternativeReading"):
+        quality["alternative_reading"] = fields["AlternativeReading"]
+    return quality
+
+
+def disc_review_advice(quality: dict[str, object], *, subject: str, labels_path: Path) -> str:
+    """What to check in automatic disc labels, and the two ways to correct them (a hint or
+    manual labels), for the warning and the report.
+
+    >>> advice = disc_review_advice({"alternative_reading": {"Disc": 4, "WorldZmm": 14.0,
+    ...     "AlternativeDisc": 5, "Correlation": 0.506}}, subject="01",
+    ...     labels_path=Path("derivatives/labels/sub-01/anat/sub-01_T2w_labels-disc.nii.gz"))
+    >>> advice.split(". ")[0]
+    'the disc at z 14.0 mm is read as 4 (C3/C4); the next best match reads it as 5 (C4/C5)'
+    >>> "--participant-label 01 --init-disc 4@14.0" in advice and " 5@14.0 " in advice
+    True
+    """
+    alt = quality.get("alternative_reading")
+    fix = f"or put corrected labels in {labels_path}"
+    if not isinstance(alt, dict):
+        return (f"check the levels in the report; to correct them, rerun with --participant-label "
+                f"{subject} --init-disc VALUE@Z_MM (a disc you identify) {fix}")
+    value, other, z = alt["Disc"], alt["AlternativeDisc"], alt["WorldZmm"]
+    return (f"the disc at z {z} mm is read as {value} ({DISC_NAMES[value]}); the next best match "
+            f"reads it as {other} ({DISC_NAMES[other]}). Check that disc in the report, then "
+            f"rerun with --participant-label {subject} --init-disc {value}@{z} to keep this "
+            f"reading or {other}@{z} for the other, {fix}")
 
 
 def load_centerline(cord: Path) -> tuple[Volume, Centerline]:

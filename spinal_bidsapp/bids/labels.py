@@ -66,6 +66,12 @@ def find_manual_labels(labels_dir: Path, source: SourceImage) -> ManualLabels:
     return ManualLabels(**found)
 
 
+def manual_label_path(labels_dir: Path, source: SourceImage, kind: LabelKind) -> Path:
+    """Where a user puts a manual label of ``kind`` for ``source`` (the first accepted tag)."""
+    return (labels_dir / source.subject_dir / source.datatype
+            / f"{source.stem}_{LABEL_TAGS[kind][0]}{EXTENSIONS[0]}")
+
+
 def labelled_sources(labels_dir: Path, candidates: list[SourceImage]) -> set[Path]:
     """Paths of the candidates that have at least one manual label."""
     return {c.path for c in candidates if find_manual_labels(labels_dir, c).any}

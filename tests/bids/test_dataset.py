@@ -13,7 +13,7 @@ from spinal_bidsapp.bids.dataset import (
     index_dataset,
     select_subjects,
 )
-from spinal_bidsapp.bids.labels import find_manual_labels
+from spinal_bidsapp.bids.labels import find_manual_labels, manual_label_path
 from spinal_bidsapp.errors import MissingInputError, NoDataSelectedError
 
 
@@ -41,6 +41,13 @@ def test_real_labels_are_found_per_contrast(bids_real: Path, tmp_path: Path) -> 
     assert t1_labels.cord_mask is not None and t1_labels.discs is None
     ms = find_anatomy(ds, "ms01", None, contrasts=["T2w"], datatype="anat")[0]
     assert not find_manual_labels(labels_dir, ms).any
+    # the path the warnings advise for corrected labels is the one that is looked up
+    for source in (t2, t1, ms):
+        for kind in ("cord_mask", "discs", "centerline"):
+            advised = manual_label_path(labels_dir, source, kind)  # type: ignore[arg-type]
+            found_path = getattr(find_manual_labels(labels_dir, source), kind)
+            assert found_path in (None, advised) and advised.parent.name == "anat"
+    assert manual_label_path(labels_dir, t2, "discs") == found.discs
 
 
 def test_fallback_to_second_contrast(tiny_bids: Path) -> None:

@@ -170,6 +170,15 @@ def test_errsm30_without_hint_is_flagged_as_ambiguous(template: DiscTemplate,
     result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
     assert result.margin is not None and result.margin < 0.05
     assert result.confidence < LOW_CONFIDENCE
+    # ... and state the other reading on one of its discs, one level away
+    alt = result.alternative
+    assert alt is not None and alt.value in result.disc_points_mm
+    assert np.array_equal(alt.point_mm, result.disc_points_mm[alt.value])
+    assert abs(alt.alternative_value - alt.value) == 1
+    assert result.ncc - alt.ncc == pytest.approx(result.margin)
+    hinted = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                         init_disc=(alt.value, float(alt.point_mm[2])))
+    assert hinted.alternative is None and hinted.confidence >= LOW_CONFIDENCE
 
 
 def test_errsm30_without_hint_agrees_with_sct_body_labels(template: DiscTemplate,
@@ -222,6 +231,8 @@ def test_errsm30_t1w_without_hint_the_c2_anchor_sets_the_levels(template: DiscTe
     assert max(errors.values()) <= TOLERANCE_MM, errors
     assert result.anchor_agrees is False
     assert result.confidence < LOW_CONFIDENCE
+    # the other reading is the pattern's own, in the thoracic template
+    assert result.alternative is not None and result.alternative.alternative_value >= 9
 
 
 def test_errsm30_t2w_shows_no_c2_so_no_anchor(template: DiscTemplate, errsm30: tuple) -> None:

@@ -175,5 +175,11 @@ def test_participant_without_labels_uses_builtin_and_reports_confidence(
     assert quality["discs"]["source"] == "builtin"
     # the analytic demo spine does not look like PAM50: the disc match must say so
     assert quality["discs"]["low_confidence"] is True
+    alt = quality["discs"]["alternative_reading"]
+    assert alt["Disc"] != alt["AlternativeDisc"]
     page = (out / "sub-01.html").read_text()
     assert "builtin disc labelling has low confidence" in page
+    # the warning names the disc to check and both ways to correct it
+    assert f"--participant-label 01 --init-disc {alt['Disc']}@{alt['WorldZmm']}" in page
+    assert f"{alt['AlternativeDisc']}@{alt['WorldZmm']}" in page
+    assert "derivatives/labels/sub-01/anat/sub-01_T2w_labels-disc.nii.gz" in page

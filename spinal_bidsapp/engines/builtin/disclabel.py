@@ -135,6 +135,39 @@ class DiscTemplate:
 
 
 @dataclass(frozen=True)
+class StripMatch:
+    """Result of :func:`match_strip`: ``template arc = offset + scale * subject arc``."""
+
+    offset: float
+    scale: float
+    ncc: float
+    runner_up: tuple[float, float, float] | None
+    """``(offset, scale, ncc)`` of the best map that puts the middle of the subject more than
+    :data:`_AMBIGUITY_MM` from the best one (another level); None if there is none."""
+
+    @property
+    def margin(self) -> float:
+        """``ncc`` minus the runner-up's: how unambiguous the level identification is."""
+        return self.ncc - (self.runner_up[2] if self.runner_up is not None else -1.0)
+
+
+@dataclass(frozen=True)
+class AlternativeReading:
+    """The other level the evidence allows, stated on one labelled disc, so that a reviewer
+    can check the one disc and confirm or correct the levels with ``--init-disc``."""
+
+    value: int
+    """Our value of that disc."""
+    point_mm: NDArray[np.float64]
+    """(3,) world position of that disc."""
+    alternative_value: int
+    """Its value under the other reading."""
+    ncc: float
+    """Correlation of the other reading (the pattern match's runner-up, or the pattern match
+    itself when the C2 anchor overruled it)."""
+
+
+@dataclass(frozen=True)
 class DiscLabelling:
     """Result of :func:`label_discs`."""
 
@@ -157,6 +190,9 @@ class DiscLabelling:
     anchor_agrees: bool | None = None
     """Whether the unhinted pattern match put C2/C3 within 8 mm of the anchor (None: no anchor);
     when it does not, the anchor sets the level."""
+    alternative: AlternativeReading | None = None
+    """Without a hint: the runner-up level (or, when the anchor overruled the pattern, the
+    pattern's level); None with a hint."""
 
 
 def sample_strip(data: NDArray, affine: NDArray[np.float64], line: Centerline
@@ -210,13 +246,12 @@ def _ncc(a: NDArray, b: NDArray) -> float:
 
 
 def match_strip(subject: NDArray, subject_arc: NDArray, template: DiscTemplate, *,
-                invert: bool, hint: tuple[int, float] | None = None
-                ) -> tuple[float, float, float, float]:
-    """Best ``(offset_mm, scale, ncc, runner_up)`` with template arc = offset + scale * arc.
+                invert: bool, hint: tuple[int, float] | None = None) -> StripMatch:
+    """Best linear map from the subject strip onto the template strip, and its runner-up.
 
-    ``hint`` is ``(disc value, subject arc mm)``. ``runner_up`` is the best correlation of the
-    maps that put the middle of the subject more than :data:`_AMBIGUITY_MM` away from the best
-    one (another level); without a hint, ``ncc - runner_up`` measures how unambiguous the level
+    ``hint`` is ``(disc value, subject arc mm)``. The runner-up is the best map that puts the
+    middle of the subject more than :data:`_AMBIGUITY_MM` away from the best one (another
+    level); without a hint, the margin between the two measures how unambiguous the level
     identification is.
     """
     pattern = -template.strip if invert else template.strip
@@ -241,9 +276,9 @@ def match_strip(subject: NDArray, subject_arc: NDArray, template: DiscTemplate, 
     scores = np.array([t[2] for t in tried])
     centres = np.array([t[0] + t[1] * middle for t in tried])
     best = int(np.argmax(scores))
-    other = np.abs(centres - centres[best]) > _AMBIGUITY_MM
-    runner_up = float(scores[other].max()) if other.any() else -1.0
-    return tried[best][0], tried[best][1], float(scores[best]), runner_up
+    other = np.flatnonzero(np.abs(centres - centres[best]) > _AMBIGUITY_MM)
+    runner_up = tried[int(other[np.argmax(scores[other])])] if other.size else None
+    return StripMatch(*tried[best], runner_up=runner_up)
 
 
 def _refine(subject: NDArray, subject_arc: NDArray, pattern: NDArray, tpl_arc: float,
@@ -400,17 +435,19 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     band = disc_band(subject)
     anchor = (c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
               if hint is None and C2C3 in template.disc_arc_mm else None)
-    offset, scale, score, runner_up = match_strip(subject, arc, template, invert=invert,
-                                                  hint=hint)
+    match = match_strip(subject, arc, template, invert=invert, hint=hint)
     agrees: bool | None = None
     fixed = hint
-    margin = score - runner_up if hint is None else None  # of the pattern match alone
+    margin = match.margin if hint is None else None  # of the pattern match alone
+    other = match.runner_up if hint is None else None
     if anchor is not None:
-        agrees = abs((template.disc_arc_mm[C2C3] - offset) / scale - anchor) <= _AMBIGUITY_MM
+        agrees = abs((template.disc_arc_mm[C2C3] - match.offset) / match.scale
+                     - anchor) <= _AMBIGUITY_MM
         if not agrees:
             fixed = (C2C3, anchor)
-            offset, scale, score, _ = match_strip(subject, arc, template, invert=invert,
-                                                  hint=fixed)
+            other = (match.offset, match.scale, match.ncc)
+            match = match_strip(subject, arc, template, invert=invert, hint=fixed)
+    offset, scale, score = match.offset, match.scale, match.ncc
     pattern = -template.strip if invert else template.strip
     guesses: dict[int, float] = {}
     for value, tpl_arc in template.disc_arc_mm.items():
@@ -422,6 +459,7 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     polarity = band_polarity(band, arc, [g for g in guesses.values() if arc[0] <= g <= arc[-1]],
                              contrast=contrast)
     points: dict[int, NDArray[np.float64]] = {}
+    placed_arc: dict[int, float] = {}
     for value, guess in guesses.items():
         peak = (peak_near(band, arc, guess, polarity) if polarity and value != _NOT_A_DISC
                 else None)
@@ -435,6 +473,7 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
             s = fixed[1]
         k = int(np.argmin(np.abs(line.arc_mm - s)))
         points[value] = line.points_mm[k]
+        placed_arc[value] = float(s)
     labels = np.zeros(np.shape(cord), np.uint8)
     for value, point in points.items():
         ijk = np.rint(mm_to_vox(affine, point)[0]).astype(int)
@@ -454,9 +493,38 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
         confidence = min(confidence, _OFF_TEMPLATE_CONFIDENCE)
     anchor_mm = (None if anchor is None else
                  line.points_mm[int(np.argmin(np.abs(line.arc_mm - anchor)))].copy())
+    alternative = (None if other is None else
+                   alternative_reading(placed_arc, points, other, 0.5 * arc[-1], template))
     return DiscLabelling(labels=labels, disc_points_mm=points, confidence=confidence, ncc=score,
                          scale=scale, margin=margin, c2c3_anchor_mm=anchor_mm,
-                         anchor_agrees=agrees)
+                         anchor_agrees=agrees, alternative=alternative)
+
+
+def alternative_reading(placed_arc: dict[int, float], points: dict[int, NDArray[np.float64]],
+                        other: tuple[float, float, float], middle_mm: float,
+                        template: DiscTemplate) -> AlternativeReading | None:
+    """The other reading, stated on the placed disc nearest the middle of the cord (the best
+    placed one; never disc 2, which has no band): the template disc nearest to where the
+    other map ``(offset, scale, ncc)`` sends that disc, other than its own value.
+
+    >>> tpl = DiscTemplate(strip=np.zeros((1, 100)), disc_arc_mm={3: 80.0, 4: 62.0, 5: 44.0})
+    >>> alt = alternative_reading({3: 40.0, 4: 22.0}, {3: np.zeros(3), 4: np.ones(3)},
+    ...                           (22.0, 1.0, 0.4), 30.0, tpl)
+    >>> (alt.value, alt.alternative_value)
+    (4, 5)
+    """
+    candidates = [v for v in placed_arc if v != _NOT_A_DISC] or list(placed_arc)
+    if not candidates:
+        return None
+    value = min(candidates, key=lambda v: abs(placed_arc[v] - middle_mm))
+    offset, scale, ncc = other
+    mapped = offset + scale * placed_arc[value]
+    alternatives = {v: a for v, a in template.disc_arc_mm.items() if v != value}
+    if not alternatives:
+        return None
+    alternative = min(alternatives, key=lambda v: abs(alternatives[v] - mapped))
+    return AlternativeReading(value=value, point_mm=points[value].copy(),
+                              alternative_value=int(alternative), ncc=float(ncc))
 
 
 def labelled_fraction(start_mm: float, end_mm: float, template: DiscTemplate) -> float:
