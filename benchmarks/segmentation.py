@@ -9,14 +9,15 @@ Segmentation: Dice of our builtin mask with the manual mask of every labelled im
 bids-real, and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks,
 computed here from the files. Disc labelling on sub-errsm30: distance of our labels to the
 bids-real disc labels (values 3-5) and to the same positions one level down (values 4-6: the
-bids-real values are one level too high, docs/benchmarks.md), without and with an
-``init_disc`` hint, and agreement with SCT's mid-vertebral body labels of the same image
-(sct-reference ``labels-body``, values 3 and 5); distance to the true discs of PAM50 phantoms
-(``generate_phantom_cohort``). Each time on our own cord segmentation (end to end) and on the
-manual/true mask. Every disc row also gives the C2 anchor (world z of the C2/C3 disc found from
-the disc-free C2 above it, or None) and whether the pattern match agreed with it; the anchor is
-also checked on the images without disc truth (sub-les01 T2w, sub-lumbar01 T2w: it must be
-absent on the lumbar image).
+bids-real values are one level too high, docs/benchmarks.md), without and with an ``init_disc``
+hint, and agreement with SCT's mid-vertebral body labels of the same image (sct-reference
+``labels-body``, values 3 and 5), and where the reference labels and ours sit relative to each
+disc's upper endplate (labelling convention vs noise); distance to the true discs of PAM50
+phantoms (``generate_phantom_cohort``). Each time on our own cord segmentation (end to end) and
+on the manual/true mask. Every disc row also gives the C2 anchor (world z of the C2/C3 disc
+found from the disc-free C2 above it, or None) and whether the pattern match agreed with it; the
+anchor is also checked on the images without disc truth (sub-les01 T2w, sub-lumbar01 T2w: it
+must be absent on the lumbar image).
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 from spinal_bidsapp.engines.builtin.disclabel import (  # noqa: E402
     DiscTemplate,
+    disc_band,
     label_discs,
+    sample_strip,
     template_strip,
 )
 from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, segment_cord  # noqa: E402
+from spinal_bidsapp.geometry.centerline import centerline_from_mask  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
 from spinal_bidsapp.image import load_mask, load_volume  # noqa: E402
 from spinal_bidsapp.synth import generate_phantom_cohort, load_cohort_truth  # noqa: E402
@@ -156,6 +160,41 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
     return rows
 
 
+def endplate_offsets(data: Path, template: DiscTemplate) -> dict:
+    """Where each sub-errsm30 T2w disc label sits relative to the anatomy: signed z (mm, + =
+    above) from the dark upper endplate of its disc, the nearest local minimum of the disc band
+    (strip rows 10-16 mm in front of our cord mask) at or above the band's own peak, for the
+    corrected reference labels and for ours (unhinted). A constant offset is a labelling
+    convention (disc centre vs endplate); its scatter is the labels' own noise."""
+    bids = data / "bids-real"
+    labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
+    image = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz")
+    disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
+    reference = relabel_one_level_down(discs_from_label_array(disc_vol.data, disc_vol.affine))
+    mask = segment_cord(image.data, image.affine, contrast="T2w").mask
+    ours = label_discs(image.data, image.affine, mask, template, contrast="T2w").disc_points_mm
+    line = centerline_from_mask(mask, image.affine)
+    strip, arc = sample_strip(image.data, image.affine, line)
+    band = disc_band(strip)
+    z = np.interp(arc, line.arc_mm, line.points_mm[:, 2])
+    minima = np.flatnonzero((band[1:-1] < band[:-2]) & (band[1:-1] <= band[2:])) + 1
+    endplates = z[minima]
+
+    def offset(label_z: float, disc_z: float) -> float:
+        above = endplates[(endplates >= disc_z - 1.0) & (endplates <= disc_z + 6.0)]
+        return round(float(label_z - above.min()), 2) if above.size else float("nan")
+
+    rows = {}
+    for value, point in reference.items():
+        disc_z = float(ours[value][2]) if value in ours else float(point[2]) - 2.5
+        rows[str(value)] = {"reference_mm": offset(float(point[2]), disc_z),
+                            "ours_mm": offset(disc_z, disc_z) if value in ours else None,
+                            "ours_minus_reference_z_mm": None if value not in ours else
+                            round(float(ours[value][2] - point[2]), 2)}
+    print(f"errsm30 T2w labels relative to the upper endplate: {rows}", flush=True)
+    return rows
+
+
 def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
     """sub-errsm30 T1w against the T2w disc positions (same session, scanner coordinates),
     read one level down."""
@@ -239,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     template = load_template(args.data)
     record = {"segmentation": run_segmentation(args.data),
               "discs_errsm30": run_discs_errsm30(args.data, template),
+              "discs_errsm30_endplates": endplate_offsets(args.data, template),
               "discs_errsm30_t1w": run_discs_errsm30_t1w(args.data, template),
               "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms),
               "discs_without_truth": run_anchor_without_truth(args.data, template)}
