@@ -24,6 +24,7 @@ from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import (
     DISC_NAMES,
+    VERTEBRA_NAMES,
     DiscPositions,
     compute_vertebral_distribution,
     discs_from_label_array,
@@ -33,7 +34,6 @@ from spinal_bidsapp.geometry.discs import (
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_mask, load_volume, reorient, save_volume
 from spinal_bidsapp.morphometrics import (
-    VERTEBRA_NAMES,
     cord_volume_mm3,
     measure_slices,
     summarise_levels,

@@ -36,10 +36,9 @@ from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.files import atomic_path, write_json, write_text
-from spinal_bidsapp.geometry.discs import DISC_NAMES
+from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_volume, save_volume
-from spinal_bidsapp.morphometrics import VERTEBRA_NAMES
 from spinal_bidsapp.templatespace import TemplateSpace, disc_label_array, level_label_array
 
 if TYPE_CHECKING:

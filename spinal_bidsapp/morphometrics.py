@@ -15,12 +15,11 @@ from numpy.typing import NDArray
 
 from spinal_bidsapp.geometry.centerline import Centerline, dominant_axis
 from spinal_bidsapp.geometry.coordinates import locate_points
-from spinal_bidsapp.geometry.discs import DiscPositions, compute_vertebral_distribution
-
-_REGIONS = ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
-            + [f"L{i}" for i in range(1, 6)] + [f"S{i}" for i in range(1, 6)] + ["Co"])
-VERTEBRA_NAMES: dict[int, str] = {i + 1: name for i, name in enumerate(_REGIONS)}
-"""Vertebral level value -> name (C1 = 1 ... C7 = 7, T1 = 8 ... L5 = 24, S1 = 25, Co = 30)."""
+from spinal_bidsapp.geometry.discs import (
+    VERTEBRA_NAMES,
+    DiscPositions,
+    compute_vertebral_distribution,
+)
 
 
 @dataclass(frozen=True)

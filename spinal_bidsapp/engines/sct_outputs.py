@@ -327,8 +327,7 @@ def check_spine_levels(vertebrae: NDArray[np.integer], disc_points: Mapping[int,
     SpineCheck
         "Above" and "below" compare world superior coordinates of centroids.
     """
-    from spinal_bidsapp.geometry.discs import DISC_NAMES
-    from spinal_bidsapp.morphometrics import VERTEBRA_NAMES
+    from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 
     problems: list[str] = [f"{name} present (transitional anatomy): check the level names"
                            for name in unnumbered]

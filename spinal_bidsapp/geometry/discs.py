@@ -27,12 +27,16 @@ PMG = 49
 CONUS = 60
 
 
+_REGIONS = ([f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)]
+            + [f"L{i}" for i in range(1, 6)] + [f"S{i}" for i in range(1, 6)] + ["Co"])
+VERTEBRA_NAMES: dict[int, str] = {i + 1: name for i, name in enumerate(_REGIONS)}
+"""Vertebral level value -> name (C1 = 1 ... C7 = 7, T1 = 8 ... L5 = 24, S1 = 25, Co = 30)."""
+
+
 def _disc_names() -> dict[int, str]:
-    regions = (["C1", "C2", "C3", "C4", "C5", "C6", "C7"] + [f"T{i}" for i in range(1, 13)]
-               + [f"L{i}" for i in range(1, 6)] + [f"S{i}" for i in range(1, 6)] + ["Co"])
     names = {1: "skull-C1 (top of C1)"}
     for value in range(2, 31):
-        names[value] = f"{regions[value - 2]}/{regions[value - 1]}"
+        names[value] = f"{VERTEBRA_NAMES[value - 1]}/{VERTEBRA_NAMES[value]}"
     names[PMG] = "PMG (pontomedullary groove)"
     names[PMJ] = "PMJ (pontomedullary junction)"
     names[CONUS] = "conus medullaris tip"

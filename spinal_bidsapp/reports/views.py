@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.image import Affine, Volume, mm_to_vox, vox_to_mm
 
-_VERTEBRA_GROUPS = (("C", 1, 7), ("T", 8, 19), ("L", 20, 24), ("S", 25, 29))
-_SPECIAL_DISCS = {1: "C1", 30: "S5/Co", 49: "PMG", 50: "PMJ", 60: "conus"}
+_SHORT_NAMES = {1: "C1", 49: "PMG", 50: "PMJ", 60: "conus"}
+"""Figure labels of the landmarks whose :data:`DISC_NAMES` entry is a phrase."""
 
 
 def vertebra_name(value: int) -> str:
@@ -36,29 +37,23 @@ def vertebra_name(value: int) -> str:
     >>> vertebra_name(3), vertebra_name(8), vertebra_name(20), vertebra_name(30)
     ('C3', 'T1', 'L1', 'Co')
     """
-    for letter, first, last in _VERTEBRA_GROUPS:
-        if first <= value <= last:
-            return f"{letter}{value - first + 1}"
-    if value == 30:
-        return "Co"
-    raise ValueError(f"no vertebra has SCT number {value} (valid: 1-30)")
+    if value not in VERTEBRA_NAMES:
+        raise ValueError(f"no vertebra has SCT number {value} (valid: 1-30)")
+    return VERTEBRA_NAMES[value]
 
 
 def disc_name(value: int) -> str:
-    """Name of the disc label ``value`` (SCT numbering: value N is the disc above vertebra N).
+    """Short figure label of the disc label ``value`` (SCT numbering: value N is the disc above
+    vertebra N).
 
     Unknown values get a neutral ``"label N"`` so a figure never fails on an unexpected label.
 
     >>> [disc_name(v) for v in (1, 2, 3, 8, 9, 20, 25)]
     ['C1', 'C1/C2', 'C2/C3', 'C7/T1', 'T1/T2', 'T12/L1', 'L5/S1']
-    >>> [disc_name(v) for v in (49, 50, 60, 77)]
-    ['PMG', 'PMJ', 'conus', 'label 77']
+    >>> [disc_name(v) for v in (30, 49, 50, 60, 77)]
+    ['S5/Co', 'PMG', 'PMJ', 'conus', 'label 77']
     """
-    if value in _SPECIAL_DISCS:
-        return _SPECIAL_DISCS[value]
-    if 2 <= value <= 29:
-        return f"{vertebra_name(value - 1)}/{vertebra_name(value)}"
-    return f"label {value}"
+    return _SHORT_NAMES.get(value) or DISC_NAMES.get(value, f"label {value}")
 
 
 _SPINAL_GROUPS = (("C", 1, 8), ("T", 9, 20), ("L", 21, 25), ("S", 26, 30))

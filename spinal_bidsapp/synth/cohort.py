@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp import __version__
+from spinal_bidsapp.geometry.discs import DISC_NAMES
 from spinal_bidsapp.synth import writer
 from spinal_bidsapp.synth.acquisition import IMAGE_SCALE, Grid, to_int16
 from spinal_bidsapp.synth.curve import SpineCurve
@@ -42,7 +43,7 @@ from spinal_bidsapp.synth.phantom import (
     render_phantom_subject,
     true_cord_volume_mm3,
 )
-from spinal_bidsapp.synth.spine import DISC_NAMES, PAM50_DISC_Z_MM
+from spinal_bidsapp.synth.spine import PAM50_DISC_Z_MM
 from spinal_bidsapp.synth.truth import DiscTruth, SubjectTruth, TemplateMapping
 
 logger = logging.getLogger(__name__)

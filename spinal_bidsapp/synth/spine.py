@@ -1,4 +1,4 @@
-"""Spine constants shared by the generators: SCT disc numbering and PAM50 disc geometry.
+"""Spine constants shared by the generators: PAM50 disc geometry (SCT disc numbering).
 
 Disc values follow SCT numbering (``docs/reference/sct.md`` section 1.4): disc ``n`` lies between
 vertebra ``n - 1`` and vertebra ``n``; 1 is the top of C1, 2 is C1/C2, 8 is C7/T1.
@@ -7,11 +7,6 @@ vertebra ``n - 1`` and vertebra ``n``; 1 is the top of C1, 2 is C1/C2, 8 is C7/T
 from __future__ import annotations
 
 import numpy as np
-
-DISC_NAMES: dict[int, str] = {
-    1: "C1 top", 2: "C1/C2", 3: "C2/C3", 4: "C3/C4", 5: "C4/C5", 6: "C5/C6", 7: "C6/C7",
-    8: "C7/T1", 9: "T1/T2", 10: "T2/T3", 11: "T3/T4", 12: "T4/T5",
-}
 
 PAM50_AFFINE = np.array([[-0.5, 0.0, 0.0, 35.0],
                          [0.0, 0.5, 0.0, -81.22],
