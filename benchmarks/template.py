@@ -5,11 +5,12 @@ Not a test: run by hand; results go to ``benchmarks/results/template-<UTC time>.
 
     .venv/bin/python benchmarks/template.py --subjects 8 --nprocs 2
 
-Inputs: a cohort of straightened phantoms on one 0.5 mm grid, made here (``spinal_bidsapp.synth``
-makes curved subjects; the straightened inputs of the group level are what we need). The true
-mean anatomy is a straight cord (white matter, H-shaped grey matter, z-varying width) in a CSF
-canal; each subject is that anatomy pulled through a smooth, zero-mean (across the cohort) random
-in-plane deformation plus a subject scale of the cord, with Rician-free Gaussian noise.
+Inputs: a cohort of straightened phantoms on one 0.5 mm grid, made by
+``spinal_bidsapp.synth.straight`` (the straightened inputs of the group level are what we need,
+not the curved subjects of the rest of ``spinal_bidsapp.synth``). The true mean anatomy is a
+straight cord (white matter, H-shaped grey matter, z-varying width) in a CSF canal; each subject
+is that anatomy pulled through a smooth, zero-mean (across the cohort) random in-plane
+deformation plus a subject scale of the cord, with Rician-free Gaussian noise.
 
 Both methods run on the same files, each in a fresh process with the same core budget: ANTs with
 ``nprocs`` ITK threads (its loop is serial), ours with ``nprocs`` worker processes of one thread.
@@ -41,6 +42,15 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from spinal_bidsapp.synth.acquisition import Grid
+from spinal_bidsapp.synth.straight import (
+    StraightAnatomy,
+    draw_straight_cohort,
+    grid_mm,
+    render_straight_anatomy,
+    write_straight_cohort,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 VOXEL_MM = 0.5
 SHAPE = (48, 48, 64)
@@ -48,57 +58,16 @@ AFFINE = np.diag([-VOXEL_MM, VOXEL_MM, VOXEL_MM, 1.0])
 AFFINE[:3, 3] = [(SHAPE[0] - 1) / 2 * VOXEL_MM, -(SHAPE[1] - 1) / 2 * VOXEL_MM, 0.0]
 
 
-def _soft(r: NDArray, width: float = 0.08) -> NDArray:
-    return 1.0 / (1.0 + np.exp((r - 1.0) / width))
-
-
-def anatomy_mm(x: NDArray, y: NDArray, z: NDArray) -> tuple[NDArray, NDArray]:
-    """T2-like intensity and cord fraction at world points (mm; cord centre on x = y = 0)."""
-    a = 4.2 + 0.6 * np.sin(z / 6.0)  # cord half-width (L-R), mm
-    b = 3.0  # cord half-depth (A-P)
-    cord = _soft(np.sqrt((x / a) ** 2 + (y / b) ** 2))
-    horns = np.maximum(_soft(np.sqrt(((np.abs(x) - 0.45 * a) / (0.22 * a)) ** 2
-                                     + (y / (0.75 * b)) ** 2)),
-                       _soft(np.maximum(np.abs(x) / (0.45 * a), np.abs(y) / (0.22 * b))))
-    csf = _soft(np.sqrt((x / 7.0) ** 2 + ((y + 0.5) / 5.5) ** 2))
-    image = 150 + 850 * csf - 650 * cord + 150 * cord * horns
-    return image.astype(np.float32), cord
-
-
-def world_grid() -> tuple[NDArray, NDArray, NDArray]:
-    ijk = np.meshgrid(*[np.arange(n, dtype=float) for n in SHAPE], indexing="ij")
-    return (AFFINE[0, 0] * ijk[0] + AFFINE[0, 3], AFFINE[1, 1] * ijk[1] + AFFINE[1, 3],
-            AFFINE[2, 2] * ijk[2] + AFFINE[2, 3])
+GRID = Grid(shape=SHAPE, affine=AFFINE)
+ANATOMY = StraightAnatomy()  # z-varying width, H-shaped grey matter
 
 
 def make_cohort(root: Path, n: int, *, seed: int) -> list[Any]:
-    """Write ``n`` subjects (image, cord mask) and the truth; returns TemplateSubjects."""
-    from spinal_bidsapp.engines.base import TemplateSubject
-
-    rng = np.random.default_rng(seed)
-    x, y, z = world_grid()
-    fields = []
-    for _ in range(n):
-        noise = rng.normal(size=(3, *SHAPE))
-        f = np.stack([ndimage.gaussian_filter(c, (6, 6, 12)) for c in noise])
-        f = f / np.abs(f[:2]).max() * 1.5
-        f[2] *= 0.3
-        scale = rng.uniform(0.9, 1.1)
-        f[0] += x * (scale - 1.0)
-        f[1] += y * (scale - 1.0)
-        fields.append(f)
-    mean = np.mean(fields, axis=0)
-    root.mkdir(parents=True, exist_ok=True)
-    subjects = []
-    for i, f in enumerate(fields):
-        d = f - mean
-        image, cord = anatomy_mm(x + d[0], y + d[1], z + d[2])
-        image = image + rng.normal(0, 30, SHAPE).astype(np.float32)
-        paths = root / f"sub-{i:02d}_T2w.nii.gz", root / f"sub-{i:02d}_cordmask.nii.gz"
-        nib.save(nib.Nifti1Image(image, AFFINE), paths[0])
-        nib.save(nib.Nifti1Image((cord > 0.5).astype(np.float32), AFFINE), paths[1])
-        subjects.append(TemplateSubject(label=f"sub-{i:02d}", image=paths[0], cord_mask=paths[1]))
-    return subjects
+    """Write ``n`` subjects (image, cord mask); returns TemplateSubjects."""
+    subjects = draw_straight_cohort(GRID, n, seed=seed, anatomy=ANATOMY, smoothing_vox=(6, 6, 12),
+                                    amplitude_mm=1.5, z_scale=0.3, scale_range=(0.9, 1.1),
+                                    noise_sd=30.0)
+    return write_straight_cohort(root, subjects, AFFINE)
 
 
 def _load(path: Path) -> NDArray:
@@ -113,10 +82,9 @@ def _dice(a: NDArray, b: NDArray) -> float:
 def evaluate(template: NDArray, warped_masks: list[NDArray]) -> dict[str, float]:
     from spinal_bidsapp.engines.builtin.averaging import correlation_in_mask
 
-    x, y, z = world_grid()
-    truth, cord = anatomy_mm(x, y, z)
-    region = ndimage.binary_dilation(_soft(np.sqrt((x / 7.0) ** 2 + ((y + 0.5) / 5.5) ** 2))
-                                     > 0.5, iterations=2)
+    tissues = render_straight_anatomy(ANATOMY, *grid_mm(GRID))
+    truth, cord = tissues.image, tissues.cord
+    region = ndimage.binary_dilation(tissues.csf > 0.5, iterations=2)
     region[:, :, :3] = region[:, :, -3:] = False  # ignore the z borders (no data beyond)
     probability = np.mean(warped_masks, axis=0)
     template_mask = probability >= 0.5

@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from spinal_bidsapp.engines.base import TemplateSubject
 from spinal_bidsapp.engines.builtin import Stage, build_template, preset_options
@@ -25,50 +24,38 @@ from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.fields import compose_fields
 from spinal_bidsapp.image import load_volume
+from spinal_bidsapp.synth.acquisition import Grid
+from spinal_bidsapp.synth.straight import (
+    StraightAnatomy,
+    draw_straight_cohort,
+    grid_mm,
+    render_straight_anatomy,
+    write_straight_cohort,
+)
 
 SHAPE = (24, 24, 40)
 AFFINE = np.array([[-1.0, 0, 0, 11.5], [0, 1.0, 0, -11.5], [0, 0, 1.0, -19.5], [0, 0, 0, 1]])
 
 
-def _anatomy(x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
-    """Dark elliptic cord inside bright CSF, centred in x (symmetric), z-invariant."""
-    cx, cy = (SHAPE[0] - 1) / 2, (SHAPE[1] - 1) / 2
-    r_cord = np.sqrt(((x - cx) / 3.5) ** 2 + ((y - cy) / 2.6) ** 2)
-    r_csf = np.sqrt(((x - cx) / 7.0) ** 2 + ((y - cy - 0.5) / 5.5) ** 2)
-    cord = 1 / (1 + np.exp((r_cord - 1) * 4 / 0.6))
-    csf = 1 / (1 + np.exp((r_csf - 1) * 6 / 0.6))
-    return (400 + 600 * csf - 700 * cord).astype(np.float32), cord
-
-
-def _grid() -> tuple[NDArray, NDArray, NDArray]:
-    x, y, z = np.meshgrid(*[np.arange(n, dtype=float) for n in SHAPE], indexing="ij")
-    return x, y, z
+ANATOMY = StraightAnatomy(cord_half_width_mm=3.5, cord_width_wave_mm=0.0, cord_half_depth_mm=2.6,
+                          cord_edge=0.15, grey_matter_contrast=0.0, csf_centre_y_mm=0.5,
+                          csf_edge=0.1, background=400.0, csf_contrast=600.0, cord_contrast=700.0)
+"""Dark elliptic cord inside bright CSF, centred in x (symmetric), z-invariant."""
+DRAWN_ON = Grid(shape=SHAPE, affine=np.diag([-1.0, 1.0, 1.0, 1.0]) @ AFFINE)
+"""The phantoms are drawn with x mirrored with respect to AFFINE (x = i - 11.5); the anatomy is
+symmetric, so only the direction of the random deformations depends on it."""
 
 
 def true_anatomy() -> NDArray:
-    x, y, _ = _grid()
-    return _anatomy(x, y)[0]
+    return render_straight_anatomy(ANATOMY, *grid_mm(DRAWN_ON)).image
 
 
-def make_cohort(root: Path, n: int, *, amplitude: float = 3.5, seed: int = 0
-                ) -> list[TemplateSubject]:
+def make_cohort(root: Path, n: int, *, seed: int = 0) -> list[TemplateSubject]:
     """Subjects = the true anatomy pulled through smooth zero-mean random deformations."""
-    rng = np.random.default_rng(seed)
-    fields = []
-    for _ in range(n):
-        f = np.stack([ndimage.gaussian_filter(c, (4, 4, 6)) for c in rng.normal(size=(3, *SHAPE))])
-        fields.append(f / np.abs(f).max() * amplitude)
-    mean = np.mean(fields, axis=0)
-    x, y, _ = _grid()
-    subjects = []
-    for i, f in enumerate(fields):
-        image, cord = _anatomy(x + f[0] - mean[0], y + f[1] - mean[1])
-        image = image + rng.normal(0, 20, SHAPE).astype(np.float32)
-        paths = root / f"sub-{i:02d}_T2w.nii.gz", root / f"sub-{i:02d}_cordmask.nii.gz"
-        nib.save(nib.Nifti1Image(image, AFFINE), paths[0])
-        nib.save(nib.Nifti1Image((cord > 0.5).astype(np.float32), AFFINE), paths[1])
-        subjects.append(TemplateSubject(label=f"sub-{i:02d}", image=paths[0], cord_mask=paths[1]))
-    return subjects
+    subjects = draw_straight_cohort(DRAWN_ON, n, seed=seed, anatomy=ANATOMY,
+                                    smoothing_vox=(4, 4, 6), amplitude_mm=3.5, z_scale=None,
+                                    scale_range=None, noise_sd=20.0)
+    return write_straight_cohort(root, subjects, AFFINE)
 
 
 def _data(path: Path) -> NDArray:
