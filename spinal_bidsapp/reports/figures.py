@@ -22,25 +22,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spinal_bidsapp.files import atomic_path
-from spinal_bidsapp.image import Volume, index_range, reorient, same_grid, vox_to_mm
+from spinal_bidsapp.image import Volume, reorient, same_grid, vox_to_mm
 from spinal_bidsapp.reports.views import (
     BoxMM,
     Panel,
     axial_crop,
     checkerboard,
     choose_axial_slices,
-    cord_depth,
     find_disc_points,
     intensity_window,
-    label_centres,
-    label_name,
-    make_cord_coronal,
     make_panel,
     midcord_index,
     normalize,
     outline_segments,
-    slab_projection,
-    spinal_level_name,
     spread_labels,
     vertebra_bands,
 )
@@ -48,7 +42,6 @@ from spinal_bidsapp.reports.views import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +52,13 @@ TEMPLATE_COLOR = "#00d5ff"
 """Template cord outline and disc markers (cyan)."""
 BOX_COLOR = "#ffd60a"
 """Crop box (yellow, dashed)."""
-_PANEL_BOX_IN = (6.0, 9.0)
+PANEL_BOX_IN = (6.0, 9.0)
 """Largest (width, height), inches, of a single sagittal panel."""
-_DISC_MARGIN_IN = 0.9
+DISC_MARGIN_IN = 0.9
 """Left margin, inches, holding the disc names of a sagittal view."""
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -74,7 +67,7 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, out: Path) -> Path:
+def save(fig: Figure, out: Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, facecolor=fig.get_facecolor())
@@ -82,12 +75,12 @@ def _save(fig: Figure, out: Path) -> Path:
     return out
 
 
-def _panel_scale(panels_wide: int, width_mm: float, height_mm: float) -> float:
+def panel_scale(panels_wide: int, width_mm: float, height_mm: float) -> float:
     """Inches per mm so ``panels_wide`` panels fit the size budget.
 
-    One panel may be ``_PANEL_BOX_IN`` wide; a row of several shares twice that width.
+    One panel may be ``PANEL_BOX_IN`` wide; a row of several shares twice that width.
     """
-    max_w, max_h = _PANEL_BOX_IN
+    max_w, max_h = PANEL_BOX_IN
     row_w = max_w if panels_wide == 1 else 2 * max_w
     return min(row_w / (panels_wide * width_mm), max_h / height_mm)
 
@@ -101,7 +94,7 @@ def _scale_bar_mm(width_mm: float) -> float:
     return max([1.0] + [b for b in (2.0, 5.0, 10.0, 20.0, 50.0, 100.0) if b <= 0.35 * width_mm])
 
 
-def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
+def draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
                 image: NDArray | None = None, letters: bool = True) -> None:
     """Grey image with true aspect, orientation letters, a scale bar and no ticks."""
     from matplotlib import patheffects
@@ -130,7 +123,7 @@ def _draw_panel(ax: Axes, panel: Panel, window: tuple[float, float], *,
             fontsize=8, path_effects=stroke)
 
 
-def _draw_outline(ax: Axes, mask: NDArray[np.bool_] | None, panel: Panel, color: str) -> None:
+def draw_outline(ax: Axes, mask: NDArray[np.bool_] | None, panel: Panel, color: str) -> None:
     from matplotlib.collections import LineCollection
 
     if mask is None or not mask.any():
@@ -167,29 +160,29 @@ def plot_sagittal(image: Volume, out: Path, *, mask: Volume | None = None,
         Text above the panel.
     """
     ras = reorient(image)
-    ras_mask = _on_grid(mask, ras, "mask")
-    ras_discs = _on_grid(discs, ras, "disc labels")
+    ras_mask = on_grid(mask, ras, "mask")
+    ras_discs = on_grid(discs, ras, "disc labels")
     index = midcord_index(ras_mask, ras.shape)
     panel = make_panel(ras, ras_mask, axis=0, index=index)
     width_mm, height_mm = panel.extent[1], panel.extent[3]
-    margin_in = _DISC_MARGIN_IN if ras_discs is not None else 0.0
-    scale = _panel_scale(1, width_mm, height_mm)
+    margin_in = DISC_MARGIN_IN if ras_discs is not None else 0.0
+    scale = panel_scale(1, width_mm, height_mm)
     head_in = 0.3 if title else 0.0
-    fig = _new_figure(width_mm * scale + margin_in + 0.2, height_mm * scale + head_in + 0.2)
+    fig = new_figure(width_mm * scale + margin_in + 0.2, height_mm * scale + head_in + 0.2)
     fig_w, fig_h = fig.get_figwidth(), fig.get_figheight()
     ax = fig.add_axes((0.1 / fig_w, 0.1 / fig_h, 1 - 0.2 / fig_w, 1 - (0.2 + head_in) / fig_h))
-    _draw_panel(ax, panel, intensity_window(panel.image))
-    _draw_outline(ax, panel.mask, panel, CORD_COLOR)
+    draw_panel(ax, panel, intensity_window(panel.image))
+    draw_outline(ax, panel.mask, panel, CORD_COLOR)
     if crop_box is not None:
         _draw_box(ax, panel.box_to_rect(crop_box, ras.affine))
     if ras_discs is not None:
         ax.set_xlim(-margin_in / scale, width_mm)
-        _draw_discs(ax, panel, ras_discs, mm_per_in=1 / scale)
+        draw_discs(ax, panel, ras_discs, mm_per_in=1 / scale)
     _title(fig, title)
-    return _save(fig, out)
+    return save(fig, out)
 
 
-def _on_grid(label: Volume | None, ras: Volume, what: str) -> Volume | None:
+def on_grid(label: Volume | None, ras: Volume, what: str) -> Volume | None:
     if label is None:
         return None
     ras_label = reorient(label)
@@ -206,7 +199,7 @@ def _draw_box(ax: Axes, rect: tuple[float, float, float, float]) -> None:
                            linestyle="--"))
 
 
-def _draw_discs(ax: Axes, panel: Panel, discs: Volume, *, mm_per_in: float) -> None:
+def draw_discs(ax: Axes, panel: Panel, discs: Volume, *, mm_per_in: float) -> None:
     """Disc markers on the panel; names in the left margin (x < 0) with leaders."""
     from matplotlib import patheffects
 
@@ -235,7 +228,7 @@ def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 1
     superior (S) world coordinate. One intensity window is shared by all tiles.
     """
     ras = reorient(image)
-    ras_mask = _on_grid(mask, ras, "mask")
+    ras_mask = on_grid(mask, ras, "mask")
     assert ras_mask is not None
     slices = choose_axial_slices(ras_mask, count)
     if not slices:
@@ -248,21 +241,21 @@ def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 1
     ncols = min(columns, len(panels))
     nrows = -(-len(panels) // ncols)
     tile_in = 1.8
-    fig = _new_figure(ncols * tile_in, nrows * tile_in + (0.35 if title else 0.0))
+    fig = new_figure(ncols * tile_in, nrows * tile_in + (0.35 if title else 0.0))
     top = 1.0 - (0.35 / fig.get_figheight() if title else 0.0)
     for n, (k, panel) in enumerate(zip(slices, panels, strict=True)):
         r, c = divmod(n, ncols)
         gap_x, gap_y = 0.02 / fig.get_figwidth(), 0.02 / fig.get_figheight()
         ax = fig.add_axes((c / ncols + gap_x, top - (r + 1) * top / nrows + gap_y,
                            1 / ncols - 2 * gap_x, top / nrows - 2 * gap_y))
-        _draw_panel(ax, panel, window, letters=n == 0)
-        _draw_outline(ax, panel.mask, panel, CORD_COLOR)
+        draw_panel(ax, panel, window, letters=n == 0)
+        draw_outline(ax, panel.mask, panel, CORD_COLOR)
         centre = np.array([[ras.shape[0] / 2, ras.shape[1] / 2, k]])
         s_mm = vox_to_mm(ras.affine, centre)[0, 2]
         ax.text(0.97, 0.97, f"S {s_mm:+.0f} mm", transform=ax.transAxes, color="yellow",
                 ha="right", va="top", fontsize=8)
     _title(fig, title)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 @dataclass(frozen=True)
@@ -285,8 +278,8 @@ def _registration_views(fixed: Volume, moving: Volume, fixed_mask: Volume | None
             f"registration overlay needs both images on one grid (shapes {fixed.shape} and "
             f"{moving.shape}); warp the template to the subject (or the subject to the template)"
         )
-    ras_fixed_mask = _on_grid(fixed_mask, ras_fixed, "fixed mask")
-    ras_moving_mask = _on_grid(moving_mask, ras_fixed, "moving mask")
+    ras_fixed_mask = on_grid(fixed_mask, ras_fixed, "fixed mask")
+    ras_moving_mask = on_grid(moving_mask, ras_fixed, "moving mask")
     index = midcord_index(ras_fixed_mask if ras_fixed_mask is not None else ras_moving_mask,
                           ras_fixed.shape)
     return _RegistrationViews(
@@ -298,8 +291,8 @@ def _registration_views(fixed: Volume, moving: Volume, fixed_mask: Volume | None
 
 def _draw_both_outlines(ax: Axes, panel: Panel, fixed_outline: NDArray | None,
                         moving_outline: NDArray | None) -> None:
-    _draw_outline(ax, fixed_outline, panel, CORD_COLOR)
-    _draw_outline(ax, moving_outline, panel, TEMPLATE_COLOR)
+    draw_outline(ax, fixed_outline, panel, CORD_COLOR)
+    draw_outline(ax, moving_outline, panel, TEMPLATE_COLOR)
 
 
 def _draw_axial_outlines(fig: Figure, views: _RegistrationViews, count: int,
@@ -320,7 +313,7 @@ def _draw_axial_outlines(fig: Figure, views: _RegistrationViews, count: int,
         moving = make_panel(views.fixed, views.moving_mask, axis=2, index=k, row_range=rows,
                             col_range=cols).mask
         ax = fig.add_axes((n * width + 0.003, bottom, width - 0.006, height))
-        _draw_panel(ax, panel, intensity_window(panel.image), letters=n == 0)
+        draw_panel(ax, panel, intensity_window(panel.image), letters=n == 0)
         _draw_both_outlines(ax, panel, panel.mask, moving)
         s_mm = vox_to_mm(views.fixed.affine, np.array([[0.0, 0.0, k]]))[0, 2]
         ax.text(0.97, 0.97, f"S {s_mm:+.0f} mm", transform=ax.transAxes, color="yellow",
@@ -345,30 +338,30 @@ def plot_registration(fixed: Volume, moving: Volume, out: Path, *,
     board = checkerboard(normalize(panel_fixed.image, window_fixed),
                          normalize(panel_moving.image, window_moving))
     width_mm, height_mm = panel_fixed.extent[1], panel_fixed.extent[3]
-    scale = _panel_scale(3, width_mm, height_mm)
+    scale = panel_scale(3, width_mm, height_mm)
     head_in = 0.3 + (0.3 if title else 0.0)
     sagittal_in = height_mm * scale
     has_axial = axial_count > 0 and (views.fixed_mask is not None
                                      or views.moving_mask is not None)
     axial_in = 3 * width_mm * scale / max(axial_count, 1) if has_axial else 0.0
-    fig = _new_figure(3 * width_mm * scale + 0.3, sagittal_in + axial_in + head_in + 0.15)
+    fig = new_figure(3 * width_mm * scale + 0.3, sagittal_in + axial_in + head_in + 0.15)
     fig_h = fig.get_figheight()
     sagittal_bottom = (axial_in + 0.1) / fig_h
     captions = (names[0], f"{names[1]} (on {names[0]} grid)", "checkerboard")
     for n, caption in enumerate(captions):
         ax = fig.add_axes((n / 3 + 0.005, sagittal_bottom, 1 / 3 - 0.01, sagittal_in / fig_h))
         if n == 0:
-            _draw_panel(ax, panel_fixed, window_fixed)
+            draw_panel(ax, panel_fixed, window_fixed)
         elif n == 1:
-            _draw_panel(ax, panel_moving, window_moving)
+            draw_panel(ax, panel_moving, window_moving)
         else:
-            _draw_panel(ax, panel_fixed, (0.0, 1.0), image=board)
+            draw_panel(ax, panel_fixed, (0.0, 1.0), image=board)
         _draw_both_outlines(ax, panel_fixed, panel_fixed.mask, panel_moving.mask)
         ax.set_title(caption, color="white", fontsize=10)
     if has_axial:
         _draw_axial_outlines(fig, views, axial_count, (0.05 / fig_h, axial_in / fig_h))
     _title(fig, title)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_moving: Path, *,
@@ -382,16 +375,16 @@ def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_movi
     views = _registration_views(fixed, moving, fixed_mask, moving_mask)
     panel_fixed, panel_moving = views.sagittal_fixed, views.sagittal_moving
     width_mm, height_mm = panel_fixed.extent[1], panel_fixed.extent[3]
-    scale = _panel_scale(1, width_mm, height_mm)
+    scale = panel_scale(1, width_mm, height_mm)
     written = []
     for panel, name, out in ((panel_fixed, names[0], out_fixed),
                              (panel_moving, names[1], out_moving)):
-        fig = _new_figure(width_mm * scale + 0.2, height_mm * scale + 0.5)
+        fig = new_figure(width_mm * scale + 0.2, height_mm * scale + 0.5)
         ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - 0.3 / fig.get_figheight()))
-        _draw_panel(ax, panel, intensity_window(panel.image))
+        draw_panel(ax, panel, intensity_window(panel.image))
         _draw_both_outlines(ax, panel_fixed, panel_fixed.mask, panel_moving.mask)
         _title(fig, name)
-        written.append(_save(fig, out))
+        written.append(save(fig, out))
     return written[0], written[1]
 
 
@@ -415,7 +408,7 @@ def plot_csa(position_mm: NDArray, csa_mm2: NDArray, out: Path, *,
     if position.shape != csa.shape or position.ndim != 1:
         raise ValueError(f"position {position.shape} and CSA {csa.shape} must be equal (N,)")
     order = np.argsort(position)
-    fig = _new_figure(5.0, 7.0)
+    fig = new_figure(5.0, 7.0)
     fig.set_facecolor("white")
     ax = fig.add_axes((0.17, 0.08, 0.68, 0.84))
     for n, band in enumerate(vertebra_bands(discs)):
@@ -433,7 +426,7 @@ def plot_csa(position_mm: NDArray, csa_mm2: NDArray, out: Path, *,
     ax.grid(axis="x", color="#cccccc", lw=0.5)
     if title:
         ax.set_title(title, fontsize=11)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def plot_sagittal_series(images: Sequence[Volume], out: Path, *, titles: Sequence[str],
@@ -445,22 +438,22 @@ def plot_sagittal_series(images: Sequence[Volume], out: Path, *, titles: Sequenc
     if not images or len(images) != len(titles):
         raise ValueError("give one title per image, and at least one image")
     ras_images = [reorient(image) for image in images]
-    ras_mask = _on_grid(mask, ras_images[0], "mask")
+    ras_mask = on_grid(mask, ras_images[0], "mask")
     index = midcord_index(ras_mask, ras_images[0].shape)
     panels = [make_panel(ras, ras_mask, axis=0, index=index) for ras in ras_images]
     width_mm, height_mm = panels[0].extent[1], panels[0].extent[3]
     n = len(panels)
-    scale = min(_panel_scale(1, width_mm, height_mm), 14.0 / (n * width_mm))
+    scale = min(panel_scale(1, width_mm, height_mm), 14.0 / (n * width_mm))
     head = 0.3 + (0.3 if title else 0.0)
-    fig = _new_figure(n * width_mm * scale + 0.2, height_mm * scale + head + 0.1)
+    fig = new_figure(n * width_mm * scale + 0.2, height_mm * scale + head + 0.1)
     top = 1.0 - head / fig.get_figheight()
     for k, (panel, caption) in enumerate(zip(panels, titles, strict=True)):
         ax = fig.add_axes((k / n + 0.002, 0.01, 1 / n - 0.004, top - 0.01))
-        _draw_panel(ax, panel, intensity_window(panel.image))
-        _draw_outline(ax, panel.mask, panel, TEMPLATE_COLOR)
+        draw_panel(ax, panel, intensity_window(panel.image))
+        draw_outline(ax, panel.mask, panel, TEMPLATE_COLOR)
         ax.set_title(caption, color="white", fontsize=9)
     _title(fig, title)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def plot_convergence(iteration: Sequence[int], median_sd: Sequence[float],
@@ -469,7 +462,7 @@ def plot_convergence(iteration: Sequence[int], median_sd: Sequence[float],
 
     ``change`` may hold NaN (no previous iteration).
     """
-    fig = _new_figure(6.0, 3.6)
+    fig = new_figure(6.0, 3.6)
     fig.set_facecolor("white")
     ax = fig.add_axes((0.12, 0.15, 0.74, 0.72))
     ax.plot(iteration, median_sd, color="#1f4e79", marker="o", lw=1.5,
@@ -485,253 +478,4 @@ def plot_convergence(iteration: Sequence[int], median_sd: Sequence[float],
     ax.legend(handles=handles, loc="upper right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=11)
-    return _save(fig, out)
-
-
-CANAL_COLOR = "#ffd60a"
-"""Spinal canal outline (yellow)."""
-FLAG_COLOR = "#b3261e"
-"""Background of the warning banner (dark red)."""
-VERTEBRA_COLORS = ("#3d7eff", "#ff8c1a", "#3ddc84", "#c45cff", "#ff4fd8", "#a0e040")
-"""Vertebra fills, cycled by SCT value (C1 = 1 takes the first); neighbours always differ."""
-ROOTLET_COLORS = ("#ffcc00", "#ff8c1a", "#3ddc84", "#3d7eff", "#ff4fd8", "#00e5ff", "#c45cff",
-                  "#c6ff3d", "#ff9eb5")
-"""Rootlet fills by spinal level, C1 = 1 takes the first (C1..C8, T1 = nine colours)."""
-_VERTEBRA_SLAB_MM = 4.0
-"""Vertebra labels within this distance (R) of the displayed slice are projected onto it."""
-_LEVEL_MARGIN_IN = 0.7
-"""Right margin, inches, holding the vertebra or spinal level names."""
-
-
-def level_color(value: int, palette: Sequence[str]) -> str:
-    """Colour of label ``value`` (1-based) in a cyclic ``palette``.
-
-    >>> level_color(1, VERTEBRA_COLORS) == VERTEBRA_COLORS[0], level_color(7, ("a", "b", "c"))
-    (True, 'a')
-    """
-    return palette[(int(value) - 1) % len(palette)]
-
-
-def _label_rgba(labels: NDArray[np.int64], palette: Sequence[str], alpha: float
-                ) -> NDArray[np.float32]:
-    """(rows, cols, 4) RGBA image of a 2-D label cut; transparent where the label is 0."""
-    from matplotlib.colors import to_rgba
-
-    rgba = np.zeros((*labels.shape, 4), np.float32)
-    for value in np.unique(labels[labels > 0]):
-        rgba[labels == value] = to_rgba(level_color(int(value), palette), alpha)
-    return rgba
-
-
-def _draw_labels(ax: Axes, panel: Panel, labels: NDArray[np.int64], palette: Sequence[str], *,
-                 alpha: float, outline: bool) -> None:
-    """Label cut filled in its palette colours (and each label outlined, opaque)."""
-    ax.imshow(_label_rgba(labels, palette, alpha), extent=panel.extent, origin="upper",
-              interpolation="nearest", aspect="equal")
-    if outline:
-        for value in np.unique(labels[labels > 0]):
-            _draw_outline(ax, labels == value, panel, level_color(int(value), palette))
-
-
-def _margin_names(ax: Axes, names: Sequence[tuple[str, float, str]], *, edge_x: float,
-                  text_x: float, mm_per_in: float, lower: float) -> None:
-    """Names ``(text, y, colour)`` beside a panel, spread apart, with leaders to ``edge_x``."""
-    from matplotlib import patheffects
-
-    if not names:
-        return
-    stroke = [patheffects.withStroke(linewidth=3, foreground="black")]
-    spread = spread_labels([y for _, y, _ in names], min_gap=0.17 * mm_per_in, lower=lower)
-    ha = "left" if text_x > edge_x else "right"
-    for (text, y, color), y_text in zip(names, spread, strict=True):
-        ax.plot([edge_x, text_x], [y, y_text], color=color, linewidth=0.8, clip_on=False)
-        ax.text(text_x, y_text, text, color=color, fontsize=10, fontweight="bold", ha=ha,
-                va="center", path_effects=stroke, clip_on=False)
-
-
-def _flag_banner(fig: Figure, flagged: Sequence[str], height_in: float) -> None:
-    """Dark red strip across the top of the figure listing the consistency problems."""
-    from matplotlib.patches import Rectangle
-
-    fig_h = fig.get_figheight()
-    fig.add_artist(Rectangle((0.0, 1.0 - height_in / fig_h), 1.0, height_in / fig_h,
-                             transform=fig.transFigure, facecolor=FLAG_COLOR, edgecolor="none"))
-    fig.text(0.5, 1.0 - height_in / fig_h / 2, _banner_text(flagged, fig.get_figwidth()),
-             color="white", fontsize=10, fontweight="bold", ha="center", va="center")
-
-
-def _banner_text(flagged: Sequence[str], width_in: float) -> str:
-    """Wrapped banner text (about 11 bold 10-pt characters per inch).
-
-    >>> _banner_text(["missing C4", "discs out of order"], 6.0)
-    '⚠ CHECK: missing C4; discs out of order'
-    """
-    import textwrap
-
-    text = "⚠ CHECK: " + "; ".join(flagged)
-    return "\n".join(textwrap.wrap(text, width=max(20, int(width_in * 11))))
-
-
-def plot_spine_labels(image: Volume, out: Path, *, vertebrae: Volume, discs: Volume | None = None,
-                      cord: Volume | None = None, canal: Volume | None = None,
-                      flagged: Sequence[str] = ()) -> Path:
-    """Sagittal spine labelling view: coloured vertebrae, discs, cord and canal, named levels.
-
-    Parameters
-    ----------
-    image
-        Anatomical image, any orientation.
-    out
-        PNG path, written atomically.
-    vertebrae
-        Vertebra label image on the image grid, SCT numbering (C1 = 1 … L5 = 24, S1 = 25 …).
-        Labels within 4 mm (R) of the displayed slice are filled semi-transparently, one colour
-        per level (:data:`VERTEBRA_COLORS`), and outlined; every level present is named in the
-        right margin at its centroid height.
-    discs
-        Disc label image on the image grid (single voxels, SCT values), marked in cyan and named
-        in the left margin; labels off the displayed slice are projected onto it.
-    cord, canal
-        Cord and spinal canal masks on the image grid, outlined in red and yellow. The slice
-        shown is the median R index of the cord, or of the vertebrae when there is no cord.
-    flagged
-        Short texts of consistency problems (``"missing C4"``, ``"discs out of order"``); when
-        any is given, a red warning banner across the top lists them.
-    """
-    ras = reorient(image)
-    ras_vertebrae = _on_grid(vertebrae, ras, "vertebra labels")
-    assert ras_vertebrae is not None
-    ras_discs, ras_cord, ras_canal = (_on_grid(v, ras, w) for v, w in (
-        (discs, "disc labels"), (cord, "cord mask"), (canal, "canal mask")))
-    has_cord = ras_cord is not None and bool(np.any(ras_cord.data > 0))
-    index = midcord_index(ras_cord if has_cord else ras_vertebrae, ras.shape)
-    panel = make_panel(ras, ras_cord, axis=0, index=index)
-    half = round(_VERTEBRA_SLAB_MM / float(ras.zooms[0]))
-    labels = slab_projection(ras_vertebrae, panel, (index - half, index + half + 1))
-    width_mm, height_mm = panel.extent[1], panel.extent[3]
-    scale = _panel_scale(1, width_mm, height_mm)
-    margins_in = (_DISC_MARGIN_IN, _LEVEL_MARGIN_IN)
-    fig_w = width_mm * scale + sum(margins_in) + 0.2
-    banner_in = 0.35 + 0.2 * _banner_text(flagged, fig_w).count("\n") if flagged else 0.0
-    handles = _spine_legend(ras_cord is not None, ras_canal is not None, ras_discs is not None)
-    legend_in = 0.35 if handles else 0.0
-    fig = _new_figure(fig_w, height_mm * scale + banner_in + legend_in + 0.2)
-    fig_h = fig.get_figheight()
-    ax = fig.add_axes((0.1 / fig_w, (0.1 + legend_in) / fig_h, 1 - 0.2 / fig_w,
-                       height_mm * scale / fig_h))
-    _draw_panel(ax, panel, intensity_window(panel.image))
-    _draw_labels(ax, panel, labels, VERTEBRA_COLORS, alpha=0.45, outline=True)
-    _draw_outline(ax, panel.mask, panel, CORD_COLOR)
-    if ras_canal is not None:
-        _draw_outline(ax, make_panel(ras, ras_canal, axis=0, index=index).mask, panel,
-                      CANAL_COLOR)
-    ax.set_xlim(-margins_in[0] / scale, width_mm + margins_in[1] / scale)
-    if ras_discs is not None:
-        _draw_discs(ax, panel, ras_discs, mm_per_in=1 / scale)
-    names = [(label_name(value), float(panel.vox_to_xy(ijk[None])[0, 1]),
-              level_color(value, VERTEBRA_COLORS))
-             for value, ijk in sorted(label_centres(ras_vertebrae.data).items())]
-    _margin_names(ax, names, edge_x=width_mm, text_x=width_mm + 0.1 / scale,
-                  mm_per_in=1 / scale, lower=panel.extent[2])
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-                   labelcolor="white", fontsize=9, bbox_to_anchor=(0.5, 0.0))
-    if flagged:
-        _flag_banner(fig, flagged, banner_in)
-    return _save(fig, out)
-
-
-def _spine_legend(cord: bool, canal: bool, discs: bool) -> list[Line2D]:
-    from matplotlib.lines import Line2D
-
-    handles = []
-    if cord:
-        handles.append(Line2D([], [], color=CORD_COLOR, lw=2, label="cord"))
-    if canal:
-        handles.append(Line2D([], [], color=CANAL_COLOR, lw=2, label="canal"))
-    if discs:
-        handles.append(Line2D([], [], color=TEMPLATE_COLOR, marker="o", ls="none",
-                              markeredgecolor="black", label="disc"))
-    return handles
-
-
-_ROOTLET_SLAB_MM = (15.0, 10.0)
-"""Rootlets are projected over the cord's R (sagittal view) and A (coronal view) extent plus
-these margins, mm: wide enough to reach the foramina, narrow enough to leave out distant
-false positives."""
-_ROOTLET_CONTEXT_MM = 10.0
-"""Anatomy shown beyond the projection slab (columns) and beyond the rootlets (rows), mm."""
-
-
-def plot_rootlets(image: Volume, rootlets: Volume, out: Path, *,
-                  cord: Volume | None = None) -> Path:
-    """Rootlets coloured by spinal level on a coronal and a sagittal view of the anatomy.
-
-    Parameters
-    ----------
-    image
-        Anatomical image (T2w), any orientation.
-    rootlets
-        Rootlet segmentation on the image grid; values are spinal levels (C1..C8 = 1..8,
-        T1 = 9), each drawn in its :data:`ROOTLET_COLORS` colour as a maximum-intensity
-        projection over a slab around the cord: over A on the coronal view, over R on the
-        sagittal one. Each level is named in both margins at its rostro-caudal centre.
-    out
-        PNG path, written atomically.
-    cord
-        Cord mask on the image grid, outlined in red. It sets the slabs (cord extent plus 15 mm
-        in R, 10 mm in A), the sagittal slice (median R of the cord) and the coronal surface,
-        which follows the cord centre slice by slice so a curved cord stays in view. Without
-        it, the projections cover the whole volume and the middle slices are shown.
-    """
-    ras = reorient(image)
-    ras_rootlets = _on_grid(rootlets, ras, "rootlets")
-    assert ras_rootlets is not None
-    ras_cord = _on_grid(cord, ras, "cord mask")
-    slab_r = index_range(ras_cord, 0, margin_mm=_ROOTLET_SLAB_MM[0], size=ras.shape[0])
-    slab_a = index_range(ras_cord, 1, margin_mm=_ROOTLET_SLAB_MM[1], size=ras.shape[1])
-    kept = np.zeros(ras.shape, np.int64)
-    box = np.s_[slab_r[0]:slab_r[1], slab_a[0]:slab_a[1]]
-    kept[box] = np.rint(ras_rootlets.data[box])
-    kept_volume = ras.with_data(kept)
-    rows = index_range(kept_volume, 2, margin_mm=_ROOTLET_CONTEXT_MM)
-    coronal = make_cord_coronal(
-        ras, ras_cord, depth=cord_depth(ras_cord, ras.shape), row_range=rows,
-        col_range=_widen(slab_r, _ROOTLET_CONTEXT_MM / float(ras.zooms[0]), ras.shape[0]))
-    sagittal = make_panel(
-        ras, ras_cord, axis=0, index=midcord_index(ras_cord, ras.shape), row_range=rows,
-        col_range=_widen(slab_a, _ROOTLET_CONTEXT_MM / float(ras.zooms[1]), ras.shape[1]))
-    panels = ((coronal, "coronal, along the cord"), (sagittal, "sagittal"))
-    widths = [p.extent[1] for p, _ in panels]
-    height_mm = coronal.extent[3]
-    scale = min(2 * _PANEL_BOX_IN[0] / sum(widths), _PANEL_BOX_IN[1] / height_mm)
-    margin_in, gap_in, head_in = 0.45, 0.25, 0.35
-    fig_w = sum(widths) * scale + 2 * margin_in + gap_in
-    fig = _new_figure(fig_w, height_mm * scale + head_in + 0.1)
-    fig_h = fig.get_figheight()
-    centres = label_centres(kept)
-    left_in = margin_in
-    for n, (panel, caption) in enumerate(panels):
-        ax = fig.add_axes((left_in / fig_w, 0.1 / fig_h, panel.extent[1] * scale / fig_w,
-                           height_mm * scale / fig_h))
-        left_in += panel.extent[1] * scale + gap_in
-        _draw_panel(ax, panel, intensity_window(panel.image))
-        whole = (0, max(ras.shape))  # kept already holds only the rootlets in the slabs
-        _draw_labels(ax, panel, slab_projection(kept_volume, panel, whole), ROOTLET_COLORS,
-                     alpha=1.0, outline=False)
-        _draw_outline(ax, panel.mask, panel, CORD_COLOR)
-        ax.set_title(caption, color="white", fontsize=10)
-        names = [(spinal_level_name(v), float(panel.vox_to_xy(ijk[None])[0, 1]),
-                  level_color(v, ROOTLET_COLORS)) for v, ijk in sorted(centres.items())]
-        edge = 0.0 if n == 0 else panel.extent[1]
-        _margin_names(ax, names, edge_x=edge, text_x=edge + (0.06 if n else -0.06) / scale,
-                      mm_per_in=1 / scale, lower=panel.extent[2])
-        if not centres:
-            ax.text(0.5, 0.5, "no rootlets found", transform=ax.transAxes, color="yellow",
-                    ha="center", va="center", fontsize=11, fontweight="bold")
-    return _save(fig, out)
-
-
-def _widen(span: tuple[int, int], by: float, size: int) -> tuple[int, int]:
-    """``[start, stop)`` widened by ``by`` voxels each side, clipped to ``[0, size)``."""
-    return max(0, span[0] - round(by)), min(size, span[1] + round(by))
+    return save(fig, out)

@@ -28,7 +28,8 @@ def _assert_not_blank(pixels: np.ndarray) -> None:
 
 
 def test_importing_figures_loads_no_matplotlib() -> None:
-    code = ("import sys, spinal_bidsapp.reports.figures, spinal_bidsapp.reports.qc; "
+    code = ("import sys, spinal_bidsapp.reports.figures, spinal_bidsapp.reports.label_figures, "
+            "spinal_bidsapp.reports.qc; "
             "print(any(m.startswith(('matplotlib', 'jinja2')) for m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

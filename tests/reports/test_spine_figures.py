@@ -14,7 +14,7 @@ from matplotlib.colors import rgb_to_hsv, to_rgb
 from report_phantom import DISCS, SHAPE, ZOOMS_MM, Phantom
 
 from spinal_bidsapp.image import Volume, load_mask, load_volume, reorient, vox_to_mm
-from spinal_bidsapp.reports import figures
+from spinal_bidsapp.reports import figures, label_figures
 from spinal_bidsapp.reports.views import (
     cord_depth,
     make_cord_coronal,
@@ -93,7 +93,7 @@ def _expected_box(value: int, box: tuple[int, int, int, int]) -> tuple[float, fl
 
 
 def test_spine_labels_fill_each_vertebra_where_it_is(phantom: Phantom, tmp_path: Path) -> None:
-    out = figures.plot_spine_labels(phantom.image, tmp_path / "spine.png",
+    out = label_figures.plot_spine_labels(phantom.image, tmp_path / "spine.png",
                                     vertebrae=_vertebrae(), discs=phantom.discs,
                                     cord=phantom.mask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spine.png"], "temporary file left"
@@ -103,7 +103,7 @@ def test_spine_labels_fill_each_vertebra_where_it_is(phantom: Phantom, tmp_path:
     inner = np.zeros(pixels.shape[:2], bool)
     inner[row0 + 3:row1 - 2, col0 + 3:col1 - 2] = True  # leaders start on the panel edge
     for value in (3, 5):  # C3 green, C5 magenta
-        color = figures.level_color(value, figures.VERTEBRA_COLORS)
+        color = label_figures.level_color(value, label_figures.VERTEBRA_COLORS)
         drawn = _hue_mask(pixels, color) & inner
         top, bottom, left, right = _expected_box(value, box)
         rows, cols = np.nonzero(drawn)
@@ -123,24 +123,24 @@ def test_spine_slice_follows_the_vertebrae_without_a_cord(phantom: Phantom,
                                                           tmp_path: Path) -> None:
     # bodies far right of the volume's middle (R index 20): only seen if the slice goes there
     vertebrae = _vertebrae(r_range=(2, 7))
-    pixels = _read_png(figures.plot_spine_labels(phantom.image, tmp_path / "s.png",
+    pixels = _read_png(label_figures.plot_spine_labels(phantom.image, tmp_path / "s.png",
                                                  vertebrae=vertebrae))
     [box] = _panel_boxes(pixels)
     inner = np.zeros(pixels.shape[:2], bool)
     inner[box[0]:box[1], box[2]:box[3]] = True
-    green = _hue_mask(pixels, figures.level_color(3, figures.VERTEBRA_COLORS)) & inner
+    green = _hue_mask(pixels, label_figures.level_color(3, label_figures.VERTEBRA_COLORS)) & inner
     assert green.sum() > 300
 
 
 def test_spine_banner_only_when_flagged(phantom: Phantom, tmp_path: Path) -> None:
     kwargs = {"vertebrae": _vertebrae(), "cord": phantom.mask}
-    clean = _read_png(figures.plot_spine_labels(phantom.image, tmp_path / "a.png", **kwargs))
-    flagged = _read_png(figures.plot_spine_labels(
+    clean = _read_png(label_figures.plot_spine_labels(phantom.image, tmp_path / "a.png", **kwargs))
+    flagged = _read_png(label_figures.plot_spine_labels(
         phantom.image, tmp_path / "b.png", flagged=["missing C4", "discs out of order"],
         **kwargs))
 
     def banner_rows(pixels: np.ndarray) -> np.ndarray:
-        banner = np.abs(pixels - np.array(to_rgb(figures.FLAG_COLOR))).max(axis=-1) < 0.05
+        banner = np.abs(pixels - np.array(to_rgb(label_figures.FLAG_COLOR))).max(axis=-1) < 0.05
         return np.flatnonzero(banner.mean(axis=1) > 0.6)
 
     assert banner_rows(clean).size == 0
@@ -155,21 +155,21 @@ def test_spine_outlines_cord_and_canal_with_a_legend(phantom: Phantom, tmp_path:
     ras_mask = reorient(phantom.mask)
     canal = ras_mask.with_data(np.zeros(SHAPE, np.uint8))
     canal.data[14:27, 13:40] = 1
-    with_canal = _read_png(figures.plot_spine_labels(
+    with_canal = _read_png(label_figures.plot_spine_labels(
         phantom.image, tmp_path / "a.png", vertebrae=_vertebrae(), cord=phantom.mask,
         canal=canal))
-    without = _read_png(figures.plot_spine_labels(
+    without = _read_png(label_figures.plot_spine_labels(
         phantom.image, tmp_path / "b.png", vertebrae=_vertebrae(), cord=phantom.mask))
 
     def count(pixels: np.ndarray, color: str) -> int:
         return int((np.abs(pixels - np.array(to_rgb(color))).max(axis=-1) < 0.1).sum())
 
-    assert count(with_canal, figures.CANAL_COLOR) > 200
-    assert count(without, figures.CANAL_COLOR) == 0
+    assert count(with_canal, label_figures.CANAL_COLOR) > 200
+    assert count(without, label_figures.CANAL_COLOR) == 0
     assert count(with_canal, figures.CORD_COLOR) > 200
     [box] = _panel_boxes(with_canal)
     legend = with_canal[box[1] + 5:]
-    assert count(legend, figures.CORD_COLOR) > 10 and count(legend, figures.CANAL_COLOR) > 10
+    assert count(legend, figures.CORD_COLOR) > 10 and count(legend, label_figures.CANAL_COLOR) > 10
 
 
 def test_spine_rejects_labels_on_another_grid(phantom: Phantom, tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_spine_rejects_labels_on_another_grid(phantom: Phantom, tmp_path: Path) 
     affine[:3, 3] += 4.0
     shifted = Volume(vertebrae.data, affine)
     with pytest.raises(ValueError, match="not on the image grid"):
-        figures.plot_spine_labels(phantom.image, tmp_path / "x.png", vertebrae=shifted)
+        label_figures.plot_spine_labels(phantom.image, tmp_path / "x.png", vertebrae=shifted)
     assert not (tmp_path / "x.png").exists()
 
 
@@ -210,7 +210,7 @@ def test_rootlets_on_real_sct_output_are_coloured_at_their_levels(data_dir: Path
     reference = data_dir / "sct-reference"
     rootlets = load_mask(reference / "sub-errsm30_T2w_rootlets-deepseg.nii.gz")
     cord = load_mask(reference / "sub-errsm30_T2w_seg-deepseg2d.nii.gz")
-    pixels = _read_png(figures.plot_rootlets(image, rootlets, tmp_path / "r.png", cord=cord))
+    pixels = _read_png(label_figures.plot_rootlets(image, rootlets, tmp_path / "r.png", cord=cord))
     boxes = _panel_boxes(pixels)
     assert len(boxes) == 2, "expected a coronal and a sagittal panel"
     data = np.rint(rootlets.data).astype(int)
@@ -221,7 +221,7 @@ def test_rootlets_on_real_sct_output_are_coloured_at_their_levels(data_dir: Path
     for row0, row1, col0, col1 in boxes:
         median_row = {}
         for v in levels:
-            color = np.array(to_rgb(figures.level_color(v, figures.ROOTLET_COLORS)))
+            color = np.array(to_rgb(label_figures.level_color(v, label_figures.ROOTLET_COLORS)))
             exact = np.abs(pixels[row0:row1 + 1, col0:col1 + 1] - color).max(axis=-1) < 0.02
             assert exact.sum() > 100, f"{spinal_level_name(v)} missing from a panel"
             median_row[v] = float(np.median(np.nonzero(exact)[0]))
@@ -236,9 +236,9 @@ def test_rootlets_on_real_sct_output_are_coloured_at_their_levels(data_dir: Path
 
 def test_rootlets_figure_survives_an_empty_segmentation(phantom: Phantom, tmp_path: Path) -> None:
     empty = phantom.mask.with_data(np.zeros_like(phantom.mask.data))
-    pixels = _read_png(figures.plot_rootlets(phantom.image, empty, tmp_path / "e.png",
+    pixels = _read_png(label_figures.plot_rootlets(phantom.image, empty, tmp_path / "e.png",
                                              cord=phantom.mask))
     assert pixels[..., :3].std() > 0.05, "figure looks blank"
-    for color in figures.ROOTLET_COLORS:
+    for color in label_figures.ROOTLET_COLORS:
         exact = np.abs(pixels - np.array(to_rgb(color))).max(axis=-1) < 0.02
         assert exact.sum() < 20, f"{color} drawn without any rootlet"
