@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 from spinal_bidsapp.engines.builtin.disclabel import (  # noqa: E402
     DiscTemplate,
     disc_band,
+    find_c2c3_anchor,
     label_discs,
     sample_strip,
     template_strip,
@@ -94,7 +95,8 @@ def load_template(data: Path) -> DiscTemplate:
 def anchor_fields(result) -> dict:  # type: ignore[no-untyped-def]
     point = result.c2c3_anchor_mm
     return {"c2c3_anchor_z_mm": None if point is None else round(float(point[2]), 1),
-            "anchor_agrees": result.anchor_agrees}
+            "anchor_agrees": result.anchor_agrees,
+            "anchor_from_session": result.anchor_from_session}
 
 
 def disc_errors(found: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> dict[str, float]:
@@ -140,13 +142,19 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
                  "sct_body_labels_one_level_down": body_check(corrected, bodies)}
     print(f"errsm30 reference disc labels vs SCT body labels: {reference}", flush=True)
     ours = segment_cord(image.data, image.affine, contrast="T2w").mask
+    t1w = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz")
+    t1w_masks = {"builtin": segment_cord(t1w.data, t1w.affine, contrast="T1w").mask,
+                 "manual": load_mask(labels / "sub-errsm30_T1w_label-SC_mask.nii.gz").data}
     hints = {"3@bids-real disc 3 + 2 mm": (3, float(truth[3][2]) + 2.0),
              "4@bids-real disc 3 + 2 mm": (4, float(truth[3][2]) + 2.0)}
     rows = [reference]
     for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
-        for hint_name, init in (("none", None), *hints.items()):
+        session = find_c2c3_anchor(t1w.data, t1w.affine, t1w_masks[mask_name], contrast="T1w")
+        cases = [("none", None, None), *((k, v, None) for k, v in hints.items()),
+                 ("none, C2 anchor from the session T1w", None, session)]
+        for hint_name, init, anchor in cases:
             result = label_discs(image.data, image.affine, mask, template, contrast="T2w",
-                                 init_disc=init)
+                                 init_disc=init, session_anchor_mm=anchor)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
                          "errors_mm": disc_errors(result.disc_points_mm, truth),
                          "errors_one_level_down_mm": disc_errors(result.disc_points_mm,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 from filelock import FileLock, Timeout
 
 from spinal_bidsapp import cordref_steps as steps
-from spinal_bidsapp.bids.labels import manual_label_path
+from spinal_bidsapp.bids.labels import find_manual_labels, manual_label_path
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
@@ -357,11 +357,15 @@ class _Pipeline:
         template = steps.find_template(self.config)
         if template is None or template.t2 is None:
             return None
+        companions = [steps.Companion(c.path, find_manual_labels(
+            self.config.execution.labels_dir, c).cord_mask, cast(Contrast, c.suffix))
+            for c in self.unit.companions]
         self.step("label_discs", lambda: steps.label_discs(
             anat, cord, template, self.work / "label_discs" / "discs_auto.nii.gz", discs, lut,
             levels, levels_lut, contrast=contrast, init_disc=part.init_disc_hint,
-            first_disc=part.first_disc, last_disc=part.last_disc),
-            inputs=[anat, cord, template.t2, template.cord, template.label_disc],
+            first_disc=part.first_disc, last_disc=part.last_disc, companions=companions),
+            inputs=[anat, cord, template.t2, template.cord, template.label_disc,
+                    *(p for c in companions for p in (c.image, c.cord_mask) if p is not None)],
             outputs=outputs,
             params={**self.engine_params, "contrast": contrast, "init_disc": part.init_disc,
                     "first_disc": part.first_disc, "last_disc": part.last_disc})

@@ -211,6 +211,11 @@ def _disc_origin(unit: ParticipantUnit, config: RunConfig, discs: Path) -> str:
         return "Manual labels." if quality["source"] == "manual" else (
             f"{quality['method']} automatic labelling, review the levels.")
     text = f"Builtin automatic labelling, confidence {quality['confidence']}"
+    anchor = quality.get("c2c3_anchor")
+    if isinstance(anchor, dict):
+        verdict = "agrees with" if anchor["AgreesWithPattern"] else "overrules"
+        text += (f"; C2/C3 at z {anchor['WorldZmm']} mm from the C2 vertebra seen on "
+                 f"{anchor['Source']} {verdict} the template match")
     if not quality.get("low_confidence"):
         return text + "."
     return text + " (low): " + disc_review_advice(

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
 from spinal_bidsapp.config import RunConfig
@@ -121,8 +122,11 @@ def label_discs_sct(engine: SctEngine, anat: Path, cord: Path, discs_out: Path, 
 def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, discs_out: Path,
                 lut_out: Path, levels_out: Path, levels_lut_out: Path, *, contrast: Contrast,
                 init_disc: tuple[int, float] | None, first_disc: int | None,
-                last_disc: int | None) -> None:
-    """Builtin disc labels (no manual labels), then checked and used like manual ones."""
+                last_disc: int | None, companions: Sequence[Companion] = ()) -> None:
+    """Builtin disc labels (no manual labels), then checked and used like manual ones.
+
+    ``companions``: other images of the session, searched in order for a C2 anchor (used only
+    when the anatomy shows no C2 itself)."""
     from spinal_bidsapp.engines.builtin.disclabel import LOW_CONFIDENCE, METHOD, template_strip
     from spinal_bidsapp.engines.builtin.disclabel import label_discs as find_discs
 
@@ -134,8 +138,9 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
     pattern = template_strip(t2.data, t2.affine, tpl_cord.data, tpl_cord.affine, tpl_discs.data,
                              tpl_discs.affine)
     anat_vol, cord_vol = load_volume(anat), load_mask(cord)
+    found = (None, None) if init_disc is not None else session_c2c3_anchor(companions)
     result = find_discs(anat_vol.data, anat_vol.affine, cord_vol.data, pattern,
-                        contrast=contrast, init_disc=init_disc)
+                        contrast=contrast, init_disc=init_disc, session_anchor_mm=found[1])
     if not result.labels.any():
         raise InputDataError(f"{anat.name}: the builtin disc labelling found no disc in the "
                              "field of view; add disc labels to derivatives/labels")
@@ -153,7 +158,46 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
         "InitDisc": list(init_disc) if init_disc is not None else None,
         "AlternativeReading": None if alt is None else {
             "Disc": alt.value, "WorldZmm": round(float(alt.point_mm[2]), 1),
-            "AlternativeDisc": alt.alternative_value, "Correlation": round(alt.ncc, 3)}})
+            "AlternativeDisc": alt.alternative_value, "Correlation": round(alt.ncc, 3)},
+        "C2C3Anchor": None if result.c2c3_anchor_mm is None else {
+            "Source": found[0] if result.anchor_from_session else anat.name,
+            "WorldZmm": round(float(result.c2c3_anchor_mm[2]), 1),
+            "AgreesWithPattern": result.anchor_agrees}})
+
+
+@dataclass(frozen=True)
+class Companion:
+    """Another image of the session for :func:`session_c2c3_anchor`."""
+
+    image: Path
+    cord_mask: Path | None
+    """Its manual cord mask, if any (else the builtin segmentation is run on it)."""
+    contrast: Contrast
+
+
+def session_c2c3_anchor(companions: Sequence[Companion]) -> tuple[str | None,
+                                                                 NDArray[np.float64] | None]:
+    """``(image name, world position)`` of the first C2/C3 anchor found on the companions, or
+    ``(None, None)``. A companion that cannot be read or segmented is skipped with a log
+    message: it only ever adds evidence."""
+    from spinal_bidsapp.engines.builtin.disclabel import find_c2c3_anchor
+    from spinal_bidsapp.engines.builtin.segment import segment_cord
+
+    for companion in companions:
+        try:
+            vol = load_volume(companion.image)
+            cord = (load_mask(companion.cord_mask, reference=vol,
+                              reference_path=companion.image).data
+                    if companion.cord_mask is not None else
+                    segment_cord(vol.data, vol.affine, contrast=companion.contrast).mask)
+            point = find_c2c3_anchor(vol.data, vol.affine, cord, contrast=companion.contrast)
+        except (InputDataError, MissingInputError, OSError, ValueError) as exc:
+            logger.info("C2 anchor: %s skipped (%s)", companion.image.name, exc)
+            continue
+        if point is not None:
+            logger.info("C2 anchor: C2/C3 at z %.1f mm on %s", point[2], companion.image.name)
+            return companion.image.name, point
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -272,8 +316,10 @@ def read_quality(path: Path) -> dict[str, object]:
     quality = {"source": "builtin", "method": fields.get("Method"),
                "confidence": fields["Confidence"], "threshold": fields.get("ConfidenceThreshold"),
                "low_confidence": bool(fields.get("LowConfidence"))}
-    if fields.get("AlternativeReading"):
-        quality["alternative_reading"] = fields["AlternativeReading"]
+    for field, key in (("AlternativeReading", "alternative_reading"),
+                       ("C2C3Anchor", "c2c3_anchor")):
+        if fields.get(field):
+            quality[key] = fields[field]
     return quality
 
 

@@ -26,6 +26,10 @@ from spinal_bidsapp.parallel import Outcome, map_isolated, plan_workers
 
 logger = logging.getLogger(__name__)
 
+ANCHOR_CONTRASTS = ("T2w", "T1w")
+"""Contrasts whose session images can lend the disc labelling a C2 anchor (sagittal 3D
+anatomies; the thick-slice T2*w stacks never show C2 with bone above it)."""
+
 PARTICIPANT_GB_PER_WORKER = 1.0
 """Memory budget of one subject: peak RSS measured at 0.39-0.45 GB (1 mm and 0.5 mm cervical
 images, docs/benchmarks.md), doubled for larger fields of view."""
@@ -37,6 +41,10 @@ class ParticipantUnit:
 
     source: SourceImage
     labels: ManualLabels
+    companions: tuple[SourceImage, ...] = ()
+    """The session's image of the other sagittal contrast (T2w for a T1w anatomy and vice
+    versa), if any: the builtin disc labelling looks for C2 on it when the anatomy's field does
+    not show C2 (a T1w often reaches higher than the T2w it goes with)."""
 
     @property
     def label(self) -> str:
@@ -71,7 +79,16 @@ def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProbl
                 continue
             chosen = choose_anatomy(candidates,
                                     labelled=labelled_sources(ex.labels_dir, candidates))
-            units.append(ParticipantUnit(chosen, find_manual_labels(ex.labels_dir, chosen)))
+            companions = []
+            for other in ANCHOR_CONTRASTS:
+                others = [] if other == chosen.suffix else find_anatomy(
+                    dataset, subject, session, contrasts=[other], datatype=part.data_type,
+                    bids_filter=ex.bids_filter)
+                if others:
+                    companions.append(choose_anatomy(
+                        others, labelled=labelled_sources(ex.labels_dir, others)))
+            units.append(ParticipantUnit(chosen, find_manual_labels(ex.labels_dir, chosen),
+                                         tuple(companions)))
     if ex.session_label and not units and not problems:
         raise NoDataSelectedError(
             f"session label(s) {', '.join(ex.session_label)} match no data in {ex.bids_dir}"

@@ -15,6 +15,7 @@ from spinal_bidsapp.engines.builtin.disclabel import (
     anchor_polarity,
     band_polarity,
     c2c3_anchor,
+    find_c2c3_anchor,
     label_discs,
     peak_near,
 )
@@ -233,6 +234,35 @@ def test_errsm30_t1w_without_hint_the_c2_anchor_sets_the_levels(template: DiscTe
     assert result.confidence < LOW_CONFIDENCE
     # the other reading is the pattern's own, in the thoracic template
     assert result.alternative is not None and result.alternative.alternative_value >= 9
+
+
+def test_errsm30_t2w_takes_the_c2_anchor_of_the_session_t1w(template: DiscTemplate,
+                                                             errsm30: tuple,
+                                                             errsm30_t1w: tuple) -> None:
+    """The T2w shows no C2, the T1w of the same session does: its anchor (scanner coordinates)
+    agrees with the T2w pattern match, so the unhinted labels are no longer flagged, and they
+    are unchanged. An anchor outside this cord's height is ignored."""
+    image, cord, truth = errsm30
+    t1_image, t1_cord, _ = errsm30_t1w
+    anchor = find_c2c3_anchor(t1_image.data, t1_image.affine, t1_cord.data, contrast="T1w")
+    assert anchor is not None
+    alone = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                         session_anchor_mm=anchor)
+    assert result.anchor_from_session and result.anchor_agrees is True
+    assert result.confidence >= LOW_CONFIDENCE > alone.confidence
+    assert abs(result.c2c3_anchor_mm[2] - anchor[2]) <= 1.0
+    assert result.disc_points_mm.keys() == alone.disc_points_mm.keys()
+    for value, point in alone.disc_points_mm.items():
+        assert np.array_equal(result.disc_points_mm[value], point)
+    errors = errors_mm(result.disc_points_mm, {v: one_level_down(truth)[v] for v in (4, 5)})
+    assert max(errors.values()) <= TOLERANCE_MM, errors
+    far = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                      session_anchor_mm=anchor + np.array([0.0, 0.0, 40.0]))
+    assert far.c2c3_anchor_mm is None and not far.anchor_from_session
+    assert far.confidence == alone.confidence
+    # the T2w itself lends no anchor (its field ends at C2/C3)
+    assert find_c2c3_anchor(image.data, image.affine, cord.data, contrast="T2w") is None
 
 
 def test_errsm30_t2w_shows_no_c2_so_no_anchor(template: DiscTemplate, errsm30: tuple) -> None:

@@ -183,3 +183,47 @@ def test_participant_without_labels_uses_builtin_and_reports_confidence(
     assert f"--participant-label 01 --init-disc {alt['Disc']}@{alt['WorldZmm']}" in page
     assert f"{alt['AlternativeDisc']}@{alt['WorldZmm']}" in page
     assert "derivatives/labels/sub-01/anat/sub-01_T2w_labels-disc.nii.gz" in page
+
+
+def _errsm30_without_t2w_labels(bids_real: Path, dest: Path) -> Path:
+    """sub-errsm30 alone, writable, with its T2w labels removed (T1w labels kept)."""
+    others = [p.name for p in bids_real.glob("sub-*") if p.name != "sub-errsm30"]
+    shutil.copytree(bids_real, dest, ignore=shutil.ignore_patterns(*others))
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    for path in (dest / "derivatives" / "labels" / "sub-errsm30" / "anat").glob("*_T2w_*"):
+        path.unlink()
+    return dest
+
+
+def test_participant_takes_the_c2_anchor_from_the_session_t1w(
+        bids_real: Path, tmp_path: Path, pam50_dir: Path) -> None:
+    """The errsm30 T2w alone gets flagged disc labels (no C2 in its field); with the T1w of
+    the session beside it, the C2 seen on the T1w confirms the T2w match: same labels, not
+    flagged, and the report says where the anchor came from."""
+    from spinal_bidsapp.cli import main
+
+    bids = _errsm30_without_t2w_labels(bids_real, tmp_path / "bids")
+    args = ["participant", "--participant-label", "errsm30", "--engine", "builtin",
+            "--template-dir", str(pam50_dir), "--skip-bids-validation"]
+    assert main([str(bids), str(tmp_path / "with"), *args]) == 0
+    (bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz").unlink()
+    assert main([str(bids), str(tmp_path / "alone"), *args]) == 0
+
+    def outputs(run: str) -> tuple[dict, np.ndarray, str]:
+        anat = tmp_path / run / "sub-errsm30" / "anat"
+        sidecar = json.loads((anat / "sub-errsm30_desc-discs_dseg.json").read_text())
+        labels = load_mask(anat / "sub-errsm30_desc-discs_dseg.nii.gz").data
+        return sidecar, labels, (tmp_path / run / "sub-errsm30.html").read_text()
+
+    with_t1, labels_with, page_with = outputs("with")
+    alone, labels_alone, page_alone = outputs("alone")
+    assert with_t1["C2C3Anchor"] == {"Source": "sub-errsm30_T1w.nii.gz",
+                                     "WorldZmm": with_t1["C2C3Anchor"]["WorldZmm"],
+                                     "AgreesWithPattern": True}
+    assert with_t1["LowConfidence"] is False and alone["LowConfidence"] is True
+    assert alone["C2C3Anchor"] is None
+    assert np.array_equal(labels_with, labels_alone)
+    assert "builtin disc labelling has low confidence" in page_alone
+    assert "builtin disc labelling has low confidence" not in page_with
+    assert "from the C2 vertebra seen on sub-errsm30_T1w.nii.gz agrees with" in page_with

@@ -9,6 +9,9 @@ docs/reference/sct.md §7.1; its C2/C3 detector replaced by a classical C2 ancho
    If the pattern match (step 3) puts C2/C3 more than 8 mm from it, the anchor sets the level
    (the match is redone as if hinted ``3@anchor``) and the confidence is capped at 0.4
    (flagged); if they agree, the confidence is ``min(1, ncc / 0.3)``. No anchor: unchanged.
+   When the image shows no C2, an anchor found on another image of the same session
+   (:func:`find_c2c3_anchor`, e.g. a T1w that reaches higher than its T2w) is used in the same
+   way if it lies within this cord's height.
 
 1. **Strip.** Along the cord centerline (fitted to the cord mask), the image is sampled every
    1 mm of arc on a band in front of the cord: 6-24 mm along the anterior normal (the canal's
@@ -190,6 +193,9 @@ class DiscLabelling:
     anchor_agrees: bool | None = None
     """Whether the unhinted pattern match put C2/C3 within 8 mm of the anchor (None: no anchor);
     when it does not, the anchor sets the level."""
+    anchor_from_session: bool = False
+    """The anchor was found on another image of the session (``session_anchor_mm``), not on
+    this one."""
     alternative: AlternativeReading | None = None
     """Without a hint: the runner-up level (or, when the anchor overruled the pattern, the
     pattern's level); None with a hint."""
@@ -399,7 +405,8 @@ def c2c3_anchor(band: NDArray, subject_arc: NDArray, polarity: float) -> float |
 
 def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                 template: DiscTemplate, *, contrast: Contrast,
-                init_disc: tuple[int, float] | None = None) -> DiscLabelling:
+                init_disc: tuple[int, float] | None = None,
+                session_anchor_mm: NDArray[np.float64] | None = None) -> DiscLabelling:
     """Disc labels of one image.
 
     Parameters
@@ -412,6 +419,10 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     init_disc : (disc value, world z mm), optional
         A disc the user has identified (as SCT's ``-initz``), placed at the centerline point
         nearest to that height.
+    session_anchor_mm : (3,) world mm, optional
+        The C2/C3 disc found by :func:`find_c2c3_anchor` on another image of the same session
+        (same scanner frame), used when this image shows no C2 itself and the anchor lies
+        within this cord's height; it counts as this image's anchor would.
 
     Raises
     ------
@@ -435,6 +446,11 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     band = disc_band(subject)
     anchor = (c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
               if hint is None and C2C3 in template.disc_arc_mm else None)
+    from_session = False
+    if anchor is None and hint is None and session_anchor_mm is not None \
+            and C2C3 in template.disc_arc_mm:
+        anchor = arc_at_height(line, float(session_anchor_mm[2]))
+        from_session = anchor is not None
     match = match_strip(subject, arc, template, invert=invert, hint=hint)
     agrees: bool | None = None
     fixed = hint
@@ -497,7 +513,33 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                    alternative_reading(placed_arc, points, other, 0.5 * arc[-1], template))
     return DiscLabelling(labels=labels, disc_points_mm=points, confidence=confidence, ncc=score,
                          scale=scale, margin=margin, c2c3_anchor_mm=anchor_mm,
-                         anchor_agrees=agrees, alternative=alternative)
+                         anchor_agrees=agrees, anchor_from_session=from_session,
+                         alternative=alternative)
+
+
+def arc_at_height(line: Centerline, z_mm: float) -> float | None:
+    """Arc (mm) of the centerline point nearest to world height ``z_mm``; None when the
+    height is more than :data:`_EDGE_MM` beyond the ends of the line."""
+    z = line.points_mm[:, 2]
+    if not z.min() - _EDGE_MM <= z_mm <= z.max() + _EDGE_MM:
+        return None
+    return float(line.arc_mm[int(np.argmin(np.abs(z - z_mm)))])
+
+
+def find_c2c3_anchor(data: NDArray, affine: NDArray[np.float64], cord: NDArray, *,
+                     contrast: Contrast) -> NDArray[np.float64] | None:
+    """World position (3,) of the C2/C3 disc by :func:`c2c3_anchor` alone (no template), on
+    an image whose field shows C2; None otherwise or when its cord is shorter than 30 mm. For
+    the other images of a session: a T1w often reaches higher than the T2w it goes with."""
+    line = centerline_from_mask(cord, affine)
+    if line.length_mm < _MIN_OVERLAP_MM:
+        return None
+    subject, arc = sample_strip(data, affine, line)
+    band = disc_band(subject)
+    anchor = c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
+    if anchor is None:
+        return None
+    return line.points_mm[int(np.argmin(np.abs(line.arc_mm - anchor)))].copy()
 
 
 def alternative_reading(placed_arc: dict[int, float], points: dict[int, NDArray[np.float64]],
