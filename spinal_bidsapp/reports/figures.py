@@ -67,7 +67,7 @@ def new_figure(width_in: float, height_in: float) -> Figure:
     return fig
 
 
-def save(fig: Figure, out: Path) -> Path:
+def save_figure(fig: Figure, out: Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, facecolor=fig.get_facecolor())
@@ -179,7 +179,7 @@ def plot_sagittal(image: Volume, out: Path, *, mask: Volume | None = None,
         ax.set_xlim(-margin_in / scale, width_mm)
         draw_discs(ax, panel, ras_discs, mm_per_in=1 / scale)
     _title(fig, title)
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 def on_grid(label: Volume | None, ras: Volume, what: str) -> Volume | None:
@@ -255,7 +255,7 @@ def plot_axial_montage(image: Volume, mask: Volume, out: Path, *, count: int = 1
         ax.text(0.97, 0.97, f"S {s_mm:+.0f} mm", transform=ax.transAxes, color="yellow",
                 ha="right", va="top", fontsize=8)
     _title(fig, title)
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 @dataclass(frozen=True)
@@ -361,7 +361,7 @@ def plot_registration(fixed: Volume, moving: Volume, out: Path, *,
     if has_axial:
         _draw_axial_outlines(fig, views, axial_count, (0.05 / fig_h, axial_in / fig_h))
     _title(fig, title)
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_moving: Path, *,
@@ -384,7 +384,7 @@ def plot_flicker_frames(fixed: Volume, moving: Volume, out_fixed: Path, out_movi
         draw_panel(ax, panel, intensity_window(panel.image))
         _draw_both_outlines(ax, panel_fixed, panel_fixed.mask, panel_moving.mask)
         _title(fig, name)
-        written.append(save(fig, out))
+        written.append(save_figure(fig, out))
     return written[0], written[1]
 
 
@@ -426,7 +426,7 @@ def plot_csa(position_mm: NDArray, csa_mm2: NDArray, out: Path, *,
     ax.grid(axis="x", color="#cccccc", lw=0.5)
     if title:
         ax.set_title(title, fontsize=11)
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_sagittal_series(images: Sequence[Volume], out: Path, *, titles: Sequence[str],
@@ -453,7 +453,7 @@ def plot_sagittal_series(images: Sequence[Volume], out: Path, *, titles: Sequenc
         draw_outline(ax, panel.mask, panel, TEMPLATE_COLOR)
         ax.set_title(caption, color="white", fontsize=9)
     _title(fig, title)
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_convergence(iteration: Sequence[int], median_sd: Sequence[float],
@@ -478,4 +478,4 @@ def plot_convergence(iteration: Sequence[int], median_sd: Sequence[float],
     ax.legend(handles=handles, loc="upper right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=11)
-    return save(fig, out)
+    return save_figure(fig, out)

@@ -29,7 +29,7 @@ from spinal_bidsapp.reports.figures import (
     new_figure,
     on_grid,
     panel_scale,
-    save,
+    save_figure,
 )
 from spinal_bidsapp.reports.views import (
     Panel,
@@ -201,7 +201,7 @@ def plot_spine_labels(image: Volume, out: Path, *, vertebrae: Volume, discs: Vol
                    labelcolor="white", fontsize=9, bbox_to_anchor=(0.5, 0.0))
     if flagged:
         _flag_banner(fig, flagged, banner_in)
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 def _spine_legend(cord: bool, canal: bool, discs: bool) -> list[Line2D]:
@@ -292,7 +292,7 @@ def plot_rootlets(image: Volume, rootlets: Volume, out: Path, *,
         if not centres:
             ax.text(0.5, 0.5, "no rootlets found", transform=ax.transAxes, color="yellow",
                     ha="center", va="center", fontsize=11, fontweight="bold")
-    return save(fig, out)
+    return save_figure(fig, out)
 
 
 def _widen(span: tuple[int, int], by: float, size: int) -> tuple[int, int]:

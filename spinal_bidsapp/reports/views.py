@@ -1,8 +1,9 @@
 """Pure data preparation for QC figures: slices, crops, outlines, boxes and disc names.
 
-Nothing here draws or touches files; :mod:`spinal_bidsapp.reports.figures` turns the results
-into PNGs. Every function takes volumes already reoriented to RAS
-(:func:`spinal_bidsapp.image.reorient`) unless it says otherwise.
+Nothing here draws or touches files; :mod:`spinal_bidsapp.reports.figures` and
+:mod:`spinal_bidsapp.reports.label_figures` turn the results into PNGs. Every function takes
+volumes already reoriented to RAS (:func:`spinal_bidsapp.image.reorient`) unless it says
+otherwise.
 
 Display convention, shared by all figures:
 
