@@ -129,19 +129,12 @@ def test_engine_writes_mask_on_input_grid(demo: Path, tmp_path: Path) -> None:
     assert result.confidence is not None and result.confidence >= LOW_CONFIDENCE
 
 
-def test_segmentation_matches_manual_mask_on_errsm30_t2w(bids_real: Path) -> None:
-    image = load_volume(bids_real / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz")
+@pytest.mark.parametrize("contrast", ["T2w", "T2starw"])
+def test_segmentation_matches_manual_mask_on_errsm30(bids_real: Path, contrast: str) -> None:
+    image = load_volume(bids_real / "sub-errsm30" / "anat" / f"sub-errsm30_{contrast}.nii.gz")
     manual = load_mask(bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
-                       / "sub-errsm30_T2w_label-SC_mask.nii.gz")
-    result = segment_cord(image.data, image.affine, contrast="T2w")
-    assert dice(result.mask, manual.data) >= 0.85
-
-
-def test_segmentation_matches_manual_mask_on_errsm30_t2starw(bids_real: Path) -> None:
-    image = load_volume(bids_real / "sub-errsm30" / "anat" / "sub-errsm30_T2starw.nii.gz")
-    manual = load_mask(bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
-                       / "sub-errsm30_T2starw_label-SC_mask.nii.gz")
-    result = segment_cord(image.data, image.affine, contrast="T2starw")
+                       / f"sub-errsm30_{contrast}_label-SC_mask.nii.gz")
+    result = segment_cord(image.data, image.affine, contrast=contrast)  # type: ignore[arg-type]
     assert dice(result.mask, manual.data) >= 0.85
 
 

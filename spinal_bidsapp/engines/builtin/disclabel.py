@@ -440,8 +440,7 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
         if value not in template.disc_arc_mm:
             raise InputDataError(f"init disc {value} is not labelled in the template "
                                  f"(available: {sorted(template.disc_arc_mm)})")
-        nearest = int(np.argmin(np.abs(line.points_mm[:, 2] - z_mm)))
-        hint = (value, float(line.arc_mm[nearest]))
+        hint = (value, arc_at_height(line, z_mm))
     invert = contrast == "T1w"
     band = disc_band(subject)
     anchor = (c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
@@ -449,8 +448,11 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     from_session = False
     if anchor is None and hint is None and session_anchor_mm is not None \
             and C2C3 in template.disc_arc_mm:
-        anchor = arc_at_height(line, float(session_anchor_mm[2]))
-        from_session = anchor is not None
+        z_anchor = float(session_anchor_mm[2])
+        z = line.points_mm[:, 2]
+        if z.min() - _EDGE_MM <= z_anchor <= z.max() + _EDGE_MM:
+            anchor = arc_at_height(line, z_anchor)
+            from_session = True
     match = match_strip(subject, arc, template, invert=invert, hint=hint)
     agrees: bool | None = None
     fixed = hint
@@ -517,13 +519,10 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                          alternative=alternative)
 
 
-def arc_at_height(line: Centerline, z_mm: float) -> float | None:
-    """Arc (mm) of the centerline point nearest to world height ``z_mm``; None when the
-    height is more than :data:`_EDGE_MM` beyond the ends of the line."""
-    z = line.points_mm[:, 2]
-    if not z.min() - _EDGE_MM <= z_mm <= z.max() + _EDGE_MM:
-        return None
-    return float(line.arc_mm[int(np.argmin(np.abs(z - z_mm)))])
+def arc_at_height(line: Centerline, z_mm: float) -> float:
+    """Arc (mm) of the centerline point nearest to world height ``z_mm`` (a hint or an anchor
+    given as a height, as SCT's ``-initz``)."""
+    return float(line.arc_mm[int(np.argmin(np.abs(line.points_mm[:, 2] - z_mm)))])
 
 
 def find_c2c3_anchor(data: NDArray, affine: NDArray[np.float64], cord: NDArray, *,
