@@ -17,7 +17,9 @@ phantoms (``generate_phantom_cohort``). Each time on our own cord segmentation (
 on the manual/true mask. Every disc row also gives the C2 anchor (world z of the C2/C3 disc
 found from the disc-free C2 above it, or None) and whether the pattern match agreed with it; the
 anchor is also checked on the images without disc truth (sub-les01 T2w, sub-lumbar01 T2w: it
-must be absent on the lumbar image).
+must be absent on the lumbar image). The sub-errsm30 rows "session" run as the pipeline does when
+the session has both sagittal contrasts: with the cues (C2 anchor, disc band peaks) of the other
+image (``find_session_cues``), and list the discs placed on its band.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 from spinal_bidsapp.engines.builtin.disclabel import (  # noqa: E402
     DiscTemplate,
     disc_band,
-    find_c2c3_anchor,
+    find_session_cues,
     label_discs,
     sample_strip,
     template_strip,
@@ -96,7 +98,8 @@ def anchor_fields(result) -> dict:  # type: ignore[no-untyped-def]
     point = result.c2c3_anchor_mm
     return {"c2c3_anchor_z_mm": None if point is None else round(float(point[2]), 1),
             "anchor_agrees": result.anchor_agrees,
-            "anchor_from_session": result.anchor_from_session}
+            "anchor_from_session": result.anchor_from_session,
+            "discs_from_session": list(result.discs_from_session)}
 
 
 def disc_errors(found: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> dict[str, float]:
@@ -149,12 +152,14 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
              "4@bids-real disc 3 + 2 mm": (4, float(truth[3][2]) + 2.0)}
     rows = [reference]
     for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
-        session = find_c2c3_anchor(t1w.data, t1w.affine, t1w_masks[mask_name], contrast="T1w")
+        session = find_session_cues(t1w.data, t1w.affine, t1w_masks[mask_name], contrast="T1w")
         cases = [("none", None, None), *((k, v, None) for k, v in hints.items()),
-                 ("none, C2 anchor from the session T1w", None, session)]
-        for hint_name, init, anchor in cases:
+                 ("none, session T1w", None, session),
+                 ("4@bids-real disc 3 + 2 mm, session T1w", hints["4@bids-real disc 3 + 2 mm"],
+                  session)]
+        for hint_name, init, cues in cases:
             result = label_discs(image.data, image.affine, mask, template, contrast="T2w",
-                                 init_disc=init, session_anchor_mm=anchor)
+                                 init_disc=init, session=cues)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
                          "errors_mm": disc_errors(result.disc_points_mm, truth),
                          "errors_one_level_down_mm": disc_errors(result.disc_points_mm,
@@ -205,7 +210,7 @@ def endplate_offsets(data: Path, template: DiscTemplate) -> dict:
 
 def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
     """sub-errsm30 T1w against the T2w disc positions (same session, scanner coordinates),
-    read one level down."""
+    read one level down; unhinted also with the session cues of the T2w, as in the pipeline."""
     bids = data / "bids-real"
     labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
     image = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz")
@@ -213,12 +218,18 @@ def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
     disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
     truth = relabel_one_level_down(discs_from_label_array(disc_vol.data, disc_vol.affine))
     ours = segment_cord(image.data, image.affine, contrast="T1w").mask
+    t2w = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz")
+    t2w_masks = {"builtin": segment_cord(t2w.data, t2w.affine, contrast="T2w").mask,
+                 "manual": load_mask(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz").data}
     rows = []
     for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
-        for hint_name, init in (("none", None),
-                                ("4@T2w disc 4 + 2 mm", (4, float(truth[4][2]) + 2.0))):
+        session = find_session_cues(t2w.data, t2w.affine, t2w_masks[mask_name], contrast="T2w")
+        for hint_name, init, cues in (("none", None, None),
+                                      ("4@T2w disc 4 + 2 mm", (4, float(truth[4][2]) + 2.0),
+                                       None),
+                                      ("none, session T2w", None, session)):
             result = label_discs(image.data, image.affine, mask, template, contrast="T1w",
-                                 init_disc=init)
+                                 init_disc=init, session=cues)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
                          "errors_one_level_down_mm": disc_errors(result.disc_points_mm, truth),
                          "found": sorted(result.disc_points_mm),

@@ -21,7 +21,7 @@ from spinal_bidsapp.cordref_steps import (
     read_quality,
     read_slice_table,
 )
-from spinal_bidsapp.geometry.discs import discs_from_label_array
+from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume
 from spinal_bidsapp.participant import ParticipantUnit
@@ -216,6 +216,11 @@ def _disc_origin(unit: ParticipantUnit, config: RunConfig, discs: Path) -> str:
         verdict = "agrees with" if anchor["AgreesWithPattern"] else "overrules"
         text += (f"; C2/C3 at z {anchor['WorldZmm']} mm from the C2 vertebra seen on "
                  f"{anchor['Source']} {verdict} the template match")
+    borrowed = quality.get("discs_from_session")
+    if isinstance(borrowed, dict):
+        names = ", ".join(DISC_NAMES[int(v)] for v in borrowed["Discs"])
+        text += (f"; {names} cut by this field of view, placed on the disc band seen on "
+                 f"{borrowed['Source']}")
     if not quality.get("low_confidence"):
         return text + "."
     return text + " (low): " + disc_review_advice(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
-from numpy.typing import NDArray
 
 from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
 from spinal_bidsapp.config import RunConfig
@@ -42,6 +41,7 @@ from spinal_bidsapp.morphometrics import (
 from spinal_bidsapp.templates import Pam50
 
 if TYPE_CHECKING:
+    from spinal_bidsapp.engines.builtin.disclabel import SessionCues
     from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
     from spinal_bidsapp.engines.sct import SctEngine
 
@@ -125,8 +125,9 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
                 last_disc: int | None, companions: Sequence[Companion] = ()) -> None:
     """Builtin disc labels (no manual labels), then checked and used like manual ones.
 
-    ``companions``: other images of the session, searched in order for a C2 anchor (used only
-    when the anatomy shows no C2 itself)."""
+    ``companions``: other images of the session, for a C2 anchor (used only when the anatomy
+    shows no C2 itself and no hint is given) and for the discs whose band the anatomy's field
+    cuts (see :func:`session_cues`)."""
     from spinal_bidsapp.engines.builtin.disclabel import LOW_CONFIDENCE, METHOD, template_strip
     from spinal_bidsapp.engines.builtin.disclabel import label_discs as find_discs
 
@@ -138,9 +139,9 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
     pattern = template_strip(t2.data, t2.affine, tpl_cord.data, tpl_cord.affine, tpl_discs.data,
                              tpl_discs.affine)
     anat_vol, cord_vol = load_volume(anat), load_mask(cord)
-    found = (None, None) if init_disc is not None else session_c2c3_anchor(companions)
+    source, cues = session_cues(companions)
     result = find_discs(anat_vol.data, anat_vol.affine, cord_vol.data, pattern,
-                        contrast=contrast, init_disc=init_disc, session_anchor_mm=found[1])
+                        contrast=contrast, init_disc=init_disc, session=cues)
     if not result.labels.any():
         raise InputDataError(f"{anat.name}: the builtin disc labelling found no disc in the "
                              "field of view; add disc labels to derivatives/labels")
@@ -160,14 +161,16 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
             "Disc": alt.value, "WorldZmm": round(float(alt.point_mm[2]), 1),
             "AlternativeDisc": alt.alternative_value, "Correlation": round(alt.ncc, 3)},
         "C2C3Anchor": None if result.c2c3_anchor_mm is None else {
-            "Source": found[0] if result.anchor_from_session else anat.name,
+            "Source": source if result.anchor_from_session else anat.name,
             "WorldZmm": round(float(result.c2c3_anchor_mm[2]), 1),
-            "AgreesWithPattern": result.anchor_agrees}})
+            "AgreesWithPattern": result.anchor_agrees},
+        "DiscsFromSession": None if not result.discs_from_session else {
+            "Source": source, "Discs": list(result.discs_from_session)}})
 
 
 @dataclass(frozen=True)
 class Companion:
-    """Another image of the session for :func:`session_c2c3_anchor`."""
+    """Another image of the session for :func:`session_cues`."""
 
     image: Path
     cord_mask: Path | None
@@ -175,14 +178,15 @@ class Companion:
     contrast: Contrast
 
 
-def session_c2c3_anchor(companions: Sequence[Companion]) -> tuple[str | None,
-                                                                 NDArray[np.float64] | None]:
-    """``(image name, world position)`` of the first C2/C3 anchor found on the companions, or
-    ``(None, None)``. A companion that cannot be read or segmented is skipped with a log
-    message: it only ever adds evidence."""
-    from spinal_bidsapp.engines.builtin.disclabel import find_c2c3_anchor
+def session_cues(companions: Sequence[Companion]) -> tuple[str | None, SessionCues | None]:
+    """``(image name, cues)`` of the companion to use: the first one that shows C2 (a C2/C3
+    anchor), else the first one with a cord long enough to read; ``(None, None)`` if none. A
+    companion that cannot be read or segmented is skipped with a log message: it only ever
+    adds evidence."""
+    from spinal_bidsapp.engines.builtin.disclabel import find_session_cues
     from spinal_bidsapp.engines.builtin.segment import segment_cord
 
+    found: list[tuple[str, SessionCues]] = []
     for companion in companions:
         try:
             vol = load_volume(companion.image)
@@ -190,14 +194,18 @@ def session_c2c3_anchor(companions: Sequence[Companion]) -> tuple[str | None,
                               reference_path=companion.image).data
                     if companion.cord_mask is not None else
                     segment_cord(vol.data, vol.affine, contrast=companion.contrast).mask)
-            point = find_c2c3_anchor(vol.data, vol.affine, cord, contrast=companion.contrast)
+            cues = find_session_cues(vol.data, vol.affine, cord, contrast=companion.contrast)
         except (InputDataError, MissingInputError, OSError, ValueError) as exc:
-            logger.info("C2 anchor: %s skipped (%s)", companion.image.name, exc)
+            logger.info("session cues: %s skipped (%s)", companion.image.name, exc)
             continue
-        if point is not None:
-            logger.info("C2 anchor: C2/C3 at z %.1f mm on %s", point[2], companion.image.name)
-            return companion.image.name, point
-    return None, None
+        if cues is None:
+            continue
+        if cues.c2c3_mm is not None:
+            logger.info("C2 anchor: C2/C3 at z %.1f mm on %s", cues.c2c3_mm[2],
+                        companion.image.name)
+            return companion.image.name, cues
+        found.append((companion.image.name, cues))
+    return found[0] if found else (None, None)
 
 
 @dataclass(frozen=True)
@@ -317,7 +325,7 @@ def read_quality(path: Path) -> dict[str, object]:
                "confidence": fields["Confidence"], "threshold": fields.get("ConfidenceThreshold"),
                "low_confidence": bool(fields.get("LowConfidence"))}
     for field, key in (("AlternativeReading", "alternative_reading"),
-                       ("C2C3Anchor", "c2c3_anchor")):
+                       ("C2C3Anchor", "c2c3_anchor"), ("DiscsFromSession", "discs_from_session")):
         if fields.get(field):
             quality[key] = fields[field]
     return quality

@@ -12,10 +12,11 @@ from spinal_bidsapp.engines.builtin.disclabel import (
     LOW_CONFIDENCE,
     BuiltinDiscLabeler,
     DiscTemplate,
+    SessionCues,
     anchor_polarity,
     band_polarity,
     c2c3_anchor,
-    find_c2c3_anchor,
+    find_session_cues,
     label_discs,
     peak_near,
 )
@@ -240,29 +241,38 @@ def test_errsm30_t2w_takes_the_c2_anchor_of_the_session_t1w(template: DiscTempla
                                                              errsm30: tuple,
                                                              errsm30_t1w: tuple) -> None:
     """The T2w shows no C2, the T1w of the same session does: its anchor (scanner coordinates)
-    agrees with the T2w pattern match, so the unhinted labels are no longer flagged, and they
-    are unchanged. An anchor outside this cord's height is ignored."""
+    agrees with the T2w pattern match, so the unhinted labels are no longer flagged. The T2w
+    cuts the bands of C2/C3 (top) and C5/C6 (bottom; on the manual mask it was not placed at
+    all); the T1w shows both, and they are placed on its bands: C2/C3 within 1 mm of where the
+    template put it, C5/C6 within 3 mm of the corrected reference. C3/C4 and C4/C5 keep their
+    own bands. Cues outside this cord's height are ignored."""
     image, cord, truth = errsm30
     t1_image, t1_cord, _ = errsm30_t1w
-    anchor = find_c2c3_anchor(t1_image.data, t1_image.affine, t1_cord.data, contrast="T1w")
-    assert anchor is not None
+    cues = find_session_cues(t1_image.data, t1_image.affine, t1_cord.data, contrast="T1w")
+    assert cues is not None and cues.c2c3_mm is not None
     alone = label_discs(image.data, image.affine, cord.data, template, contrast="T2w")
     result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
-                         session_anchor_mm=anchor)
+                         session=cues)
     assert result.anchor_from_session and result.anchor_agrees is True
     assert result.confidence >= LOW_CONFIDENCE > alone.confidence
-    assert abs(result.c2c3_anchor_mm[2] - anchor[2]) <= 1.0
-    assert result.disc_points_mm.keys() == alone.disc_points_mm.keys()
-    for value, point in alone.disc_points_mm.items():
-        assert np.array_equal(result.disc_points_mm[value], point)
-    errors = errors_mm(result.disc_points_mm, {v: one_level_down(truth)[v] for v in (4, 5)})
+    assert abs(result.c2c3_anchor_mm[2] - cues.c2c3_mm[2]) <= 1.0
+    assert result.discs_from_session == (3, 6) and 6 not in alone.disc_points_mm
+    for value in result.discs_from_session:
+        assert np.abs(cues.disc_peaks_mm[:, 2] - result.disc_points_mm[value][2]).min() <= 1.0
+    assert np.linalg.norm(result.disc_points_mm[3] - alone.disc_points_mm[3]) <= 1.0
+    for value in (4, 5):
+        assert np.array_equal(result.disc_points_mm[value], alone.disc_points_mm[value])
+    errors = errors_mm(result.disc_points_mm, one_level_down(truth))
     assert max(errors.values()) <= TOLERANCE_MM, errors
+    shift = np.array([0.0, 0.0, 40.0])
     far = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
-                      session_anchor_mm=anchor + np.array([0.0, 0.0, 40.0]))
+                      session=SessionCues(c2c3_mm=cues.c2c3_mm + shift,
+                                          disc_peaks_mm=cues.disc_peaks_mm + shift))
     assert far.c2c3_anchor_mm is None and not far.anchor_from_session
-    assert far.confidence == alone.confidence
-    # the T2w itself lends no anchor (its field ends at C2/C3)
-    assert find_c2c3_anchor(image.data, image.affine, cord.data, contrast="T2w") is None
+    assert far.discs_from_session == () and far.confidence == alone.confidence
+    # the T2w itself lends no anchor (its field ends at C2/C3), only disc peaks
+    own = find_session_cues(image.data, image.affine, cord.data, contrast="T2w")
+    assert own is not None and own.c2c3_mm is None and len(own.disc_peaks_mm) >= 2
 
 
 def test_errsm30_t2w_shows_no_c2_so_no_anchor(template: DiscTemplate, errsm30: tuple) -> None:

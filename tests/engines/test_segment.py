@@ -14,6 +14,7 @@ from spinal_bidsapp.engines.builtin.segment import (
     BuiltinCordSegmenter,
     segment_cord,
 )
+from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.image import load_mask, load_volume
 from spinal_bidsapp.synth import generate_demo_cohort
 
@@ -192,8 +193,9 @@ def _errsm30_without_t2w_labels(bids_real: Path, dest: Path) -> Path:
 def test_participant_takes_the_c2_anchor_from_the_session_t1w(
         bids_real: Path, tmp_path: Path, pam50_dir: Path) -> None:
     """The errsm30 T2w alone gets flagged disc labels (no C2 in its field); with the T1w of
-    the session beside it, the C2 seen on the T1w confirms the T2w match: same labels, not
-    flagged, and the report says where the anchor came from."""
+    the session beside it, the C2 seen on the T1w confirms the T2w match: same levels, not
+    flagged, the two discs the T2w field cuts (C2/C3, C5/C6) placed on the T1w's bands, C3/C4
+    and C4/C5 unchanged, and the report says where the anchor and those discs came from."""
     from spinal_bidsapp.cli import main
 
     bids = _errsm30_without_t2w_labels(bids_real, tmp_path / "bids")
@@ -203,11 +205,12 @@ def test_participant_takes_the_c2_anchor_from_the_session_t1w(
     (bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz").unlink()
     assert main([str(bids), str(tmp_path / "alone"), *args]) == 0
 
-    def outputs(run: str) -> tuple[dict, np.ndarray, str]:
+    def outputs(run: str) -> tuple[dict, dict[int, np.ndarray], str]:
         anat = tmp_path / run / "sub-errsm30" / "anat"
         sidecar = json.loads((anat / "sub-errsm30_desc-discs_dseg.json").read_text())
-        labels = load_mask(anat / "sub-errsm30_desc-discs_dseg.nii.gz").data
-        return sidecar, labels, (tmp_path / run / "sub-errsm30.html").read_text()
+        labels = load_mask(anat / "sub-errsm30_desc-discs_dseg.nii.gz")
+        return (sidecar, discs_from_label_array(labels.data, labels.affine),
+                (tmp_path / run / "sub-errsm30.html").read_text())
 
     with_t1, labels_with, page_with = outputs("with")
     alone, labels_alone, page_alone = outputs("alone")
@@ -216,7 +219,15 @@ def test_participant_takes_the_c2_anchor_from_the_session_t1w(
                                      "AgreesWithPattern": True}
     assert with_t1["LowConfidence"] is False and alone["LowConfidence"] is True
     assert alone["C2C3Anchor"] is None
-    assert np.array_equal(labels_with, labels_alone)
+    assert with_t1["DiscsFromSession"] == {"Source": "sub-errsm30_T1w.nii.gz", "Discs": [3, 6]}
+    assert alone["DiscsFromSession"] is None
+    assert labels_with.keys() == labels_alone.keys() == {3, 4, 5, 6}
+    for value in (4, 5):
+        assert np.array_equal(labels_with[value], labels_alone[value])
+    for value in (3, 6):
+        assert np.linalg.norm(labels_with[value] - labels_alone[value]) <= 2.0
+    assert ("C2/C3, C5/C6 cut by this field of view, placed on the disc band seen on "
+            "sub-errsm30_T1w.nii.gz") in page_with
     assert "builtin disc labelling has low confidence" in page_alone
     assert "builtin disc labelling has low confidence" not in page_with
     assert "from the C2 vertebra seen on sub-errsm30_T1w.nii.gz agrees with" in page_with

@@ -10,7 +10,7 @@ docs/reference/sct.md §7.1; its C2/C3 detector replaced by a classical C2 ancho
    (the match is redone as if hinted ``3@anchor``) and the confidence is capped at 0.4
    (flagged); if they agree, the confidence is ``min(1, ncc / 0.3)``. No anchor: unchanged.
    When the image shows no C2, an anchor found on another image of the same session
-   (:func:`find_c2c3_anchor`, e.g. a T1w that reaches higher than its T2w) is used in the same
+   (:func:`find_session_cues`, e.g. a T1w that reaches higher than its T2w) is used in the same
    way if it lies within this cord's height.
 
 1. **Strip.** Along the cord centerline (fitted to the cord mask), the image is sampled every
@@ -39,9 +39,11 @@ docs/reference/sct.md §7.1; its C2/C3 detector replaced by a classical C2 ancho
    the brightest point on T2w-like contrasts; on T1w the sign of that band at the matched discs
    decides (bright discs on sub-errsm30's gradient-echo T1w, dark on a spin-echo T1w). Where
    the extremum is at the edge of the search or within 2 mm of the end of the strip (a disc cut
-   by the field of view), the step 4 position is kept. This places the disc centre: PAM50
-   phantoms within 1 mm; the sub-errsm30 reference labels sit at the upper endplate, 2-3 mm
-   above the centre (docs/benchmarks.md).
+   by the field of view), the disc band of another image of the session is searched the same
+   way (:class:`SessionCues`: a peak within +-4 mm, at a height this cord covers); failing
+   that, the step 4 position is kept. This places the disc centre: PAM50 phantoms within 1 mm;
+   the sub-errsm30 reference labels sit at the upper endplate, 2-3 mm above the centre
+   (docs/benchmarks.md).
 
 The labels are single voxels on the cord centerline (SCT numbering, value N = disc above
 vertebra N). The cervical pattern repeats, so a short field of view can match one level off
@@ -50,7 +52,7 @@ almost as well as at the right level. Without a hint, ``confidence`` therefore m
 ``min(1, margin / 0.1)``. On sub-errsm30 (55 mm of cervical spine) the margin is 0.001-0.04 and
 the match is right: C3/C4 and C4/C5 within 3 mm of the reference read one level down (the
 bids-real disc values of that image are one level too high, docs/benchmarks.md), in agreement
-with SCT's body labels; on PAM50 phantoms (C1-T1) the margin is 0.07-0.44 and every disc is
+with SCT's body labels, and C5/C6, cut by the field, too when placed on the session T1w's band; on PAM50 phantoms (C1-T1) the margin is 0.07-0.44 and every disc is
 within 1 mm. With a hint the level is the user's and ``confidence`` is ``min(1, ncc / 0.3)``.
 Below :data:`LOW_CONFIDENCE` the pipeline flags the labels.
 """
@@ -194,11 +196,27 @@ class DiscLabelling:
     """Whether the unhinted pattern match put C2/C3 within 8 mm of the anchor (None: no anchor);
     when it does not, the anchor sets the level."""
     anchor_from_session: bool = False
-    """The anchor was found on another image of the session (``session_anchor_mm``), not on
+    """The anchor was found on another image of the session (``session``), not on
     this one."""
     alternative: AlternativeReading | None = None
     """Without a hint: the runner-up level (or, when the anchor overruled the pattern, the
     pattern's level); None with a hint."""
+    discs_from_session: tuple[int, ...] = ()
+    """Discs without a band of their own here (cut by the field of view, or indistinct), placed
+    on the band seen on another image of the session."""
+
+
+@dataclass(frozen=True)
+class SessionCues:
+    """What another image of the same session (same scanner frame) shows of the spine, for an
+    image whose field shows less: a T1w often reaches higher or lower than the T2w it goes with.
+    Head motion between the two scans is not corrected (a mm or two)."""
+
+    c2c3_mm: NDArray[np.float64] | None
+    """(3,) world position of its C2/C3 disc by :func:`c2c3_anchor`; None if it shows no C2."""
+    disc_peaks_mm: NDArray[np.float64]
+    """(n, 3) world positions of its disc band peaks (values >= 0.5, sub-mm, on its cord
+    centerline, none within 2 mm of its field's ends); their levels are not known."""
 
 
 def sample_strip(data: NDArray, affine: NDArray[np.float64], line: Centerline
@@ -406,7 +424,7 @@ def c2c3_anchor(band: NDArray, subject_arc: NDArray, polarity: float) -> float |
 def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                 template: DiscTemplate, *, contrast: Contrast,
                 init_disc: tuple[int, float] | None = None,
-                session_anchor_mm: NDArray[np.float64] | None = None) -> DiscLabelling:
+                session: SessionCues | None = None) -> DiscLabelling:
     """Disc labels of one image.
 
     Parameters
@@ -419,10 +437,10 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     init_disc : (disc value, world z mm), optional
         A disc the user has identified (as SCT's ``-initz``), placed at the centerline point
         nearest to that height.
-    session_anchor_mm : (3,) world mm, optional
-        The C2/C3 disc found by :func:`find_c2c3_anchor` on another image of the same session
-        (same scanner frame), used when this image shows no C2 itself and the anchor lies
-        within this cord's height; it counts as this image's anchor would.
+    session : from :func:`find_session_cues` on another image of the same session, optional
+        Its C2/C3 disc is used when this image shows no C2 itself, no hint is given and the
+        anchor lies within this cord's height; it counts as this image's anchor would. Its disc
+        band peaks place the discs that have no band here (cut by the field of view).
 
     Raises
     ------
@@ -446,13 +464,13 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     anchor = (c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
               if hint is None and C2C3 in template.disc_arc_mm else None)
     from_session = False
-    if anchor is None and hint is None and session_anchor_mm is not None \
-            and C2C3 in template.disc_arc_mm:
-        z_anchor = float(session_anchor_mm[2])
-        z = line.points_mm[:, 2]
-        if z.min() - _EDGE_MM <= z_anchor <= z.max() + _EDGE_MM:
-            anchor = arc_at_height(line, z_anchor)
-            from_session = True
+    if anchor is None and hint is None and session is not None \
+            and session.c2c3_mm is not None and C2C3 in template.disc_arc_mm:
+        anchor = arc_within(line, float(session.c2c3_mm[2]))
+        from_session = anchor is not None
+    session_peaks = np.array([] if session is None else
+                             [a for a in (arc_within(line, float(p[2]))
+                                          for p in session.disc_peaks_mm) if a is not None])
     match = match_strip(subject, arc, template, invert=invert, hint=hint)
     agrees: bool | None = None
     fixed = hint
@@ -478,9 +496,16 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                              contrast=contrast)
     points: dict[int, NDArray[np.float64]] = {}
     placed_arc: dict[int, float] = {}
+    borrowed: list[int] = []
     for value, guess in guesses.items():
         peak = (peak_near(band, arc, guess, polarity) if polarity and value != _NOT_A_DISC
                 else None)
+        if peak is None and value != _NOT_A_DISC and session_peaks.size \
+                and not (fixed is not None and value == fixed[0]):
+            near = session_peaks[np.abs(session_peaks - guess) <= _PEAK_MM]
+            if near.size:
+                peak = float(near[np.argmin(np.abs(near - guess))])
+                borrowed.append(value)
         if peak is not None:
             s = peak
         elif arc[0] <= guess <= arc[-1]:
@@ -489,8 +514,7 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
             continue
         if fixed is not None and value == fixed[0] and peak is None:
             s = fixed[1]
-        k = int(np.argmin(np.abs(line.arc_mm - s)))
-        points[value] = line.points_mm[k]
+        points[value] = point_at_arc(line, s)
         placed_arc[value] = float(s)
     labels = np.zeros(np.shape(cord), np.uint8)
     for value, point in points.items():
@@ -510,13 +534,13 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                      100 * labelled)
         confidence = min(confidence, _OFF_TEMPLATE_CONFIDENCE)
     anchor_mm = (None if anchor is None else
-                 line.points_mm[int(np.argmin(np.abs(line.arc_mm - anchor)))].copy())
+                 point_at_arc(line, anchor))
     alternative = (None if other is None else
                    alternative_reading(placed_arc, points, other, 0.5 * arc[-1], template))
     return DiscLabelling(labels=labels, disc_points_mm=points, confidence=confidence, ncc=score,
                          scale=scale, margin=margin, c2c3_anchor_mm=anchor_mm,
                          anchor_agrees=agrees, anchor_from_session=from_session,
-                         alternative=alternative)
+                         alternative=alternative, discs_from_session=tuple(sorted(borrowed)))
 
 
 def arc_at_height(line: Centerline, z_mm: float) -> float:
@@ -525,20 +549,38 @@ def arc_at_height(line: Centerline, z_mm: float) -> float:
     return float(line.arc_mm[int(np.argmin(np.abs(line.points_mm[:, 2] - z_mm)))])
 
 
-def find_c2c3_anchor(data: NDArray, affine: NDArray[np.float64], cord: NDArray, *,
-                     contrast: Contrast) -> NDArray[np.float64] | None:
-    """World position (3,) of the C2/C3 disc by :func:`c2c3_anchor` alone (no template), on
-    an image whose field shows C2; None otherwise or when its cord is shorter than 30 mm. For
-    the other images of a session: a T1w often reaches higher than the T2w it goes with."""
+def point_at_arc(line: Centerline, arc_mm: float) -> NDArray[np.float64]:
+    """(3,) world position of the centerline point nearest to ``arc_mm`` (a copy)."""
+    return line.points_mm[int(np.argmin(np.abs(line.arc_mm - arc_mm)))].copy()
+
+
+def arc_within(line: Centerline, z_mm: float) -> float | None:
+    """:func:`arc_at_height`, or None when ``z_mm`` is more than 2 mm beyond the cord's ends (a
+    position seen on another image of the session, outside this cord)."""
+    z = line.points_mm[:, 2]
+    if not z.min() - _EDGE_MM <= z_mm <= z.max() + _EDGE_MM:
+        return None
+    return arc_at_height(line, z_mm)
+
+
+def find_session_cues(data: NDArray, affine: NDArray[np.float64], cord: NDArray, *,
+                      contrast: Contrast) -> SessionCues | None:
+    """:class:`SessionCues` of one image, on its disc band alone (no template); None when its
+    cord is shorter than 30 mm."""
     line = centerline_from_mask(cord, affine)
     if line.length_mm < _MIN_OVERLAP_MM:
         return None
     subject, arc = sample_strip(data, affine, line)
     band = disc_band(subject)
-    anchor = c2c3_anchor(band, arc, anchor_polarity(band, contrast=contrast))
-    if anchor is None:
-        return None
-    return line.points_mm[int(np.argmin(np.abs(line.arc_mm - anchor)))].copy()
+    polarity = anchor_polarity(band, contrast=contrast)
+
+    anchor = c2c3_anchor(band, arc, polarity)
+    peaks = [] if polarity == 0 else [
+        peak_near(band, arc, float(arc[k]), polarity)
+        for k in band_peaks(polarity * band, _C2_PEAK)]
+    return SessionCues(c2c3_mm=None if anchor is None else point_at_arc(line, anchor),
+                       disc_peaks_mm=np.array([point_at_arc(line, p) for p in peaks
+                                               if p is not None]).reshape(-1, 3))
 
 
 def alternative_reading(placed_arc: dict[int, float], points: dict[int, NDArray[np.float64]],
