@@ -155,8 +155,7 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
         session = find_session_cues(t1w.data, t1w.affine, t1w_masks[mask_name], contrast="T1w")
         cases = [("none", None, None), *((k, v, None) for k, v in hints.items()),
                  ("none, session T1w", None, session),
-                 ("4@bids-real disc 3 + 2 mm, session T1w", hints["4@bids-real disc 3 + 2 mm"],
-                  session)]
+                 *((f"{k}, session T1w", v, session) for k, v in hints.items())]
         for hint_name, init, cues in cases:
             result = label_discs(image.data, image.affine, mask, template, contrast="T2w",
                                  init_disc=init, session=cues)
