@@ -44,7 +44,8 @@ class ParticipantUnit:
     companions: tuple[SourceImage, ...] = ()
     """The session's image of the other sagittal contrast (T2w for a T1w anatomy and vice
     versa), if any: the builtin disc labelling looks for C2 on it when the anatomy's field does
-    not show C2 (a T1w often reaches higher than the T2w it goes with)."""
+    not show C2 (a T1w often reaches higher than the T2w it goes with), and for the discs whose
+    band the anatomy's field cuts."""
 
     @property
     def label(self) -> str:
