@@ -199,9 +199,12 @@ def test_real_contrasts_of_one_session_are_aligned_on_the_cord(contrast: str,
     """sub-errsm30: T1w (1 mm RAS) and T2*w (axial 0.5x0.5x7.5 mm) onto its T2w (PSR); the
     nonlinear step after the affine one is kept, raises the cord overlap, moves the cord by a
     few mm at most and leaves everything outside its box around the cord to the affine."""
+    from spinal_bidsapp.engines.builtin.contrast_registration import (
+        NONLINEAR_BOX_MM,
+        register_contrast,
+    )
     from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
     from spinal_bidsapp.geometry.metrics import mask_dice
-    from spinal_bidsapp.group_contrasts import NONLINEAR_BOX_MM, register_contrast
     from spinal_bidsapp.image import load_mask, load_volume, reorient
 
     labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
