@@ -5,21 +5,22 @@ Usage::
     .venv/bin/python benchmarks/segmentation.py [--data ../shared/data] [--phantoms 4]
         [--out /tmp/segmentation.json]
 
-Segmentation: Dice of our builtin mask with the manual mask of every labelled image of
-bids-real, and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks,
-computed here from the files. Disc labelling on sub-errsm30: distance of our labels to the
-bids-real disc labels (values 3-5) and to the same positions one level down (values 4-6: the
-bids-real values are one level too high, docs/benchmarks.md), without and with an ``init_disc``
-hint, and agreement with SCT's mid-vertebral body labels of the same image (sct-reference
-``labels-body``, values 3 and 5), and where the reference labels and ours sit relative to each
-disc's upper endplate (labelling convention vs noise); distance to the true discs of PAM50
-phantoms (``generate_phantom_cohort``). Each time on our own cord segmentation (end to end) and
-on the manual/true mask. Every disc row also gives the C2 anchor (world z of the C2/C3 disc
-found from the disc-free C2 above it, or None) and whether the pattern match agreed with it; the
-anchor is also checked on the images without disc truth (sub-les01 T2w, sub-lumbar01 T2w: it
-must be absent on the lumbar image). The sub-errsm30 rows "session" run as the pipeline does when
-the session has both sagittal contrasts: with the cues (C2 anchor, disc band peaks) of the other
-image (``find_session_cues``), and list the discs placed on its band.
+Segmentation: Dice of our builtin mask with the manual mask of every labelled image of bids-real,
+and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks, computed here
+from the files. Disc labelling on sub-errsm30: distance of our labels to the bids-real disc labels
+(values 3-5) and to the same positions one level down (values 4-6: the bids-real values are one
+level too high, docs/benchmarks.md), without and with an ``init_disc`` hint, and agreement with
+SCT's mid-vertebral body labels of the same image (sct-reference ``labels-body``, values 3 and 5),
+and where the reference labels and ours sit relative to each disc's upper endplate (labelling
+convention vs noise); distance to the true discs of PAM50 phantoms (``generate_phantom_cohort``)
+and of the analytic demo subjects (``generate_demo_cohort``, true masks, unhinted and hinted). Each
+time (but the demo) on our own cord segmentation (end to end) and on the manual/true mask. Every
+disc row also gives the C2 anchor (world z of the C2/C3 disc found from the disc-free C2 above it,
+or None) and whether the pattern match agreed with it; the anchor is also checked on the images
+without disc truth (sub-les01 T2w, sub-lumbar01 T2w: it must be absent on the lumbar image). The
+sub-errsm30 rows "session" run as the pipeline does when the session has both sagittal contrasts:
+with the cues (C2 anchor, disc band peaks) of the other image (``find_session_cues``), and list the
+discs placed on its band.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, segment_cord 
 from spinal_bidsapp.geometry.centerline import centerline_from_mask  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
 from spinal_bidsapp.image import load_mask, load_volume  # noqa: E402
-from spinal_bidsapp.synth import generate_phantom_cohort, load_cohort_truth  # noqa: E402
+from spinal_bidsapp.synth import (  # noqa: E402
+    generate_demo_cohort,
+    generate_phantom_cohort,
+    load_cohort_truth,
+)
 
 REAL_CASES = [("errsm30", "T2w"), ("unf01", "T2w"), ("les01", "T2w"), ("errsm30", "T1w"),
               ("unf01", "T1w"), ("errsm30", "T2starw"), ("unf01", "T2starw")]
@@ -268,6 +273,32 @@ def run_discs_phantoms(data: Path, template: DiscTemplate, n_subjects: int) -> l
     return rows
 
 
+def run_discs_demo(n_subjects: int, template: DiscTemplate) -> list[dict]:
+    """Analytic demo subjects (uniform discs, no PAM50 texture) on their true masks: unhinted
+    the level cannot be identified (flagged); hinted at disc 3 (+2 mm), every disc with a band
+    must be found."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate_demo_cohort(out, n_subjects=n_subjects, seed=0)
+        for truth in load_cohort_truth(out):
+            sub = truth.subject.removeprefix("sub-")
+            image = load_volume(out / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T2w.nii.gz")
+            mask = load_mask(out / "bids" / "derivatives" / "labels" / f"sub-{sub}" / "anat"
+                             / f"sub-{sub}_T2w_label-SC_mask.nii.gz")
+            true_discs = truth.disc_positions_mm(in_fov_only=True)
+            for hint_name, init in (("none", None),
+                                    ("3@true + 2 mm", (3, float(true_discs[3][2]) + 2.0))):
+                result = label_discs(image.data, image.affine, mask.data, template,
+                                     contrast="T2w", init_disc=init)
+                rows.append({"subject": sub, "init_disc": hint_name,
+                             "errors_mm": disc_errors(result.disc_points_mm, true_discs),
+                             "confidence": round(result.confidence, 3),
+                             "ncc": round(result.ncc, 3)})
+                print(f"demo sub-{sub} (true mask, hint {hint_name}): {rows[-1]}", flush=True)
+    return rows
+
+
 def run_anchor_without_truth(data: Path, template: DiscTemplate) -> list[dict]:
     """Unhinted labelling of the bids-real images without disc truth: the anchor must not fire
     on the lumbar image."""
@@ -299,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
               "discs_errsm30_endplates": endplate_offsets(args.data, template),
               "discs_errsm30_t1w": run_discs_errsm30_t1w(args.data, template),
               "discs_phantoms": run_discs_phantoms(args.data, template, args.phantoms),
+              "discs_demo": run_discs_demo(args.phantoms, template),
               "discs_without_truth": run_anchor_without_truth(args.data, template)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

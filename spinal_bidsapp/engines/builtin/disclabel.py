@@ -33,7 +33,12 @@ docs/reference/sct.md §7.1; its C2/C3 detector replaced by a classical C2 ancho
 4. **Refine.** Each template disc mapped into the field of view is moved to the best local
    match (+-4 mm) of a 24 mm window of the template strip around that disc, which absorbs
    level-to-level differences in body height.
-5. **Disc band.** Each disc (but disc 2, the C1/C2 joint, which has no disc band) is then moved
+5. **Disc band.** From the disc the level is surest of (the hinted or anchored one, else the one
+   whose band is nearest its step-4 position), the discs are found one by one up and down the
+   cord on the disc band (:func:`walk_discs`: the next band within +-30 % of a vertebra of where
+   the template spacing puts it), as far as each direction has bands; so a spine whose
+   proportions differ from PAM50's is followed vertebra by vertebra, not by one linear map.
+   Each remaining disc (but disc 2, the C1/C2 joint, which has no disc band) is moved
    to its own extremum within +-4 mm on the mean of the rows 10-16 mm deep (mid vertebral body,
    where a disc is one band between two dark endplates; smoothed 1 mm; sub-mm by a parabola):
    the brightest point on T2w-like contrasts; on T1w the sign of that band at the matched discs
@@ -97,6 +102,8 @@ _BAND_MM = (10.0, 16.0)
 _PEAK_SIGMA_MM = 1.0
 _PEAK_MM = 4.0
 _EDGE_MM = 2
+_WALK_WIDTH = 0.3
+"""Search half-width of :func:`walk_discs`, as a fraction of the expected disc spacing."""
 _NOT_A_DISC = 2
 """PAM50's disc 2 is the C1/C2 joint beside the dens: no disc band to refine on."""
 C2C3 = 3
@@ -350,12 +357,12 @@ def band_polarity(band: NDArray, subject_arc: NDArray, guesses: list[float], *,
     return float(np.sign(mean)) if abs(mean) > 0.2 else 0.0
 
 
-def peak_near(band: NDArray, subject_arc: NDArray, guess: float, polarity: float
-              ) -> float | None:
-    """Arc of the disc's own band extremum within +-4 mm of ``guess`` (parabolic sub-mm
-    position), or None when the extremum is at the edge of the search (no disc there)."""
-    lo = max(0, int(np.searchsorted(subject_arc, guess - _PEAK_MM)))
-    hi = min(len(subject_arc), int(np.searchsorted(subject_arc, guess + _PEAK_MM, "right")))
+def peak_near(band: NDArray, subject_arc: NDArray, guess: float, polarity: float,
+              half_width_mm: float = _PEAK_MM) -> float | None:
+    """Arc of the disc's own band extremum within +-``half_width_mm`` of ``guess`` (parabolic
+    sub-mm position), or None when the extremum is at the edge of the search (no disc there)."""
+    lo = max(0, int(np.searchsorted(subject_arc, guess - half_width_mm)))
+    hi = min(len(subject_arc), int(np.searchsorted(subject_arc, guess + half_width_mm, "right")))
     if hi - lo < 3:
         return None
     values = polarity * band[lo:hi]
@@ -367,6 +374,42 @@ def peak_near(band: NDArray, subject_arc: NDArray, guess: float, polarity: float
     delta = 0.5 * (a - c) / denominator if denominator < 0 else 0.0
     return float(np.interp(lo + k + np.clip(delta, -0.5, 0.5), np.arange(len(subject_arc)),
                            subject_arc))
+
+
+def walk_discs(band: NDArray, subject_arc: NDArray, template: DiscTemplate, *, start: int,
+               start_arc: float, scale: float, polarity: float) -> dict[int, float]:
+    """Band extremum of each disc, found disc by disc from ``start`` (at ``start_arc``) up and
+    down the cord, as SCT's ``sct_label_vertebrae`` walks from C2/C3.
+
+    The next disc is searched within +-30 % of one vertebra (at least +-4 mm) around where the
+    template's spacing to it, divided by the current scale, puts it; the scale is then updated
+    from the spacings found so far (median), so a spine whose proportions differ from PAM50's
+    (one subject's C5 taller than PAM50's, or a uniform analytic phantom) is followed vertebra
+    by vertebra rather than by one linear map. A direction stops at the first disc without a
+    band extremum (cut by the field of view, or indistinct): those discs keep the template
+    position. Disc 2 (the C1/C2 joint, no band) ends the upward walk.
+    """
+    order = sorted((v for v in template.disc_arc_mm if v != _NOT_A_DISC),
+                   key=lambda v: template.disc_arc_mm[v])
+    if start not in order:
+        return {}
+    found = {start: start_arc}
+    ratios: list[float] = []
+    i0 = order.index(start)
+    for steps in (order[i0 + 1:], order[i0 - 1::-1] if i0 else []):
+        prev = start
+        for value in steps:
+            tpl_step = template.disc_arc_mm[value] - template.disc_arc_mm[prev]
+            current = float(np.median(ratios)) if ratios else scale
+            expected = found[prev] + tpl_step / current
+            width = max(_PEAK_MM, _WALK_WIDTH * abs(tpl_step) / current)
+            peak = peak_near(band, subject_arc, expected, polarity, width)
+            if peak is None or (peak - found[prev]) * tpl_step <= 0:
+                break
+            found[value] = peak
+            ratios.append(tpl_step / (peak - found[prev]))
+            prev = value
+    return found
 
 
 def band_peaks(values: NDArray, min_height: float) -> NDArray[np.intp]:
@@ -495,12 +538,18 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
             guesses[value] = guess
     polarity = band_polarity(band, arc, [g for g in guesses.values() if arc[0] <= g <= arc[-1]],
                              contrast=contrast)
+    walked = _walk_from_best(band, arc, guesses, template, fixed=fixed, scale=scale,
+                             polarity=polarity)
+    guesses = {**walked, **guesses}
     points: dict[int, NDArray[np.float64]] = {}
     placed_arc: dict[int, float] = {}
     borrowed: list[int] = []
     for value, guess in guesses.items():
-        peak = (peak_near(band, arc, guess, polarity) if polarity and value != _NOT_A_DISC
-                else None)
+        peak = (None if not polarity or value == _NOT_A_DISC else walked[value]
+                if value in walked else peak_near(band, arc, guess, polarity))
+        if peak is not None and value not in walked and any(
+                abs(peak - w) < _PEAK_MM for w in walked.values()):
+            peak = None  # that band is another disc's
         if peak is None and value != _NOT_A_DISC and session_peaks.size \
                 and not (fixed is not None and value == fixed[0]):
             near = session_peaks[np.abs(session_peaks - guess) <= _PEAK_MM]
@@ -542,6 +591,41 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
                          scale=scale, margin=margin, c2c3_anchor_mm=anchor_mm,
                          anchor_agrees=agrees, anchor_from_session=from_session,
                          alternative=alternative, discs_from_session=tuple(sorted(borrowed)))
+
+
+def _walk_from_best(band: NDArray, arc: NDArray, guesses: dict[int, float],
+                    template: DiscTemplate, *, fixed: tuple[int, float] | None, scale: float,
+                    polarity: float) -> dict[int, float]:
+    """:func:`walk_discs` from the disc the level is surest of: the one a hint (or the C2
+    anchor) fixes, its band found near its refined template position or else near the fixed
+    position; without one, the disc whose band is nearest to its template position. Only a
+    clear band (>= 0.5, as for the anchor) starts a walk; none: empty."""
+    if not polarity:
+        return {}
+
+    def clear_peak(near: float) -> float | None:
+        peak = peak_near(band, arc, near, polarity)
+        if peak is None or polarity * float(np.interp(peak, arc, band)) < _C2_PEAK:
+            return None
+        return peak
+
+    start, peak = -1, None
+    if fixed is not None and fixed[0] != _NOT_A_DISC:
+        start = fixed[0]
+        for near in (guesses.get(start), fixed[1]):
+            peak = clear_peak(near) if near is not None else None
+            if peak is not None:
+                break
+    elif fixed is None:
+        offsets = [(abs(p - g), v, p) for v, g in guesses.items()
+                   if v != _NOT_A_DISC and arc[0] <= g <= arc[-1]
+                   and (p := clear_peak(g)) is not None]
+        if offsets:
+            _, start, peak = min(offsets)
+    if peak is None:
+        return {}
+    return walk_discs(band, arc, template, start=start, start_arc=peak, scale=scale,
+                      polarity=polarity)
 
 
 def arc_at_height(line: Centerline, z_mm: float) -> float:
