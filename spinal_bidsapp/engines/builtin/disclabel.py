@@ -544,12 +544,21 @@ def label_discs(data: NDArray, affine: NDArray[np.float64], cord: NDArray,
     points: dict[int, NDArray[np.float64]] = {}
     placed_arc: dict[int, float] = {}
     borrowed: list[int] = []
+
+    def own_band(value: int, guess: float) -> float | None:
+        """The disc's band extremum here: walked, else near its guess unless the walk gave
+        that band to another disc."""
+        if not polarity or value == _NOT_A_DISC:
+            return None
+        if value in walked:
+            return walked[value]
+        peak = peak_near(band, arc, guess, polarity)
+        if peak is None or any(abs(peak - w) < _PEAK_MM for w in walked.values()):
+            return None
+        return peak
+
     for value, guess in guesses.items():
-        peak = (None if not polarity or value == _NOT_A_DISC else walked[value]
-                if value in walked else peak_near(band, arc, guess, polarity))
-        if peak is not None and value not in walked and any(
-                abs(peak - w) < _PEAK_MM for w in walked.values()):
-            peak = None  # that band is another disc's
+        peak = own_band(value, guess)
         if peak is None and value != _NOT_A_DISC and session_peaks.size \
                 and not (fixed is not None and value == fixed[0]):
             near = session_peaks[np.abs(session_peaks - guess) <= _PEAK_MM]
