@@ -7,8 +7,10 @@ DEMO_DIR ?= demo
 DEMO_SUBJECTS ?= 6
 NPROCS ?= 2
 PYTEST_ARGS ?=
+# real SCT and MINC for the integration tier (scripts/install-real-tools.sh), reused between runs
+TOOLS_CACHE ?= .cache/real-tools
 
-.PHONY: venv system-deps demo test lint typecheck benchmark clean
+.PHONY: venv system-deps real-tools demo test lint typecheck benchmark clean
 
 $(BIN)/spinal_bidsapp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,9 @@ venv: $(BIN)/spinal_bidsapp
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+real-tools: venv
+	bash scripts/install-real-tools.sh $(TOOLS_CACHE) $(abspath $(BIN))/python
 
 demo: venv
 	rm -rf $(DEMO_DIR)
@@ -38,8 +43,8 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy spinal_bidsapp
 
-test: venv system-deps lint typecheck
-	$(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
+test: venv system-deps real-tools lint typecheck
+	SPINAL_BIDSAPP_REAL_TOOLS=$(abspath $(TOOLS_CACHE)) $(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
 
 benchmark: venv
 	$(BIN)/python benchmarks/run_all.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,35 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", str(REPO.parent / "shared" / "data")))
+TOOL_KITS = Path(os.environ.get("SPINAL_BIDSAPP_SHARED_TOOLS",
+                               str(REPO.parent / "shared" / "tools")))
+"""The offline installers of real SCT and MINC (``../shared/tools``)."""
+REAL_TOOLS = Path(os.environ.get("SPINAL_BIDSAPP_REAL_TOOLS",
+                                str(REPO / ".cache" / "real-tools")))
+"""Where ``make real-tools`` installed them (``scripts/install-real-tools.sh``)."""
+
+
+def real_tool_env(kind: str) -> dict[str, str]:
+    """Environment in which the real ``kind`` tools ("sct" or "minc") run: this process's, plus
+    the lines ``scripts/install-real-tools.sh`` wrote to ``REAL_TOOLS/<kind>.env``.
+
+    Skips, with the reason, only where the tool kits are absent; where they exist but were not
+    installed the test fails, so CI cannot pass by skipping the integration tier.
+    """
+    env_file = REAL_TOOLS / f"{kind}.env"
+    if not env_file.is_file():
+        if not (TOOL_KITS / kind).is_dir():
+            pytest.skip(f"real {kind} tools: no kit at {TOOL_KITS / kind} "
+                        "(set SPINAL_BIDSAPP_SHARED_TOOLS)")
+        pytest.fail(f"real {kind} tools not installed in {REAL_TOOLS}: run `make real-tools` "
+                    "(make test does it)")
+    env = dict(os.environ)
+    for word in shlex.split(env_file.read_text()):
+        if word == "export" or "=" not in word:
+            continue
+        name, value = word.split("=", 1)
+        env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
+    return env
 
 
 def _tree_digest(root: Path) -> str:
