@@ -210,9 +210,9 @@ INFO_LABEL = "info_label.txt"
 INFO_LABEL_IDS = {"t1": 0, "t2": 1, "t2s": 2, "cord": 3, "levels": 7, "label_disc": 10,
                   "centerline": 13, "rootlets": 16, "label_rootlets": 17}
 """PAM50's IDs for the files SCT tools look up: ``sct_register_to_template`` takes the contrast
-(0-2), the cord (3, ``-s-template-id``), the disc labels (10, ``-ldisc``), the levels (7, ``-l``
-absent), the rootlets and their mid-points (16, 17, ``-lrootlet``); ``sct_warp_template`` warps
-every listed file."""
+(0-2, ``-c``), the cord (3, ``-s-template-id``), the disc labels (10, ``-ldisc``), the levels
+(7, ``-l`` body labels), the rootlets and their mid-points (16, 17, ``-lrootlet``);
+``sct_warp_template`` warps every listed file."""
 _INFO_LABEL_SECTION = re.compile(r"^# Keyword=(IndivLabels|CombinedLabels|MAPLabels)\s*(.*)$")
 _INFO_LABEL_ENTRY = re.compile(r"^(\d+), (.*), (.*)$")
 
