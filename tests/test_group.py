@@ -108,6 +108,7 @@ def test_real_sct_registers_a_new_subject_to_the_sct_ready_template(
     from tests.real_sct import binary_on, run_sct
 
     env = real_tool_env("sct")
+    assert group_run[1] == 0
     tpl_sct = group_run[0] / "tpl-SpinalCord" / "sct"
     generate_demo_cohort(tmp_path / "new", n_subjects=1, seed=11, straight_reference=False)
     image = tmp_path / "new" / "bids" / "sub-01" / "anat" / "sub-01_T2w.nii.gz"
