@@ -35,10 +35,11 @@ from spinal_bidsapp.bids.outputs import derivative_path, write_lut, write_sideca
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.files import atomic_path, write_json, write_text
+from spinal_bidsapp.files import atomic_path, write_json
 from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_volume, save_volume
+from spinal_bidsapp.templates import INFO_LABEL, INFO_LABEL_IDS, read_info_label, write_info_label
 from spinal_bidsapp.templatespace import TemplateSpace, disc_label_array, level_label_array
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ logger = logging.getLogger(__name__)
 
 RES = "01"
 SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
-SCT_INFO_IDS = {"t1": 0, "t2": 1, "t2s": 2, "cord": 3, "levels": 7, "label_disc": 10,
-                "centerline": 13}
-"""``info_label.txt`` IDs that ``sct_register_to_template`` looks templates up by (as PAM50)."""
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -202,15 +200,15 @@ def _alignment_record(space: TemplateSpace) -> dict:
 
 
 def _write_sct_folder(folder: Path, name: str, files: dict[str, Path]) -> None:
-    """``template/`` folder with ``info_label.txt``, as SCT's ``-t`` option expects; ``files``
-    maps ``SCT_INFO_IDS`` keys to the files to copy."""
-    lines = ["# Keyword=IDs_templates (Please use one of the following keywords: IDs_templates,"
-             " IDs_atlas, IDs_labels)", "# ID, name, file"]
-    for key, src in sorted(files.items(), key=lambda kv: SCT_INFO_IDS[kv[0]]):
-        target = folder / f"{name}_{key}.nii.gz"
-        _copy(src, target)
-        lines.append(f"{SCT_INFO_IDS[key]}, {key}, {target.name}")
-    write_text(folder / "info_label.txt", "\n".join(lines) + "\n")
+    """``template/`` folder with ``info_label.txt``, as SCT's ``-t`` option expects (PAM50's
+    IDs, so ``sct_register_to_template -t <folder>/.. -c t2 -ldisc`` and ``sct_warp_template
+    -t`` find the contrast, cord and discs); ``files`` maps ``INFO_LABEL_IDS`` keys to the
+    files to copy."""
+    labels = []
+    for key, src in sorted(files.items(), key=lambda kv: INFO_LABEL_IDS[kv[0]]):
+        target = _copy(src, folder / f"{name}_{key}.nii.gz")
+        labels.append((INFO_LABEL_IDS[key], key, target.name))
+    write_info_label(folder, labels)
 
 
 def _subject_outputs(out: Path, name: str, job: StraightenJob,
@@ -291,9 +289,6 @@ class TargetRegistration:
         return max((max(e) for e in self.disc_errors_mm.values()), default=float("nan"))
 
 
-SCT_TEMPLATE_IDS = {"t1": 0, "t2": 1, "t2s": 2}
-
-
 def resolve_registration_target(config: RunConfig, contrast: str) -> RegistrationTarget:
     """``--register-to``: PAM50 found like the participant level's, or a folder in SCT's layout.
 
@@ -301,6 +296,8 @@ def resolve_registration_target(config: RunConfig, contrast: str) -> Registratio
     ------
     MissingInputError
         PAM50 is not available offline, or the folder lacks a cord mask or disc labels.
+    InputDataError
+        The folder's ``info_label.txt`` is one SCT cannot parse.
     """
     from spinal_bidsapp.cordref_steps import find_template
     from spinal_bidsapp.errors import MissingInputError
@@ -338,20 +335,17 @@ def _read_sct_template(folder: Path, key: str) -> RegistrationTarget:
 
     files: dict[int, Path] = {}
     for candidate in (folder / "template", folder):
-        info = candidate / "info_label.txt"
-        if info.is_file():
-            for line in info.read_text(encoding="utf-8").splitlines():
-                parts = [p.strip() for p in line.split(",")]
-                if len(parts) >= 3 and parts[0].isdigit() and (candidate / parts[-1]).is_file():
-                    files[int(parts[0])] = candidate / parts[-1]
+        if (candidate / INFO_LABEL).is_file():
+            files = {i: candidate / file
+                     for i, file in read_info_label(candidate / INFO_LABEL).items()}
             break
-    cord, discs = files.get(SCT_INFO_IDS["cord"]), files.get(SCT_INFO_IDS["label_disc"])
+    cord, discs = files.get(INFO_LABEL_IDS["cord"]), files.get(INFO_LABEL_IDS["label_disc"])
     if cord is None or discs is None:
         raise MissingInputError(
             f"--register-to {folder}: no cord mask (ID 3) or disc labels (ID 10) listed in "
             "template/info_label.txt; give PAM50 or a template folder in SCT's layout")
-    image = files.get(SCT_TEMPLATE_IDS[key]) or next(
-        (files[i] for i in SCT_TEMPLATE_IDS.values() if i in files), None)
+    contrasts = [INFO_LABEL_IDS[c] for c in (key, "t1", "t2", "t2s")]
+    image = next((files[i] for i in contrasts if i in files), None)
     name = cord.name.removesuffix(".nii.gz").removesuffix("_cord") or "target"
     return RegistrationTarget(name, cord.parent, image, cord, discs)
 

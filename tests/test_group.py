@@ -86,3 +86,55 @@ def test_group_needs_two_subjects_with_outputs(cohort: Path, tmp_path: Path) -> 
                  "--skip-bids-validation"]) == 0
     code = main([str(cohort / "bids"), str(out), "group", *GROUP_ARGS])
     assert code == 65
+
+
+@pytest.mark.sct
+def test_real_sct_registers_a_new_subject_to_the_sct_ready_template(
+        group_run: tuple[Path, int], tmp_path: Path) -> None:
+    """``sct_register_to_template -t tpl-<name>/sct`` (real SCT 7.3, its default steps) takes the
+    group's SCT-ready folder and registers a demo subject the template never saw. Measured both
+    ways through SCT's own outputs: the subject cord carried to the template by
+    ``sct_apply_transfo`` with SCT's ``warp_anat2template`` vs the template cord (Dice over the
+    template slices the subject covers, as the participant level scores it), and each
+    template disc carried to the subject through ``warp_anat2template`` / each subject disc
+    through ``warp_template2anat`` (points mapped by the fields, no voxel rounding) vs its
+    counterpart (mm)."""
+    from spinal_bidsapp.engines.builtin.registration import TemplateRegistration, disc_errors_mm
+    from spinal_bidsapp.fieldio import load_field
+    from spinal_bidsapp.geometry.discs import discs_from_label_array
+    from spinal_bidsapp.geometry.metrics import mask_dice
+    from spinal_bidsapp.image import load_mask
+    from tests.conftest import real_tool_env
+    from tests.real_sct import binary_on, run_sct
+
+    env = real_tool_env("sct")
+    assert group_run[1] == 0
+    tpl_sct = group_run[0] / "tpl-SpinalCord" / "sct"
+    generate_demo_cohort(tmp_path / "new", n_subjects=1, seed=11, straight_reference=False)
+    image = tmp_path / "new" / "bids" / "sub-01" / "anat" / "sub-01_T2w.nii.gz"
+    labels = tmp_path / "new" / "bids" / "derivatives" / "labels" / "sub-01" / "anat"
+    cord = labels / "sub-01_T2w_label-SC_mask.nii.gz"
+    discs = labels / "sub-01_T2w_labels-disc.nii.gz"
+    reg = tmp_path / "reg"
+    run_sct(env, ["sct_register_to_template", "-i", str(image), "-s", str(cord),
+                  "-ldisc", str(discs), "-t", str(tpl_sct), "-c", "t2", "-ofolder", str(reg)],
+            cwd=reg)
+    template_t2 = tpl_sct / "template" / "SpinalCord_t2.nii.gz"
+    run_sct(env, ["sct_apply_transfo", "-i", str(cord), "-d", str(template_t2),
+                  "-w", str(reg / "warp_anat2template.nii.gz"), "-x", "linear",
+                  "-o", str(reg / "cord_in_template.nii.gz")], cwd=reg)
+    template_cord = load_mask(tpl_sct / "template" / "SpinalCord_cord.nii.gz")
+    carried = binary_on(reg / "cord_in_template.nii.gz", template_cord.shape,
+                        template_cord.affine)
+    covered = carried.any(axis=(0, 1))  # the template cord runs past this subject's ends
+    assert mask_dice(carried[:, :, covered], template_cord.data[:, :, covered] > 0) >= 0.95
+
+    fields = TemplateRegistration(load_field(reg / "warp_anat2template.nii.gz"),
+                                  load_field(reg / "warp_template2anat.nii.gz"),
+                                  template_cord.shape, template_cord.affine)
+    subject_discs, template_discs = (
+        discs_from_label_array(v.data, v.affine) for v in (
+            load_mask(discs), load_mask(tpl_sct / "template" / "SpinalCord_label_disc.nii.gz")))
+    errors = disc_errors_mm(fields, subject_discs, template_discs)
+    assert sorted(errors) == sorted(template_discs) == list(range(2, 9))
+    assert max(max(e) for e in errors.values()) <= 1.0, errors

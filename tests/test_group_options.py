@@ -66,7 +66,7 @@ def test_register_to_a_template_folder_reads_its_info_label(tmp_path: Path) -> N
     for key in ("t2", "cord", "label_disc"):
         (folder / f"Mine_{key}.nii.gz").write_bytes(b"")
     (folder / "info_label.txt").write_text(
-        "# ID, name, file\n1, t2, Mine_t2.nii.gz\n3, cord, Mine_cord.nii.gz\n"
+        "# Keyword=IndivLabels\n1, t2, Mine_t2.nii.gz\n3, cord, Mine_cord.nii.gz\n"
         "10, label_disc, Mine_label_disc.nii.gz\n")
     config = RunConfig(execution={"bids_dir": tmp_path / "b", "output_dir": tmp_path / "o",
                                   "analysis_level": "group"},

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -23,14 +24,17 @@ from spinal_bidsapp.errors import (
     TemporaryFailure,
 )
 from spinal_bidsapp.templates import (
+    INFO_LABEL,
     PAM50_MANIFEST_NAME,
     PAM50_PIN,
     Pam50Pin,
     install_pam50_archive,
     load_pam50_pin,
+    read_info_label,
     read_pam50_folder,
     record_pam50_checksum,
     resolve_pam50,
+    write_info_label,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -409,3 +413,123 @@ def test_prefetched_archive_with_wrong_checksum_is_refused(release_zip: bytes,
         install_pam50_archive(archive, cache_dir=cache,
                               pin=Pam50Pin(release=RELEASE, url="http://x/y.zip", sha256="1" * 64))
     assert _leftovers(cache) == []
+
+
+# ----------------------------------------------------------------------------- info_label.txt
+
+SCT_SAVED = ("# Keyword=IndivLabels (Please DO NOT change this line)\n"  # InfoLabel.save, 7.3
+             "# ID, name, file\n"
+             "0, T1-weighted template, PAM50_t1.nii.gz\n"
+             "16, spinal rootlets, PAM50_rootlets.nii.gz\n"
+             "\n# Combined labels\n"
+             "# Keyword=CombinedLabels (Please DO NOT change this line)\n"
+             "# ID, name, IDgroup\n"
+             "50, spinal cord, 4,5\n")
+INFO_LABEL_CASES = {
+    "sct_saved": SCT_SAVED,
+    "written_before_issue_19": "# Keyword=IDs_templates (Please use one of the following keywords:"
+                               " IDs_templates, IDs_atlas, IDs_labels)\n# ID, name, file\n"
+                               "1, t2, PAM50_t1.nii.gz\n",
+    "no_section": "# ID, name, file\n0, t1, PAM50_t1.nii.gz\n",
+    "missing_file": "# Keyword=IndivLabels\n0, t1, PAM50_t1.nii.gz\n3, cord, absent.nii.gz\n",
+    "no_spaces": "# Keyword=IndivLabels\n0,t1,PAM50_t1.nii.gz\n",
+    "commas_in_name": "# Keyword=IndivLabels\n0, T1, a, b, PAM50_t1.nii.gz\n",
+    "repeated_id": "# Keyword=IndivLabels\n16, a, PAM50_rootlets.nii.gz\n16, b, PAM50_t1.nii.gz\n",
+    "comments_only": "# PAM50_small test layout\n",
+}
+
+
+def _info_label_folder(root: Path, text: str) -> Path:
+    root.mkdir(parents=True)
+    for name in ("PAM50_t1.nii.gz", "PAM50_rootlets.nii.gz"):
+        (root / name).write_bytes(b"")
+    (root / INFO_LABEL).write_text(text)
+    return root / INFO_LABEL
+
+
+def _ours(path: Path) -> dict[int, str] | str:
+    try:
+        return read_info_label(path)
+    except (InputDataError, MissingInputError) as exc:
+        return f"refused: {exc}"
+
+
+def test_info_label_keeps_the_individual_labels_only(tmp_path: Path) -> None:
+    info = _info_label_folder(tmp_path / "t", SCT_SAVED)
+    assert read_info_label(info) == {0: "PAM50_t1.nii.gz", 16: "PAM50_rootlets.nii.gz"}
+
+
+def test_info_label_refuses_what_sct_refuses_with_the_file_and_line(tmp_path: Path) -> None:
+    old = _info_label_folder(tmp_path / "old", INFO_LABEL_CASES["written_before_issue_19"])
+    with pytest.raises(InputDataError, match=r"info_label.txt line 3 .* before any '# Keyword="):
+        read_info_label(old)
+    absent = _info_label_folder(tmp_path / "absent", INFO_LABEL_CASES["missing_file"])
+    with pytest.raises(MissingInputError, match=r"line 3 lists absent\.nii\.gz"):
+        read_info_label(absent)
+
+
+def test_info_label_written_is_read_back(tmp_path: Path) -> None:
+    (tmp_path / "Mine_t2.nii.gz").write_bytes(b"")
+    (tmp_path / "Mine_cord.nii.gz").write_bytes(b"")
+    path = write_info_label(tmp_path, [(1, "T2, weighted", "Mine_t2.nii.gz"),
+                                       (3, "cord", "Mine_cord.nii.gz")])
+    assert path.read_text().splitlines()[0].startswith("# Keyword=IndivLabels ")
+    assert read_info_label(path) == {1: "Mine_t2.nii.gz", 3: "Mine_cord.nii.gz"}
+    with pytest.raises(ValueError, match="cannot list"):
+        write_info_label(tmp_path, [(1, "t2", "a, b.nii.gz")])
+    with pytest.raises(ValueError, match="absent"):
+        write_info_label(tmp_path, [(1, "t2", "other.nii.gz")])
+
+
+def sct_python(env: dict[str, str]) -> str:
+    """The interpreter of the real SCT install (its scripts' shebang): SCT's own modules."""
+    program = shutil.which("sct_version", path=env["PATH"])
+    assert program, "sct_version not on the PATH of the real SCT environment"
+    return Path(program).read_text().splitlines()[0].removeprefix("#!").strip()
+
+
+@pytest.mark.sct
+def test_info_label_agrees_with_sct_7_3_reader(tmp_path: Path) -> None:
+    """Every case is read by SCT's own ``InfoLabel.load`` (what ``get_file_label`` and hence
+    ``sct_register_to_template -t`` and ``sct_warp_template`` use) and by ours: both accept it
+    with the same files, or both refuse it. Our writer's output is one of the cases."""
+    from tests.conftest import real_tool_env
+
+    env = real_tool_env("sct")
+    paths = {case: _info_label_folder(tmp_path / case, text)
+             for case, text in INFO_LABEL_CASES.items()}
+    written = tmp_path / "written"
+    written.mkdir()
+    for name in ("Mine_t2.nii.gz", "Mine_cord.nii.gz"):
+        (written / name).write_bytes(b"")
+    paths["written"] = write_info_label(written, [(1, "t2", "Mine_t2.nii.gz"),
+                                                  (3, "cord", "Mine_cord.nii.gz")])
+    script = ("import json, sys\n"
+              "from spinalcordtoolbox.metadata import InfoLabel\n"
+              "out = {}\n"
+              "for case, path in json.loads(sys.argv[1]).items():\n"
+              "    info = InfoLabel()\n"
+              "    try:\n"
+              "        info.load(path)\n"
+              "    except ValueError as exc:\n"
+              "        out[case] = 'refused: ' + str(exc)\n"
+              "        continue\n"
+              "    first = {}\n"
+              "    for i, _, file in info._indiv_labels:\n"
+              "        first.setdefault(str(i), file)\n"
+              "    out[case] = first\n"
+              "print(json.dumps(out))\n")
+    run = subprocess.run([sct_python(env), "-c", script,
+                          json.dumps({k: str(v) for k, v in paths.items()})],
+                         env=env, capture_output=True, text=True, timeout=120, check=True)
+    theirs = json.loads(run.stdout)
+    for case, path in paths.items():
+        ours = _ours(path)
+        sct = theirs[case]
+        if isinstance(sct, str) or isinstance(ours, str):
+            assert isinstance(sct, str) and isinstance(ours, str), (case, sct, ours)
+        else:
+            assert {int(k): v for k, v in sct.items()} == ours, case
+    assert isinstance(theirs["written_before_issue_19"], str)  # the bug this guards against
+    assert theirs["written"] == {"1": "Mine_t2.nii.gz", "3": "Mine_cord.nii.gz"}
+

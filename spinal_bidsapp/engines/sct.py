@@ -510,8 +510,10 @@ def check_sct_template(template_dir: Path, *, contrast: Contrast, rootlets: bool
     ------
     MissingInputError
         Names the folder and the missing files.
+    InputDataError
+        With ``rootlets``: an ``info_label.txt`` SCT cannot parse.
     """
-    from spinal_bidsapp.engines.sct_outputs import read_info_label
+    from spinal_bidsapp.templates import read_info_label
 
     folder = Path(template_dir) / "template"
     needed = ["info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,23 +355,3 @@ def check_spine_levels(vertebrae: NDArray[np.integer], disc_points: Mapping[int,
                  if v - 1 in height and v not in disc_points]
     return SpineCheck(vertebrae=tuple(values), discs=tuple(discs), problems=tuple(problems))
 
-
-# ------------------------------------------------------------------------- info_label.txt
-
-_INFO_LABEL_LINE = re.compile(r"^\s*(\d+)\s*,\s*[^,]+,\s*(\S+\.nii(?:\.gz)?)\s*$")
-
-
-def read_info_label(path: Path) -> dict[int, str]:
-    """Label ID -> file name of the individual labels in an SCT ``info_label.txt``.
-
-    Only the first section (``# Keyword=IndivLabels``) holds ``ID, name, file`` lines; the
-    combined-label and cluster sections that follow are skipped.
-    """
-    ids: dict[int, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# Keyword=") and "IndivLabels" not in line:
-            break
-        match = _INFO_LABEL_LINE.match(line)
-        if match:
-            ids[int(match.group(1))] = match.group(2)
-    return ids

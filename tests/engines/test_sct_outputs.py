@@ -13,7 +13,6 @@ from spinal_bidsapp.engines.sct_outputs import (
     check_spine_levels,
     disc_voxels_from_levels,
     parse_sct_ranges,
-    read_info_label,
     read_morphometrics_csv,
     read_rootlet_levels,
     spine_labels_from_totalspineseg,
@@ -213,16 +212,3 @@ def test_transitional_vertebrae_are_reported() -> None:
     assert spine.unnumbered == ("L6",)
     check = check_spine_levels(spine.vertebrae, {}, np.eye(4), unnumbered=spine.unnumbered)
     assert check.problems[0].startswith("L6 present")
-
-
-def test_info_label_lists_the_individual_labels_only(tmp_path: Path) -> None:
-    info = tmp_path / "info_label.txt"
-    # layout written by SCT's InfoLabel.save (spinalcordtoolbox/metadata.py, 7.3)
-    info.write_text("# Keyword=IndivLabels (Please DO NOT change this line)\n"
-                    "# ID, name, file\n"
-                    "0, T1-weighted template, PAM50_t1.nii.gz\n"
-                    "16, spinal rootlets, PAM50_rootlets.nii.gz\n"
-                    "\n# Combined labels\n"
-                    "# Keyword=CombinedLabels (Please DO NOT change this line)\n"
-                    "50, spinal cord, 4,5\n")
-    assert read_info_label(info) == {0: "PAM50_t1.nii.gz", 16: "PAM50_rootlets.nii.gz"}
