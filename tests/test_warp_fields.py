@@ -13,7 +13,8 @@ image, to a subject's cord mask and to the template's cord (:mod:`tests.warp_too
   inverse, ``tpl-<name>_from-<name>_to-PAM50`` and inverse;
 * sub-errsm30 (real T2w, manual labels) through the participant level;
 * ``spinal_bidsapp-straighten`` on a phantom;
-* SCT's own warp of sub-errsm30, written back by our field writer as the SCT engine does.
+* SCT's own warp of sub-errsm30, written back by our field writer as the SCT engine does (the
+  SCT-engine participant pairs themselves: `tests/test_participant_sct.py`).
 """
 
 from __future__ import annotations
