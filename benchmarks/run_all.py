@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         ["benchmarks/segmentation.py"],
         ["benchmarks/participant.py", "--write-docs"] + (["--full"] if args.full else []),
         ["benchmarks/group.py", "--n-subjects", "8", "--write-docs"],
+        ["benchmarks/warps.py", "--write-docs"],
     ]
     failed = []
     for command in runs:

@@ -158,18 +158,27 @@ def _registration_rows(reg: dict) -> list[MetricRow]:
     rows = [MetricRow("cord Dice in PAM50 space", reg["cord_dice_in_template"])]
     if "cord_dice_native" in reg:  # absent from metrics written before it was added
         rows.append(MetricRow("cord Dice, PAM50 cord in native space", reg["cord_dice_native"]))
-    worst = max((max(e.values()) for e in reg["disc_error_mm"].values()), default=np.nan)
-    rows.append(MetricRow("max disc error after registration", worst, "mm"))
+    measured = [v for e in reg["disc_error_mm"].values() for v in e.values() if v is not None]
+    rows.append(MetricRow("max disc error after registration", max(measured, default=np.nan),
+                          "mm", _no_mapping_note(reg["disc_error_mm"])))
     if "selection" in reg:
         rows.append(MetricRow("primary registration", reg["labels"], "", reg["selection"]))
         for labels, scores in reg["paths"].items():
-            errors = [e["to_template"] for e in scores["disc_error_mm"].values()]
+            errors = [e["to_template"] for e in scores["disc_error_mm"].values()
+                      if e["to_template"] is not None]
+            note = _no_mapping_note(scores["disc_error_mm"])
             rows.append(MetricRow(
                 f"{labels}-based registration: cord Dice in PAM50 space",
                 scores["cord_dice_in_template"], "",
                 f"native {scores['cord_dice_native']:.3f}; max disc error "
-                f"{max(errors, default=np.nan):.2f} mm"))
+                f"{max(errors, default=np.nan):.2f} mm" + (f"; {note}" if note else "")))
     return rows
+
+
+def _no_mapping_note(disc_errors: dict[str, dict[str, float | None]]) -> str:
+    """Which discs the warp does not map (``null`` errors), for the report."""
+    unmapped = [disc for disc, e in disc_errors.items() if None in e.values()]
+    return f"no mapping at disc(s) {', '.join(unmapped)}" if unmapped else ""
 
 
 def _pam50_csa_rows(summary: dict) -> list[MetricRow]:

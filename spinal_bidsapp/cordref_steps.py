@@ -651,8 +651,9 @@ def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | 
     if loss > ROOTLET_DICE_TOLERANCE:
         return "discs", (f"disc-based: the rootlet-based warp loses {loss:.3f} cord Dice "
                          f"(> {ROOTLET_DICE_TOLERANCE})")
-    errors = cast(dict[str, dict[str, float]], rootlets["disc_error_mm"])
-    worst = max((e["to_template"] for e in errors.values()), default=0.0)
+    errors = cast(dict[str, dict[str, float | None]], rootlets["disc_error_mm"])
+    worst = max((e["to_template"] for e in errors.values() if e["to_template"] is not None),
+                default=0.0)
     if worst > ROOTLET_MAX_DISC_ERROR_MM:
         return "discs", (f"disc-based: a disc lands {worst:.1f} mm from PAM50 with the "
                          f"rootlet-based warp (> {ROOTLET_MAX_DISC_ERROR_MM:g} mm)")
@@ -729,9 +730,9 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
     from spinal_bidsapp.geometry.fields import apply_field
 
     to_tpl, back = registration.anat_to_template, registration.template_to_anat
-    save_field(to_tpl, paths.to_template)
-    save_field(back, paths.from_template)
     tpl_cord = load_mask(template.cord)
+    save_field(to_tpl, paths.to_template, reference=(tpl_cord.shape, tpl_cord.affine))
+    save_field(back, paths.from_template)
     warped = apply_field(anat_vol.data, anat_vol.affine, to_tpl, order=3)
     save_volume(Volume(np.asarray(warped, np.float32), to_tpl.affine), paths.anat_in_template)
     warped_cord = apply_field(cord_vol.data.astype(np.float32), cord_vol.affine, to_tpl, order=1)
@@ -787,11 +788,30 @@ def score_registration(cord_vol: Volume, tpl_cord: Volume, registration: Templat
     slab = _template_slab_mask(tpl_cord, to_tpl)[:, :, covered]
     dice = mask_dice(inside[:, :, covered], slab)
     dice_native = mask_dice(template_cord_native, cord_vol.data > 0)
-    logger.info("registration to PAM50: cord Dice %.3f (native %.3f), max disc error %.2f mm",
-                dice, dice_native, max((max(e) for e in errors.values()), default=float("nan")))
+    finite = [e for pair in errors.values() for e in pair if np.isfinite(e)]
+    logger.info("registration to PAM50: cord Dice %.3f (native %.3f), max disc error %s",
+                dice, dice_native, f"{max(finite):.2f} mm" if finite else "none measured")
+    unmapped = sorted(k for k, pair in errors.items() if not np.all(np.isfinite(pair)))
+    if unmapped:
+        logger.warning("registration to PAM50: no mapping at disc(s) %s (the warp does not "
+                       "cover them); no landing error is measured there", unmapped)
     return {"cord_dice_in_template": round(dice, 4), "cord_dice_native": round(dice_native, 4),
-            "disc_error_mm": {str(k): {"to_template": round(a, 3), "to_anat": round(b, 3)}
+            "disc_error_mm": {str(k): {"to_template": mm_or_no_mapping(a),
+                                       "to_anat": mm_or_no_mapping(b)}
                               for k, (a, b) in errors.items()}}
+
+
+NO_MAPPING = None
+"""A landing error where the warp has no mapping (JSON ``null``; "no mapping" in the report)."""
+
+
+def mm_or_no_mapping(distance_mm: float) -> float | None:
+    """A distance rounded to a micrometre, or :data:`NO_MAPPING` where the warp gave none (NaN).
+
+    >>> mm_or_no_mapping(1.23456), mm_or_no_mapping(float("nan"))
+    (1.235, None)
+    """
+    return round(float(distance_mm), 3) if np.isfinite(distance_mm) else NO_MAPPING
 
 
 def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:

@@ -373,7 +373,8 @@ def register_template(config: RunConfig, target: RegistrationTarget, space: Temp
         template, cord, discs, target_cord, target_discs,
         options=RefinementOptions(random_seed=config.seeds.random_seed))
     to_target = save_field(result.anat_to_template,
-                           tpl / f"tpl-{name}_from-{name}_to-{other}_mode-image_xfm.nii.gz")
+                           tpl / f"tpl-{name}_from-{name}_to-{other}_mode-image_xfm.nii.gz",
+                           reference=(target_cord.shape, target_cord.affine))
     from_target = save_field(result.template_to_anat,
                              tpl / f"tpl-{name}_from-{other}_to-{name}_mode-image_xfm.nii.gz")
     field = result.anat_to_template

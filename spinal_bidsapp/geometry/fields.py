@@ -7,6 +7,11 @@ float32 of LPS vectors ``(-ux, -uy, +uz)`` with intent ``vector`` (1007).
 
 Interpolation follows ITK's resampler: a sample is valid when its continuous voxel index lies in
 ``[-0.5, n - 0.5]`` on every axis (neighbours clamped at the border), otherwise it gets ``cval``.
+
+**No mapping.** A reference point the registration does not cover has the displacement NaN in
+memory (on disk, ANTs's own float32-max, see :mod:`spinal_bidsapp.fieldio`). NaN propagates: a
+sample of a field next to such a point is NaN, a composed or inverted field is NaN there, a
+resampled image gets ``cval``, a transformed point is NaN. Nothing falls back to the identity.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from scipy import ndimage
 logger = logging.getLogger(__name__)
 
 _CHUNK_VOXELS = 1 << 15
-_RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
+RAS_TO_LPS = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
+"""Sign flips between the package's RAS+ vectors and ITK's LPS vectors (its own inverse)."""
 
 
 @dataclass(frozen=True)
@@ -44,16 +50,6 @@ class DisplacementField:
         return (int(self.data.shape[0]), int(self.data.shape[1]), int(self.data.shape[2]))
 
 
-def field_to_itk_array(field: DisplacementField) -> NDArray[np.float32]:
-    """RAS field -> ``(nx, ny, nz, 1, 3)`` float32 LPS array as written in ITK/ANTs NIfTI files.
-
-    >>> f = DisplacementField(np.ones((1, 1, 1, 3), np.float32), np.eye(4))
-    >>> field_to_itk_array(f).reshape(-1).tolist()
-    [-1.0, -1.0, 1.0]
-    """
-    return (field.data.astype(np.float32) * _RAS_TO_LPS)[:, :, :, None, :]
-
-
 def field_from_itk_array(array: NDArray, affine: NDArray[np.float64]) -> DisplacementField:
     """``(nx, ny, nz, 1, 3)`` (or ``(nx, ny, nz, 3)``) LPS array -> RAS :class:`DisplacementField`.
 
@@ -65,7 +61,7 @@ def field_from_itk_array(array: NDArray, affine: NDArray[np.float64]) -> Displac
         arr = arr[:, :, :, 0, :]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"a displacement field must be (nx, ny, nz, 1, 3), got {array.shape}")
-    return DisplacementField(data=arr * _RAS_TO_LPS, affine=np.asarray(affine, dtype=np.float64))
+    return DisplacementField(data=arr * RAS_TO_LPS, affine=np.asarray(affine, dtype=np.float64))
 
 
 def grid_points(shape: tuple[int, int, int], affine: NDArray[np.float64], start: int, stop: int
@@ -110,12 +106,49 @@ def _to_voxels(affine: NDArray[np.float64], points: NDArray[np.float64]) -> NDAr
 
 def _sample(data: NDArray, vox: NDArray[np.float64], order: int, cval: float,
             prefiltered: bool) -> NDArray:
+    shape = np.asarray(data.shape[:3])[:, None]
+    outside = ~np.all((vox >= -0.5) & (vox <= shape - 0.5), axis=0)  # NaN (no mapping) too
+    vox = np.where(outside, 0.0, vox)
     values = ndimage.map_coordinates(data, vox, order=order, mode="nearest",
                                      prefilter=not prefiltered and order > 1)
-    shape = np.asarray(data.shape[:3])[:, None]
-    outside = np.any((vox < -0.5) | (vox > shape - 0.5), axis=0)
     values[outside] = cval
     return values
+
+
+def _largest_change(new: NDArray[np.float64], old: NDArray[np.float64]) -> float:
+    """Largest step of an iteration over the points that have a mapping (0 when none has)."""
+    step = np.abs(new - old)
+    step = step[np.isfinite(step)]
+    return float(step.max(initial=0.0))
+
+
+def subgrid_offset(shape: tuple[int, int, int], affine: NDArray[np.float64],
+                   reference_shape: tuple[int, int, int],
+                   reference_affine: NDArray[np.float64]) -> tuple[int, int, int]:
+    """Voxel offset of a grid inside a reference grid it was cut from (same axes and spacing).
+
+    Raises
+    ------
+    ValueError
+        The grid is not a whole-voxel block of the reference grid.
+
+    Examples
+    --------
+    >>> aff = np.diag([2.0, 2, 2, 1])
+    >>> slab = aff.copy(); slab[2, 3] = 10.0
+    >>> subgrid_offset((4, 4, 3), slab, (4, 4, 20), aff)
+    (0, 0, 5)
+    """
+    ref = np.asarray(reference_affine, dtype=np.float64)
+    aff = np.asarray(affine, dtype=np.float64)
+    offset = np.linalg.solve(ref[:3, :3], aff[:3, 3] - ref[:3, 3])
+    whole = np.rint(offset)
+    stop = whole + np.asarray(shape)
+    if (not np.allclose(aff[:3, :3], ref[:3, :3], atol=1e-5)
+            or not np.allclose(offset, whole, atol=1e-3)
+            or np.any(whole < 0) or np.any(stop > np.asarray(reference_shape))):
+        raise ValueError(f"a {shape} grid is not a block of the {reference_shape} reference grid")
+    return (int(whole[0]), int(whole[1]), int(whole[2]))
 
 
 def sample_field(field: DisplacementField, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -188,7 +221,7 @@ def invert_points(points_mm: NDArray[np.float64], field: DisplacementField, *,
     p = x - sample_field(field, x)
     for _ in range(n_iter):
         p_new = x - sample_field(field, p)
-        if np.max(np.abs(p_new - p), initial=0.0) < tol_mm:
+        if _largest_change(p_new, p) < tol_mm:
             return p_new
         p = p_new
     return p
@@ -215,8 +248,9 @@ def apply_field_to_point_labels(labels: NDArray, labels_affine: NDArray[np.float
     vox = np.asarray(cents, dtype=np.float64).reshape(-1, 3)
     aff = np.asarray(labels_affine, dtype=np.float64)
     mapped = invert_points(vox @ aff[:3, :3].T + aff[:3, 3], field)
-    ijk = np.rint(_to_voxels(field.affine, mapped).T).astype(int)
-    inside = np.all((ijk >= 0) & (ijk < np.array(field.shape)), axis=1)
+    continuous = _to_voxels(field.affine, mapped).T
+    inside = np.all((continuous > -0.5) & (continuous < np.array(field.shape) - 0.5), axis=1)
+    ijk = np.rint(np.where(inside[:, None], continuous, 0.0)).astype(int)
     for value, idx, ok in zip(values, ijk, inside, strict=True):
         if ok:
             out[tuple(idx)] = value
@@ -260,7 +294,7 @@ def invert_field(field: DisplacementField, shape: tuple[int, int, int],
         v = -sample_field(field, q)
         for _ in range(n_iter):
             v_new = -sample_field(field, q + v)
-            done = np.max(np.abs(v_new - v), initial=0.0) < tol_mm
+            done = _largest_change(v_new, v) < tol_mm
             v = v_new
             if done:
                 break

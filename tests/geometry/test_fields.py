@@ -161,3 +161,74 @@ def test_ants_applies_our_field_like_apply_field(tmp_path: Path) -> None:
     ours = apply_field(moving, moving_aff, field, order=1)
     assert (ours > 0).mean() > 0.5
     assert np.abs(out.numpy() - ours).max() < 1e-3 * np.ptp(ours)
+
+
+def _slab_case(tmp_path: Path) -> tuple[Path, Path, Path, np.ndarray, DisplacementField]:
+    """A moving image of ones everywhere, a reference grid 20 slices long, and a field that maps
+    (a 1.5 mm shift) only on its slices 8-11: written with the whole grid as its reference."""
+    whole = np.diag([1.0, 1.0, 2.0, 1.0])
+    slab_affine = whole.copy()
+    slab_affine[2, 3] = 16.0
+    field = DisplacementField(np.full((6, 6, 4, 3), 0.0, np.float32), slab_affine)
+    field.data[..., 0] = 1.5
+    moving = tmp_path / "moving.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 6, 40), np.float32), np.eye(4)), str(moving))
+    reference = tmp_path / "reference.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 6, 20), np.float32), whole), str(reference))
+    warp = save_field(field, tmp_path / "warp.nii.gz", reference=((6, 6, 20), whole))
+    inside = np.zeros((6, 6, 20), bool)
+    inside[:, :, 8:12] = True
+    return moving, reference, warp, inside, field
+
+
+def test_a_slab_field_is_written_on_the_whole_reference_grid(tmp_path: Path) -> None:
+    _, reference, warp, inside, field = _slab_case(tmp_path)
+    img = nib.load(str(warp))
+    assert img.shape == (6, 6, 20, 1, 3)
+    assert np.allclose(img.affine, nib.load(str(reference)).affine)
+    data = np.asanyarray(img.dataobj)
+    assert np.all(data[~inside] == np.finfo(np.float32).max)
+    assert np.allclose(data[inside][:, 0], [-1.5, 0.0, 0.0])  # LPS on disk
+    back = load_field(warp)
+    assert np.isnan(back.data[~inside]).all()
+    assert np.array_equal(back.data[:, :, 8:12], field.data)
+    with pytest.raises(ValueError, match="not a block"):
+        save_field(field, tmp_path / "bad.nii.gz", reference=((6, 6, 3), np.eye(4)))
+
+
+def test_standard_tools_resample_nothing_where_a_written_field_has_no_mapping(
+        tmp_path: Path) -> None:
+    """antspyx and SimpleITK on the whole reference grid: the moving image (ones everywhere,
+    so any identity fallback would show) only where the field maps, as our apply_field."""
+    from tests.warp_tools import ants_apply, sitk_apply
+
+    moving, reference, warp, inside, _ = _slab_case(tmp_path)
+    ours = apply_field(np.ones((8, 6, 40), np.float32), np.eye(4), load_field(warp), order=1)
+    assert np.all(ours[~inside] == 0.0) and np.all(ours[inside] == 1.0)
+    for tool in (ants_apply, sitk_apply):
+        out = tool(moving, reference, warp)
+        assert np.all(out[~inside] == 0.0), tool.__name__
+        assert np.allclose(out[inside], 1.0), tool.__name__
+
+
+def test_sentinels_read_as_no_mapping_and_propagate(tmp_path: Path) -> None:
+    """float32-max (ANTs) and +-100000 (SCT's straightening) read as NaN; points, compositions
+    and inverses through them have no mapping (never the identity); NaN is written float32-max."""
+    data = np.zeros((4, 4, 6, 1, 3), np.float32)
+    data[:, :, 0] = np.finfo(np.float32).max
+    data[:, :, 1] = -100000.0
+    data[:, :, 2, 0, 2] = 100000.0
+    path = tmp_path / "sentinels.nii.gz"
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_intent("vector", (), name="")
+    nib.save(img, str(path))
+    field = load_field(path)
+    assert np.isnan(field.data[:, :, :3]).all() and np.isfinite(field.data[:, :, 3:]).all()
+    points = transform_points(np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 4.0]]), field)
+    assert np.isnan(points[0]).all() and np.allclose(points[1], [1.0, 1.0, 4.0])
+    composed = compose_fields(field, field)
+    assert np.isnan(composed.data[:, :, 0]).all() and np.isfinite(composed.data[:, :, 4]).all()
+    inverse = invert_field(field, field.shape, field.affine)
+    assert np.isnan(inverse.data[:, :, 0]).all() and np.isfinite(inverse.data[:, :, 5]).all()
+    written = np.asanyarray(nib.load(str(save_field(composed, tmp_path / "c.nii.gz"))).dataobj)
+    assert np.all(written[:, :, 0] == np.finfo(np.float32).max)
