@@ -256,6 +256,8 @@ def missing_models(install: SctInstall, task: str) -> list[str]:
 
 _MODEL_INSTALLING = re.compile(r"Model (\S+) is (?:not installed|out of date)")
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
+_MISSING_PROGRAM = re.compile(r"(\S+): (?:not available in this SCT install|command not found)"
+                              r"|exit status 127")
 _NO_NETWORK = re.compile(r"Download error|NameResolutionError|Max retries exceeded|"
                          r"ConnectionError|Temporary failure in name resolution|"
                          r"Network is unreachable")
@@ -267,13 +269,16 @@ def environment_failure(log_text: str) -> str | None:
 
     The patterns are SCT 7.3's own messages, seen when its deep-learning models are absent:
     ``Model NAME is not installed. Installing it now...`` then, offline, ``Download error`` with
-    ``NameResolutionError``; without PyTorch, ``ModuleNotFoundError: No module named 'torch'``.
+    ``NameResolutionError``; without PyTorch, ``ModuleNotFoundError: No module named 'torch'``;
+    a program SCT calls that is absent exits with status 127 (the shell's "command not found").
 
     >>> environment_failure("Model m is not installed. Installing it now...\\n"
     ...                     "Exception: ('Download error', [ConnectionError()])")
     "SCT's model m is not installed and could not be downloaded (no network)"
     >>> environment_failure("ModuleNotFoundError: No module named 'torch'")
     "SCT's Python environment lacks the module torch"
+    >>> environment_failure("isct_spine_detect: not available in this SCT install (...)")
+    'SCT lacks a program it calls (isct_spine_detect)'
     >>> environment_failure("ValueError: the image is empty") is None
     True
     """
@@ -287,6 +292,9 @@ def environment_failure(log_text: str) -> str | None:
         return f"SCT's model {installing.group(1)} is not installed and {why}"
     if module is not None:
         return f"SCT's Python environment lacks the module {module.group(1)}"
+    program = _MISSING_PROGRAM.search(log_text)
+    if program is not None:
+        return f"SCT lacks a program it calls ({program.group(1) or 'exit status 127'})"
     if offline:
         return "SCT needed the network, which is unreachable"
     return None

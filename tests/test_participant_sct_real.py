@@ -1,0 +1,164 @@
+"""Integration tier: the participant level with the real SCT 7.3, through the real CLI.
+
+Marked ``sct``. SCT comes from ``real_tool_env("sct")`` (``make real-tools``), installed
+without its deep-learning models, as in CI: every ``sct_deepseg`` step must degrade on its own
+(builtin segmentation and disc labelling, spine and rootlets skipped) while the SCT steps that
+need no model (``sct_register_to_template``, ``sct_process_segmentation``) run for real.
+
+* ``--engine auto`` and ``--engine builtin`` on a copy of every bids-real subject: the same
+  subjects complete (the builtin engine's failures are the data's, and auto fails them the same
+  way), the cord masks and disc labels auto falls back to are the builtin ones, voxel for
+  voxel, and with the manual labels of sub-errsm30 no deep-learning step runs at all;
+* ``--engine sct`` on a demo subject without labels: exit 0, a complete output, every
+  fallback recorded in the log, the sidecars and the report.
+
+PAM50 is the 1x1x2 mm ``PAM50_small`` that ``make real-tools`` lays out in SCT's format, to keep
+``sct_register_to_template`` to about a minute and a half per subject.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spinal_bidsapp.image import load_mask
+from tests.conftest import REAL_TOOLS, real_tool_env
+
+pytestmark = [pytest.mark.sct, pytest.mark.slow]
+
+CLI = Path(sys.executable).with_name("spinal_bidsapp")
+SYNTH = Path(sys.executable).with_name("spinal_bidsapp-synth")
+THREADS = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class CliRun:
+    out: Path
+    code: int
+    log: str
+    """stdout + stderr of the run."""
+
+    def completed(self) -> set[str]:
+        return {p.stem for p in self.out.glob("sub-*.html")}
+
+    def anat(self, subject: str, name: str) -> Path:
+        return self.out / subject / "anat" / f"{subject}_{name}"
+
+
+def _template_dir() -> Path:
+    small = REAL_TOOLS / "PAM50_small"
+    if not (small / "template" / "PAM50_t2.nii.gz").is_file():
+        pytest.fail(f"{small} is missing: run `make real-tools`")
+    return small
+
+
+def _run(bids: Path, out: Path, engine: str, env: dict[str, str], *extra: str) -> CliRun:
+    done = subprocess.run(
+        [str(CLI), str(bids), str(out), "participant", "--engine", engine, "--template-dir",
+         str(_template_dir()), "--skip-bids-validation", "--nprocs", "2", "--omp-nthreads", "1",
+         *extra], env={**env, **THREADS}, capture_output=True, text=True, timeout=1800)
+    return CliRun(out=out, code=done.returncode, log=done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="module")
+def sct_env() -> dict[str, str]:
+    return real_tool_env("sct")
+
+
+@pytest.fixture(scope="module")
+def real_copy(bids_real: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bids-real as a tree of links (the shared data stay read-only)."""
+    root = tmp_path_factory.mktemp("bids_real") / "bids"
+    shutil.copytree(bids_real, root, copy_function=os.symlink)
+    return root
+
+
+@pytest.fixture(scope="module")
+def auto_run(real_copy: Path, sct_env: dict[str, str],
+             tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    return _run(real_copy, tmp_path_factory.mktemp("auto") / "out", "auto", sct_env)
+
+
+@pytest.fixture(scope="module")
+def builtin_run(real_copy: Path, sct_env: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    return _run(real_copy, tmp_path_factory.mktemp("builtin") / "out", "builtin", sct_env)
+
+
+def test_auto_completes_every_subject_builtin_completes(auto_run: CliRun,
+                                                        builtin_run: CliRun) -> None:
+    assert "Participant engine: sct (auto: SCT found in" in auto_run.log
+    assert builtin_run.completed(), builtin_run.log[-3000:]
+    assert auto_run.completed() == builtin_run.completed(), auto_run.log[-3000:]
+    assert auto_run.code == builtin_run.code
+    for subject in auto_run.completed():
+        for name in ("label-SC_mask.nii.gz", "desc-discs_dseg.nii.gz",
+                     "desc-cord_morphometrics.json",
+                     "from-T2w_to-PAM50_mode-image_xfm.nii.gz"):
+            assert auto_run.anat(subject, name).is_file(), (subject, name)
+
+
+def test_auto_falls_back_to_the_very_builtin_steps(auto_run: CliRun,
+                                                   builtin_run: CliRun) -> None:
+    for subject in auto_run.completed():
+        for name in ("label-SC_mask.nii.gz", "desc-discs_dseg.nii.gz"):
+            ours = load_mask(auto_run.anat(subject, name), allow_empty=True).data
+            theirs = load_mask(builtin_run.anat(subject, name), allow_empty=True).data
+            assert np.array_equal(ours, theirs), (subject, name)
+
+
+def test_auto_records_each_fallback_and_why(auto_run: CliRun) -> None:
+    # sub-lumbar01 has no labels: SCT would segment and label it with models not installed here
+    sidecar = json.loads(auto_run.anat("sub-lumbar01", "label-SC_mask.json").read_text())
+    assert sidecar["Engine"] == "builtin"
+    assert "model_seg_sc_contrast_agnostic_nnunet" in sidecar["FallbackReason"]
+    assert "sct_deepseg spinalcord -install" in sidecar["FallbackReason"]
+    discs = json.loads(auto_run.anat("sub-lumbar01", "desc-discs_dseg.json").read_text())
+    assert "sct_deepseg spine -install" in discs["FallbackReason"]
+    assert "sub-lumbar01: segment: builtin instead of SCT" in auto_run.log
+    assert "sub-lumbar01: spine: skipped instead of SCT" in auto_run.log
+    page = (auto_run.out / "sub-lumbar01.html").read_text()
+    assert "builtin (SCT fallback)" in page and "sct_deepseg spinalcord -install" in page
+    metrics = json.loads((auto_run.out / "work" / "sub-lumbar01" / "register"
+                          / "registration_metrics.json").read_text())
+    assert metrics["engine"] == "sct"  # sct_register_to_template needs no model
+
+
+def test_manual_labels_trigger_no_deep_learning_step(auto_run: CliRun) -> None:
+    work = auto_run.out / "work" / "sub-errsm30"
+    assert not (work / "spine").exists() and not (work / "segment").exists()
+    assert "sub-errsm30: spine:" not in auto_run.log
+    logs = [p.read_text(errors="replace") for p in work.rglob("*.log")]
+    assert logs and not any("sct_deepseg spine" in text for text in logs)
+    metrics = json.loads((work / "register" / "registration_metrics.json").read_text())
+    assert metrics["engine"] == "sct" and metrics["method"].endswith("sct_register_to_template")
+
+
+def test_engine_sct_on_an_unlabelled_demo_subject(sct_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    subprocess.run([str(SYNTH), "demo", str(tmp_path / "demo"), "--n-subjects", "1"],
+                   check=True, capture_output=True, env={**sct_env, **THREADS}, timeout=300)
+    bids = tmp_path / "demo" / "bids"
+    shutil.rmtree(bids / "derivatives")  # no labels: every deep-learning step is asked for
+    run = _run(bids, tmp_path / "out", "sct", sct_env)
+    assert run.code == 0, run.log[-3000:]
+    assert run.completed() == {"sub-01"}
+    assert "Participant engine: sct (requested)" in run.log
+    for step in ("segment", "label_discs"):
+        assert f"sub-01: {step}: builtin instead of SCT" in run.log
+    for step in ("spine", "rootlets"):
+        assert f"sub-01: {step}: skipped instead of SCT" in run.log
+    pam50 = json.loads(run.anat("sub-01", "space-PAM50_desc-cord_morphometrics.json")
+                       .read_text())
+    assert pam50["method"].startswith("SCT 7.3 sct_process_segmentation")
+    page = (run.out / "sub-01.html").read_text()
+    assert page.count("builtin (SCT fallback)") == 2 and page.count(">skipped<") >= 2
