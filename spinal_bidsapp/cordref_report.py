@@ -162,12 +162,16 @@ def _registration_rows(reg: dict) -> list[MetricRow]:
     rows = [MetricRow("cord Dice in PAM50 space", reg["cord_dice_in_template"])]
     if "cord_dice_native" in reg:  # absent from metrics written before it was added
         rows.append(MetricRow("cord Dice, PAM50 cord in native space", reg["cord_dice_native"]))
-    worst = max((max(e.values()) for e in reg["disc_error_mm"].values()), default=np.nan)
-    rows.append(MetricRow("max disc error after registration", worst, "mm"))
+    landed = [v for e in reg["disc_error_mm"].values() for v in e.values() if v is not None]
+    unlanded = sorted(k for k, e in reg["disc_error_mm"].items() if None in e.values())
+    rows.append(MetricRow("max disc error after registration", max(landed, default=np.nan), "mm",
+                          f"disc {', '.join(unlanded)}: the warp has no value there (SCT crops "
+                          "its warps 10 mm beyond the outer labels)" if unlanded else ""))
     if "selection" in reg:
         rows.append(MetricRow("primary registration", reg["labels"], "", reg["selection"]))
         for labels, scores in reg["paths"].items():
-            errors = [e["to_template"] for e in scores["disc_error_mm"].values()]
+            errors = [e["to_template"] for e in scores["disc_error_mm"].values()
+                      if e["to_template"] is not None]
             rows.append(MetricRow(
                 f"{labels}-based registration: cord Dice in PAM50 space",
                 scores["cord_dice_in_template"], "",

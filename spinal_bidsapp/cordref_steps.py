@@ -678,8 +678,9 @@ def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | 
     if loss > ROOTLET_DICE_TOLERANCE:
         return "discs", (f"disc-based: the rootlet-based warp loses {loss:.3f} cord Dice "
                          f"(> {ROOTLET_DICE_TOLERANCE})")
-    errors = cast(dict[str, dict[str, float]], rootlets["disc_error_mm"])
-    worst = max((e["to_template"] for e in errors.values()), default=0.0)
+    errors = cast(dict[str, dict[str, float | None]], rootlets["disc_error_mm"])
+    worst = max((float("inf") if e["to_template"] is None else e["to_template"]
+                 for e in errors.values()), default=0.0)
     if worst > ROOTLET_MAX_DISC_ERROR_MM:
         return "discs", (f"disc-based: a disc lands {worst:.1f} mm from PAM50 with the "
                          f"rootlet-based warp (> {ROOTLET_MAX_DISC_ERROR_MM:g} mm)")
@@ -814,11 +815,24 @@ def score_registration(cord_vol: Volume, tpl_cord: Volume, registration: Templat
     slab = _template_slab_mask(tpl_cord, to_tpl)[:, :, covered]
     dice = mask_dice(inside[:, :, covered], slab)
     dice_native = mask_dice(template_cord_native, cord_vol.data > 0)
-    logger.info("registration to PAM50: cord Dice %.3f (native %.3f), max disc error %.2f mm",
-                dice, dice_native, max((max(e) for e in errors.values()), default=float("nan")))
+    landed = [e for pair in errors.values() for e in pair if e < NO_VALUE_MM]
+    logger.info("registration to PAM50: cord Dice %.3f (native %.3f), max disc error %.2f mm%s",
+                dice, dice_native, max(landed, default=float("nan")),
+                "" if len(landed) == 2 * len(errors) else " (a disc falls where the warp has "
+                "no value)")
     return {"cord_dice_in_template": round(dice, 4), "cord_dice_native": round(dice_native, 4),
-            "disc_error_mm": {str(k): {"to_template": round(a, 3), "to_anat": round(b, 3)}
+            "disc_error_mm": {str(k): {"to_template": _landing_mm(a), "to_anat": _landing_mm(b)}
                               for k, (a, b) in errors.items()}}
+
+
+NO_VALUE_MM = 1e6
+"""A disc "error" beyond this went through a warp voxel that has no value (ANTs and SCT write
+float32-max there: SCT crops its warps 10 mm beyond the outer labels); it is no distance."""
+
+
+def _landing_mm(error: float) -> float | None:
+    """Disc landing error for the metrics JSON, None where the warp has no value."""
+    return round(error, 3) if np.isfinite(error) and error < NO_VALUE_MM else None
 
 
 def _template_slab_mask(template_cord: Volume, field: object) -> np.ndarray:
