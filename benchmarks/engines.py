@@ -173,21 +173,21 @@ def markdown(result: dict) -> str:
         for way, name in (("to_template_mm", "into PAM50"), ("to_anat_mm", "back to native")):
             lines.append(f"| disc {disc} landing {name} (mm) | " + " | ".join(
                 _disc_cell(r["disc_errors_mm"], disc, way) for r in rows.values()) + " |")
-    sct_csa = result["sct_process_segmentation_perlevel_mm2"]
-    for level in sorted(rows["builtin"]["csa_per_level_mm2"], key=int):
-        ours = rows["builtin"]["csa_per_level_mm2"][level]
-        ref = sct_csa.get(level)
-        lines.append(f"| CSA level {level} (mm²; real sct_process_segmentation: "
-                     f"{'-' if ref is None else f'{ref:.2f}'}) | {ours:.2f} | "
-                     f"{rows['sct']['csa_per_level_mm2'].get(level, float('nan')):.2f} |")
-    for level in sorted(rows["builtin"]["csa_pam50_per_level_mm2"], key=int):
-        cells = [r["csa_pam50_per_level_mm2"].get(level) for r in rows.values()]
-        lines.append(f"| CSA level {level}, PAM50 dimensions (mm²) | " + " | ".join(
-            "-" if c is None else f"{c:.2f}" for c in cells) + " |")
     lines.append("| wall time (s) | " + " | ".join(f"{r['wall_s']:.0f}" for r in rows.values())
                  + " |")
     lines.append("| peak RSS (MB) | " + " | ".join(f"{r['peak_rss_mb']}" for r in rows.values())
                  + " |")
+    lines += ["", "| level | CSA, ours (mm²) | real `sct_process_segmentation -perlevel` (mm²) | "
+              "PAM50 dimensions, builtin (mm²) | PAM50 dimensions, SCT `-normalize-PAM50` (mm²) |",
+              "|---|---|---|---|---|"]
+    ours = rows["builtin"]["csa_per_level_mm2"]
+    ref = result["sct_process_segmentation_perlevel_mm2"]
+    pam_b, pam_s = (rows["builtin"]["csa_pam50_per_level_mm2"],
+                    rows["sct"]["csa_pam50_per_level_mm2"])
+    for level in sorted({*ours, *ref, *pam_b, *pam_s}, key=lambda v: int(v.split(":")[0])):
+        cells = [ours.get(level), ref.get(level), pam_b.get(level), pam_s.get(level)]
+        lines.append(f"| {level} | " + " | ".join("-" if c is None else f"{c:.2f}"
+                                                  for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -198,7 +198,12 @@ def main() -> None:
                         help="PAM50 in SCT's layout (default: $SPINAL_BIDSAPP_REAL_TOOLS/"
                              "PAM50_small)")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="print the tables of the last results JSON, run nothing")
     args = parser.parse_args()
+    if args.markdown_only:
+        print(markdown(json.loads((RESULTS / "engines_sct.json").read_text())))
+        return
     real_tools = Path(os.environ.get("SPINAL_BIDSAPP_REAL_TOOLS", REPO / ".cache" / "real-tools"))
     template_dir = args.template_dir or real_tools / "PAM50_small"
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-engines-"))

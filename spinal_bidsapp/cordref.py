@@ -45,6 +45,7 @@ from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_r
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
 from spinal_bidsapp.engines.base import Contrast
+from spinal_bidsapp.engines.tools import ExternalToolError
 from spinal_bidsapp.errors import (
     EngineUnavailable,
     InputDataError,
@@ -322,7 +323,10 @@ class _Pipeline:
                                      builtin=by_builtin)
         except InputDataError as exc:
             self.notes.append(f"{what}: not computed, {exc}")
-            return None
+        except ExternalToolError as exc:  # an optional summary: SCT failing on it spares the rest
+            self.warnings.append(f"{what}: not computed, {exc}")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        return None
 
     def _engine_step(self, step: str, capability: Capability, *,
                      sct: Callable[[SctEngine], T] | None,

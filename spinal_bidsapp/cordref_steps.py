@@ -885,14 +885,15 @@ def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: 
     )
 
     pam50_levels = read_pam50_slice_levels(pam50_levels_file)
-    if engine is not None:
+    levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
+    builtin_values = resample_to_pam50(levels, csa, pam50_levels)  # refuses < 3 levels, which
+    if engine is not None:  # SCT would crash on (ValueError: cannot convert float NaN)
         result = engine.measure_cord(cord, discs, out_dir=work_dir, per="slice",
                                      normalize_pam50=True)
         values = pam50_csa_from_sct_csv(result.rows, len(pam50_levels))
         method = f"SCT {engine.info.version} sct_process_segmentation -normalize-PAM50 1"
     else:
-        levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
-        values = resample_to_pam50(levels, csa, pam50_levels)
+        values = builtin_values
         method = "builtin: SCT's per-level interpolation (metrics_to_PAM50) of our CSA"
     per_level = summarise_pam50_levels(values, pam50_levels)
     if len(per_level) < 3:
