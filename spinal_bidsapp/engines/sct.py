@@ -28,9 +28,11 @@ The task was renamed ``totalspineseg`` -> ``spine`` in **7.2** (SCT ``CHANGES.md
 checked in the 7.2 tag's ``deepseg/models.py``); ``docs/reference/sct.md`` §7.2 says 7.3, which is
 wrong. ``sct_label_vertebrae`` can also be chosen explicitly (``disc_method="label_vertebrae"``).
 
-The engine only runs SCT for real in the container CI (pytest marker ``sct``); elsewhere the tests
-check the command lines and parse real SCT outputs stored in the shared test data. SCT's
-"opposite-letter" orientation strings (its ``RPI`` is nibabel ``LAS``) appear only in this module.
+The tests marked ``sct`` run the real SCT 7.3 that ``make real-tools`` installs without its
+deep-learning models; :meth:`SctEngine.unavailable` and :func:`environment_failure` say when a
+capability cannot run here, so the pipeline falls back per step (``cordref._Pipeline``). The
+models themselves run only in the container. SCT's "opposite-letter" orientation strings (its
+``RPI`` is nibabel ``LAS``) appear only in this module.
 """
 
 from __future__ import annotations
