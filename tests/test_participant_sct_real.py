@@ -10,7 +10,11 @@ need no model (``sct_register_to_template``, ``sct_process_segmentation``) run f
   way), the cord masks and disc labels auto falls back to are the builtin ones, voxel for
   voxel, and with the manual labels of sub-errsm30 no deep-learning step runs at all;
 * ``--engine sct`` on a demo subject without labels: exit 0, a complete output, every
-  fallback recorded in the log, the sidecars and the report.
+  fallback recorded in the log, the sidecars and the report. That run's ``$SCT_DIR`` is the real
+  SCT's programs (links) beside a ``spinalcord`` model folder holding an empty weights file, so
+  the engine's check before running passes and the *real* ``sct_deepseg spinalcord`` fails at
+  run time (it tries to install the model; the network is blocked for SCT here): the run-time
+  path of the fallback, while ``spine`` and ``rootlets`` take the check-before-running path.
 
 PAM50 is the 1x1x2 mm ``PAM50_small`` that ``make real-tools`` lays out in SCT's format, to keep
 ``sct_register_to_template`` to about a minute and a half per subject.
@@ -38,6 +42,9 @@ CLI = Path(sys.executable).with_name("spinal_bidsapp")
 SYNTH = Path(sys.executable).with_name("spinal_bidsapp-synth")
 THREADS = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
+NO_NETWORK = {name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY",
+                                                      "https_proxy", "http_proxy")}
+"""A dead proxy: SCT never downloads a model during the tests, online or not."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,8 @@ def _run(bids: Path, out: Path, engine: str, env: dict[str, str], *extra: str) -
     done = subprocess.run(
         [str(CLI), str(bids), str(out), "participant", "--engine", engine, "--template-dir",
          str(_template_dir()), "--skip-bids-validation", "--nprocs", "2", "--omp-nthreads", "1",
-         *extra], env={**env, **THREADS}, capture_output=True, text=True, timeout=1800)
+         *extra], env={**env, **THREADS, **NO_NETWORK}, capture_output=True, text=True,
+        timeout=1800)
     return CliRun(out=out, code=done.returncode, log=done.stdout + done.stderr)
 
 
@@ -143,22 +151,40 @@ def test_manual_labels_trigger_no_deep_learning_step(auto_run: CliRun) -> None:
     assert metrics["engine"] == "sct" and metrics["method"].endswith("sct_register_to_template")
 
 
+def _sct_claiming_a_model(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The real SCT's programs (links) in a ``$SCT_DIR`` whose ``spinalcord`` model folder
+    holds an empty weights file; SCT itself still looks for its models in its own folder."""
+    real = Path(env["SCT_DIR"])
+    (root / "bin").mkdir(parents=True)
+    for program in (real / "bin").iterdir():
+        (root / "bin" / program.name).symlink_to(program)
+    fold = root / "data" / "deepseg_models" / "model_seg_sc_contrast_agnostic_nnunet" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+    return {**env, "SCT_DIR": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{env['PATH']}"}
+
+
 def test_engine_sct_on_an_unlabelled_demo_subject(sct_env: dict[str, str],
                                                   tmp_path: Path) -> None:
     subprocess.run([str(SYNTH), "demo", str(tmp_path / "demo"), "--n-subjects", "1"],
                    check=True, capture_output=True, env={**sct_env, **THREADS}, timeout=300)
     bids = tmp_path / "demo" / "bids"
     shutil.rmtree(bids / "derivatives")  # no labels: every deep-learning step is asked for
-    run = _run(bids, tmp_path / "out", "sct", sct_env)
+    run = _run(bids, tmp_path / "out", "sct", _sct_claiming_a_model(sct_env, tmp_path / "sct"))
     assert run.code == 0, run.log[-3000:]
     assert run.completed() == {"sub-01"}
     assert "Participant engine: sct (requested)" in run.log
     for step in ("segment", "label_discs"):
         assert f"sub-01: {step}: builtin instead of SCT" in run.log
-    for step in ("spine", "rootlets"):
-        assert f"sub-01: {step}: skipped instead of SCT" in run.log
+    assert "sub-01: spine: skipped instead of SCT" in run.log
+    assert not run.anat("sub-01", "desc-rootlets_dseg.nii.gz").exists()  # skipped either way
+    cord = json.loads(run.anat("sub-01", "label-SC_mask.json").read_text())
+    assert cord["Engine"] == "builtin"  # SCT ran, failed on its environment, builtin took over
+    assert ("model_seg_sc_contrast_agnostic_nnunet is not installed and could not be "
+            "downloaded (no network)") in cord["FallbackReason"]
+    assert "segment_cord.log" in cord["FallbackReason"]
     pam50 = json.loads(run.anat("sub-01", "space-PAM50_desc-cord_morphometrics.json")
                        .read_text())
     assert pam50["method"].startswith("SCT 7.3 sct_process_segmentation")
     page = (run.out / "sub-01.html").read_text()
-    assert page.count("builtin (SCT fallback)") == 2 and page.count(">skipped<") >= 2
+    assert page.count("builtin (SCT fallback)") == 2 and page.count(">skipped<") >= 1

@@ -5,7 +5,7 @@ its deep-learning models). What is checked:
 
 * :meth:`SctEngine.unavailable` agrees with SCT's own model check (``models.is_valid``, run in
   SCT's Python) for every ``sct_deepseg`` task we use;
-* a real ``sct_deepseg`` run whose model is missing (offline here) becomes
+* a real ``sct_deepseg`` run whose model is missing (the network blocked by a dead proxy) becomes
   :class:`EngineUnavailable` with the cause read from SCT's log;
 * a real SCT failure caused by the data stays an :class:`ExternalToolError` whose message shows
   SCT's own last lines, without ANSI codes or SCT's closing ``Total runtime`` line, and the log.
@@ -31,7 +31,8 @@ pytestmark = pytest.mark.sct
 
 @pytest.fixture(scope="module")
 def sct_env() -> Iterator[dict[str, str]]:
-    env = real_tool_env("sct")
+    env = {**real_tool_env("sct"), **{name: "http://127.0.0.1:9" for name in (
+        "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}}  # SCT never downloads here
     saved = dict(os.environ)
     os.environ.update(env)  # run_tool passes this process's environment to SCT
     try:
