@@ -160,6 +160,7 @@ def _sct_claiming_a_model(env: dict[str, str], root: Path) -> dict[str, str]:
         (root / "bin" / program.name).symlink_to(program)
     fold = root / "data" / "deepseg_models" / "model_seg_sc_contrast_agnostic_nnunet" / "fold_0"
     fold.mkdir(parents=True)
+    (root / "data" / "PAM50").symlink_to(real / "data" / "PAM50")  # -normalize-PAM50 reads it
     (fold / "checkpoint_final.pth").write_bytes(b"")
     return {**env, "SCT_DIR": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{env['PATH']}"}
 
