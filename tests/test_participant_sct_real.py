@@ -27,11 +27,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from spinal_bidsapp.image import load_mask
 from tests.conftest import REAL_TOOLS, real_tool_env
@@ -82,24 +84,49 @@ def sct_env() -> dict[str, str]:
     return real_tool_env("sct")
 
 
-@pytest.fixture(scope="module")
-def real_copy(bids_real: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this test session that every xdist worker sees (``make test`` runs ``-n 2``:
+    a module fixture would run once per worker, and these runs take minutes)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _once(tmp_path_factory: pytest.TempPathFactory, name: str,
+          make: Callable[[Path], CliRun]) -> CliRun:
+    """``make(folder)`` run once per session, whichever worker asks first; the others wait for
+    it and read its result."""
+    shared = _shared_dir(tmp_path_factory) / "sct-real"
+    shared.mkdir(exist_ok=True)
+    record = shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not record.is_file():
+            run = make(shared / name)
+            record.write_text(json.dumps({"out": str(run.out), "code": run.code,
+                                          "log": run.log}))
+    saved = json.loads(record.read_text())
+    return CliRun(out=Path(saved["out"]), code=saved["code"], log=saved["log"])
+
+
+def _real_copy(bids_real: Path, folder: Path) -> Path:
     """bids-real as a tree of links (the shared data stay read-only)."""
-    root = tmp_path_factory.mktemp("bids_real") / "bids"
-    shutil.copytree(bids_real, root, copy_function=os.symlink)
+    root = folder / "bids"
+    if not root.is_dir():
+        shutil.copytree(bids_real, root, copy_function=os.symlink)
     return root
 
 
 @pytest.fixture(scope="module")
-def auto_run(real_copy: Path, sct_env: dict[str, str],
+def auto_run(bids_real: Path, sct_env: dict[str, str],
              tmp_path_factory: pytest.TempPathFactory) -> CliRun:
-    return _run(real_copy, tmp_path_factory.mktemp("auto") / "out", "auto", sct_env)
+    return _once(tmp_path_factory, "auto", lambda folder: _run(
+        _real_copy(bids_real, folder), folder / "out", "auto", sct_env))
 
 
 @pytest.fixture(scope="module")
-def builtin_run(real_copy: Path, sct_env: dict[str, str],
+def builtin_run(bids_real: Path, sct_env: dict[str, str],
                 tmp_path_factory: pytest.TempPathFactory) -> CliRun:
-    return _run(real_copy, tmp_path_factory.mktemp("builtin") / "out", "builtin", sct_env)
+    return _once(tmp_path_factory, "builtin", lambda folder: _run(
+        _real_copy(bids_real, folder), folder / "out", "builtin", sct_env))
 
 
 def test_auto_completes_every_subject_builtin_completes(auto_run: CliRun,
