@@ -20,15 +20,22 @@ outputs are current (``steps.run_step``):
 The engine is resolved once per unit; the engine-run steps (``segment``, ``label_discs``,
 ``register``) record its name and version in their ledger parameters, so switching engine or SCT
 release reruns them. Without disc labels, 6 is skipped with a warning (the report says why).
+
+With SCT, each engine step degrades on its own (:meth:`_Pipeline._engine_step`, the one place
+where this is decided): a step SCT cannot run here (its deep-learning model is not installed, a
+program or Python module is missing, the network it needs is unreachable) runs the builtin
+implementation instead, or is skipped when it has none (``spine``, ``rootlets``); a failure caused
+by the data stays a failure. Manual labels never trigger a deep-learning step: with manual discs,
+SCT's ``spine`` task does not run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from filelock import FileLock, Timeout
 
@@ -38,7 +45,9 @@ from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_r
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
 from spinal_bidsapp.engines.base import Contrast
+from spinal_bidsapp.engines.tools import ExternalToolError
 from spinal_bidsapp.errors import (
+    EngineUnavailable,
     InputDataError,
     MissingInputError,
     SpinalBidsAppError,
@@ -48,10 +57,11 @@ from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.steps import LEDGER_NAME, StepRecord, run_step
 
 if TYPE_CHECKING:
-    from spinal_bidsapp.engines.sct import SctEngine
+    from spinal_bidsapp.engines.sct import Capability, SctEngine
     from spinal_bidsapp.templates import Pam50
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNIT_LOCK_TIMEOUT_S = 5
 ROOTLET_LAST_DISC = 9
@@ -126,6 +136,8 @@ class _Pipeline:
         self.engine_params: dict[str, str] = {"engine": engine.name}
         if engine.name == "sct":
             self.engine_params["sct_version"] = engine.version or "unknown"
+        self.engine_steps: dict[str, steps.EngineStep] = {}
+        """Which engine ran each engine step, and why not SCT when SCT was chosen."""
 
     def path(self, kind: str, *, template: str | None = None, figure: str | None = None) -> Path:
         return derivative_path(self.out, kind, self.unit.source, template=template,
@@ -196,19 +208,29 @@ class _Pipeline:
         return self.engine.sct is not None and self.engine.sct.version >= SctVersion(7, 0)
 
     def _spine(self) -> steps.SpinePaths | None:
-        """SCT engine: vertebrae, discs and canal (step ``spine``), even with manual discs (the
-        canal and the vertebrae are measured and shown either way)."""
+        """SCT engine without manual discs: vertebrae, discs and canal (step ``spine``). With
+        manual discs it does not run (manual labels never trigger a deep-learning step)."""
         if self._uses_builtin() or not self._runs_spine_task():
+            return None
+        if self.unit.labels.discs is not None:
+            self.notes.append("vertebrae and canal: not segmented, the disc labels are manual "
+                              "(SCT's spine task runs only to label discs)")
             return None
         src, anat, work = self.unit.source, self.path("anat_preproc"), self.work / "spine"
         paths = steps.SpinePaths(vertebrae=self.path("vertebrae"),
                                  vertebrae_lut=self.path("vertebrae_lut"),
                                  canal=self.path("canal_mask"), discs=work / "discs_sct.nii.gz",
                                  check=work / "spine_check.json")
-        self.step("spine", lambda: steps.spine_sct(
-            self._sct(), anat, paths, work_dir=work / "sct", source=src.path,
-            bids_dir=self.config.execution.bids_dir),
-            inputs=[anat], outputs=paths.all(), params=dict(self.engine_params))
+
+        def by_sct(engine: SctEngine) -> steps.SpinePaths:
+            self.step("spine", lambda: steps.spine_sct(
+                engine, anat, paths, work_dir=work / "sct", source=src.path,
+                bids_dir=self.config.execution.bids_dir),
+                inputs=[anat], outputs=paths.all(), params=dict(self.engine_params))
+            return paths
+
+        if self._engine_step("spine", "spine", sct=by_sct, builtin=None) is None:
+            return None
         check = steps.read_spine_check(paths.check) or {}
         if not check.get("consistent", True):
             self.warnings.append("SCT vertebra/disc labels are inconsistent ("
@@ -233,59 +255,123 @@ class _Pipeline:
             return None
         anat, rootlets, lut = (self.path("anat_preproc"), self.path("rootlets"),
                                self.path("rootlets_lut"))
-        try:
+
+        def by_sct(engine: SctEngine) -> Path:
             self.step("rootlets", lambda: steps.rootlets_sct(
-                self._sct(), anat, rootlets, lut, work_dir=self.work / "rootlets" / "sct",
+                engine, anat, rootlets, lut, work_dir=self.work / "rootlets" / "sct",
                 source=src.path, bids_dir=self.config.execution.bids_dir),
                 inputs=[anat], outputs=[rootlets, sidecar_path(rootlets), lut],
                 params=dict(self.engine_params))
+            return rootlets
+
+        try:
+            return self._engine_step("rootlets", "rootlets", sct=by_sct, builtin=None)
         except SpinalBidsAppError as exc:
             self.warnings.append(f"rootlet segmentation failed, registration uses the discs "
                                  f"only: {exc}")
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
             return None
-        return rootlets
 
     def _csa_in_pam50(self, cord: Path, discs: Path | None, morph: Path) -> Path | None:
-        """Step ``csa_pam50``: CSA in the PAM50 anatomical dimensions, and against SCT's norms
-        when installed; omitted with a note when the levels or PAM50's levels are missing."""
+        """Step ``csa_pam50``: CSA in the PAM50 anatomical dimensions (SCT's
+        ``sct_process_segmentation -normalize-PAM50``, else the builtin interpolation), and
+        against SCT's norms when installed; omitted with a note when the levels or PAM50's
+        levels are missing."""
         from spinal_bidsapp.config import sct_dir_from_environment
         from spinal_bidsapp.morphometrics_pam50 import find_normative_database
 
         what = "CSA in PAM50 space"
         template = steps.find_template(self.config)
-        sct_root = (self.engine.sct.bin_dir.parent if self.engine.sct is not None
+        sct_root = (self.engine.sct.sct_dir if self.engine.sct is not None
                     else sct_dir_from_environment())
-        sct_levels = (sct_root / "data" / "PAM50" / "template" / "PAM50_levels.nii.gz"
-                      if sct_root is not None else None)
-        uses_sct = not self._uses_builtin() and self._runs_spine_task()
-        levels_file = sct_levels if uses_sct else (template.levels if template else None)
-        reason = None
-        if discs is None:
-            reason = "no disc labels"
-        elif template is None:
-            reason = "PAM50 not available"
-        elif levels_file is None or not levels_file.is_file():
-            reason = (f"SCT's own {sct_levels} is missing (sct_process_segmentation "
-                      "-normalize-PAM50 reads it)" if uses_sct
-                      else "the PAM50 folder has no PAM50_levels.nii.gz")
-        if reason is not None or discs is None or levels_file is None:
+        reason = ("no disc labels" if discs is None else
+                  "PAM50 not available" if template is None else None)
+        if reason is not None or discs is None or template is None:
             self.notes.append(f"{what}: not computed, {reason}")
             return None
         out_json = self.path("morphometrics_pam50_json", template="PAM50")
         out_tsv = self.path("morphometrics_pam50", template="PAM50")
         normative = find_normative_database(sct_root)
-        try:
+        params = {"normative": str(normative)}
+
+        def run(levels_file: Path, engine: SctEngine | None, step_params: dict[str, object],
+                fallback: str | None) -> Path:
             self.step("csa_pam50", lambda: steps.csa_in_pam50(
                 morph, discs, cord, levels_file, out_tsv, out_json,
-                contrast=self.unit.source.suffix, engine=self._sct() if uses_sct else None,
-                normative_root=normative, work_dir=self.work / "csa_pam50" / "sct"),
+                contrast=self.unit.source.suffix, engine=engine, normative_root=normative,
+                work_dir=self.work / "csa_pam50" / "sct", fallback_reason=fallback),
                 inputs=[morph, discs, cord, levels_file], outputs=[out_tsv, out_json],
-                params={**self.engine_params, "normative": str(normative)})
+                params=step_params)
+            return out_json
+
+        def by_sct(engine: SctEngine) -> Path:
+            levels = engine.install.sct_dir / "data" / "PAM50" / "template" / "PAM50_levels.nii.gz"
+            if not levels.is_file():  # -normalize-PAM50 reads SCT's own PAM50, not ours
+                raise EngineUnavailable(f"SCT's own {levels} is missing "
+                                        "(sct_process_segmentation -normalize-PAM50 reads it)")
+            return run(levels, engine, {**self.engine_params, **params}, None)
+
+        def by_builtin(fallback: str | None) -> Path | None:
+            if template.levels is None or not template.levels.is_file():
+                self.notes.append(f"{what}: not computed, the PAM50 folder has no "
+                                  "PAM50_levels.nii.gz")
+                return None
+            return run(template.levels, None, self._builtin_params(params, fallback), fallback)
+
+        try:
+            return self._engine_step("csa_pam50", "measure_cord", sct=by_sct,
+                                     builtin=by_builtin)
         except InputDataError as exc:
             self.notes.append(f"{what}: not computed, {exc}")
-            return None
-        return out_json
+        except ExternalToolError as exc:  # an optional summary: SCT failing on it spares the rest
+            self.warnings.append(f"{what}: not computed, {exc}")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        return None
+
+    def _engine_step(self, step: str, capability: Capability, *,
+                     sct: Callable[[SctEngine], T] | None,
+                     builtin: Callable[[str | None], T | None] | None,
+                     unavailable: str | None = None) -> T | None:
+        """Run one engine step: THE place where a step degrades from SCT to builtin.
+
+        With the builtin engine, ``builtin(None)``. With SCT, ``sct(engine)`` unless SCT cannot
+        do ``capability`` here, known beforehand (``unavailable``, given by the pipeline, or
+        :meth:`SctEngine.unavailable`: a model that is not installed) or when it runs
+        (:class:`EngineUnavailable`: a missing program, model, Python module or network); then
+        ``builtin(reason)``, or nothing when the step has no builtin implementation. Any other
+        failure (the data's) propagates. What ran, and why, is recorded for the log, the
+        sidecars (through ``reason``) and the report.
+        """
+        if self._uses_builtin():
+            self.engine_steps[step] = steps.EngineStep(step, "builtin", "builtin")
+            return builtin(None) if builtin is not None else None
+        engine = self._sct()
+        reason = unavailable or engine.unavailable(capability)
+        if reason is None and sct is not None:
+            try:
+                result = sct(engine)
+            except EngineUnavailable as exc:
+                reason = str(exc)
+            else:
+                self.engine_steps[step] = steps.EngineStep(step, "sct",
+                                                           engine.method(capability))
+                return result
+        reason = reason or "no SCT implementation"
+        ran: Literal["builtin", "skipped"] = "builtin" if builtin is not None else "skipped"
+        self.engine_steps[step] = steps.EngineStep(step, ran, ran, fallback_reason=reason)
+        logger.warning("%s: %s: %s instead of SCT: %s", self.unit.label, step,
+                       "builtin" if ran == "builtin" else "skipped", reason)
+        return builtin(reason) if builtin is not None else None
+
+    @staticmethod
+    def _builtin_params(params: Mapping[str, object], fallback: str | None
+                        ) -> dict[str, object]:
+        """Ledger parameters of a builtin step (unchanged from the builtin engine's unless it
+        stands in for SCT, so a rerun with the model installed runs SCT again)."""
+        out: dict[str, object] = {"engine": "builtin", **params}
+        if fallback is not None:
+            out["fallback"] = fallback
+        return out
 
     def _uses_builtin(self) -> bool:
         """Builtin engine requested, or ``auto`` without a usable SCT."""
@@ -302,18 +388,24 @@ class _Pipeline:
         src = self.unit.source
         contrast = cast(Contrast, src.suffix)
         bids_dir = self.config.execution.bids_dir
-        params = {**self.engine_params, "contrast": contrast}
-        if not self._uses_builtin():
-            anat = self.path("anat_preproc")
+        anat = self.path("anat_preproc")
+
+        def by_sct(engine: SctEngine) -> None:
             self.step("segment", lambda: steps.segment_sct(
-                self._sct(), anat, cord, work_dir=self.work / "segment" / "sct",
+                engine, anat, cord, work_dir=self.work / "segment" / "sct",
                 contrast=contrast, source=src.path, bids_dir=bids_dir),
-                inputs=[anat], outputs=[cord, sidecar_path(cord)], params=params)
-            return
-        self.step("segment", lambda: steps.segment(src.path, cord, contrast=contrast,
-                                                   bids_dir=bids_dir),
-                  inputs=[src.path], outputs=[cord, sidecar_path(cord)], params=params)
-        self._flag_quality("cord segmentation", cord)
+                inputs=[anat], outputs=[cord, sidecar_path(cord)],
+                params={**self.engine_params, "contrast": contrast})
+
+        def by_builtin(fallback: str | None) -> None:
+            self.step("segment", lambda: steps.segment(src.path, cord, contrast=contrast,
+                                                       bids_dir=bids_dir,
+                                                       fallback_reason=fallback),
+                      inputs=[src.path], outputs=[cord, sidecar_path(cord)],
+                      params=self._builtin_params({"contrast": contrast}, fallback))
+            self._flag_quality("cord segmentation", cord)
+
+        self._engine_step("segment", "segment_cord", sct=by_sct, builtin=by_builtin)
 
     def _flag_quality(self, what: str, output: Path) -> None:
         quality = steps.read_quality(output)
@@ -331,46 +423,53 @@ class _Pipeline:
         logger.warning("%s: %s", self.unit.label, self.warnings[-1])
 
     def _automatic_discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
-        """No manual discs: SCT or builtin labelling against PAM50 (step ``label_discs``)."""
+        """No manual discs: SCT's (from the ``spine`` step) or builtin labelling against PAM50
+        (step ``label_discs``)."""
         part, src = self.config.participant, self.unit.source
         anat, discs, lut = self.path("anat_preproc"), self.path("discs"), self.path("discs_lut")
         levels, levels_lut = self.path("levels"), self.path("levels_lut")
         contrast = cast(Contrast, src.suffix)
         outputs = [discs, sidecar_path(discs), lut, levels, levels_lut]
-        if spine is not None:
-            self.step("label_discs", lambda: steps.label_discs_from_spine(
-                anat, spine, cord, discs, lut, levels, levels_lut, first_disc=part.first_disc,
-                last_disc=part.last_disc),
-                inputs=[anat, cord, spine.discs, spine.check], outputs=outputs,
-                params={**self.engine_params, "first_disc": part.first_disc,
-                        "last_disc": part.last_disc})
-            return discs
-        if not self._uses_builtin():
+        limits = {"first_disc": part.first_disc, "last_disc": part.last_disc}
+
+        def by_sct(engine: SctEngine) -> Path:
+            if spine is not None:
+                self.step("label_discs", lambda: steps.label_discs_from_spine(
+                    anat, spine, cord, discs, lut, levels, levels_lut, **limits),
+                    inputs=[anat, cord, spine.discs, spine.check], outputs=outputs,
+                    params={**self.engine_params, **limits})
+                return discs
             self.step("label_discs", lambda: steps.label_discs_sct(
-                self._sct(), anat, cord, discs, lut, levels, levels_lut,
-                work_dir=self.work / "label_discs" / "sct", contrast=contrast,
-                first_disc=part.first_disc, last_disc=part.last_disc),
+                engine, anat, cord, discs, lut, levels, levels_lut,
+                work_dir=self.work / "label_discs" / "sct", contrast=contrast, **limits),
                 inputs=[anat, cord], outputs=outputs,
-                params={**self.engine_params, "contrast": contrast,
-                        "first_disc": part.first_disc, "last_disc": part.last_disc})
+                params={**self.engine_params, "contrast": contrast, **limits})
             return discs
-        template = steps.find_template(self.config)
-        if template is None or template.t2 is None:
-            return None
-        companions = [steps.Companion(c.path, find_manual_labels(
-            self.config.execution.labels_dir, c).cord_mask, cast(Contrast, c.suffix))
-            for c in self.unit.companions]
-        self.step("label_discs", lambda: steps.label_discs(
-            anat, cord, template, self.work / "label_discs" / "discs_auto.nii.gz", discs, lut,
-            levels, levels_lut, contrast=contrast, init_disc=part.init_disc_hint,
-            first_disc=part.first_disc, last_disc=part.last_disc, companions=companions),
-            inputs=[anat, cord, template.t2, template.cord, template.label_disc,
-                    *(p for c in companions for p in (c.image, c.cord_mask) if p is not None)],
-            outputs=outputs,
-            params={**self.engine_params, "contrast": contrast, "init_disc": part.init_disc,
-                    "first_disc": part.first_disc, "last_disc": part.last_disc})
-        self._flag_quality("disc labelling", discs)
-        return discs
+
+        def by_builtin(fallback: str | None) -> Path | None:
+            template = steps.find_template(self.config)
+            if template is None or template.t2 is None:
+                return None
+            companions = [steps.Companion(c.path, find_manual_labels(
+                self.config.execution.labels_dir, c).cord_mask, cast(Contrast, c.suffix))
+                for c in self.unit.companions]
+            self.step("label_discs", lambda: steps.label_discs(
+                anat, cord, template, self.work / "label_discs" / "discs_auto.nii.gz", discs,
+                lut, levels, levels_lut, contrast=contrast, init_disc=part.init_disc_hint,
+                companions=companions, fallback_reason=fallback, **limits),
+                inputs=[anat, cord, template.t2, template.cord, template.label_disc,
+                        *(p for c in companions for p in (c.image, c.cord_mask)
+                          if p is not None)],
+                outputs=outputs,
+                params=self._builtin_params({"contrast": contrast,
+                                             "init_disc": part.init_disc, **limits}, fallback))
+            self._flag_quality("disc labelling", discs)
+            return discs
+
+        spine_skipped = (self.engine_steps["spine"].fallback_reason
+                         if spine is None and "spine" in self.engine_steps else None)
+        return self._engine_step("label_discs", "label_discs", sct=by_sct, builtin=by_builtin,
+                                 unavailable=spine_skipped)
 
     def _discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
         manual = self.unit.labels.discs
@@ -415,22 +514,43 @@ class _Pipeline:
             metrics=self.work / "register" / "registration_metrics.json")
         inputs = [anat, cord, discs, template.cord, template.label_disc]
         inputs += [p for p in (template.levels, template.t2) if p is not None]
-        params: dict[str, object] = {**self.engine_params, **template.provenance()}
-        if self._uses_builtin():
-            self.step("register", lambda: steps.register(anat, cord, discs, template, paths),
-                      inputs=inputs, outputs=list(paths.all()), params=params)
+
+        def by_builtin(fallback: str | None) -> steps.RegistrationPaths:
+            self.step("register", lambda: steps.register(anat, cord, discs, template, paths,
+                                                         fallback_reason=fallback),
+                      inputs=inputs, outputs=list(paths.all()),
+                      params=self._builtin_params(template.provenance(), fallback))
             return paths
+
+        return self._engine_step(
+            "register", "register_to_template", builtin=by_builtin,
+            sct=lambda engine: self._register_sct(anat, cord, discs, rootlets, template, paths,
+                                                  inputs))
+
+    def _register_sct(self, anat: Path, cord: Path, discs: Path, rootlets: Path | None,
+                      template: Pam50, paths: steps.RegistrationPaths,
+                      inputs: list[Path]) -> steps.RegistrationPaths:
+        """SCT registrations (discs, and rootlets when segmented), the primary one chosen."""
+        name = "PAM50"
+        params: dict[str, object] = {**self.engine_params, **template.provenance()}
         contrast = cast(Contrast, self.unit.source.suffix)
         image = {"T2w": template.t2, "T1w": template.t1, "T2starw": template.t2s}[contrast]
-        inputs += [image] if image is not None and image not in inputs else []
+        if image is not None and image not in inputs:
+            inputs = [*inputs, image]
         params = {**params, "contrast": contrast}
         self._register_sct_path("discs", discs, discs, template, inputs, params)
         rootlet_dir = None
+
+        def by_rootlets(engine: SctEngine) -> Path:
+            assert rootlets is not None
+            self._register_sct_path("rootlets", rootlets, discs, template, [*inputs, rootlets],
+                                    params)
+            return self.work / "register_rootlets"
+
         if rootlets is not None:
             try:
-                self._register_sct_path("rootlets", rootlets, discs, template,
-                                        [*inputs, rootlets], params)
-                rootlet_dir = self.work / "register_rootlets"
+                rootlet_dir = self._engine_step("register_rootlets", "register_to_template",
+                                                sct=by_rootlets, builtin=None)
             except SpinalBidsAppError as exc:
                 self.warnings.append(f"rootlet-based registration failed, the disc-based one "
                                      f"is used: {exc}")
@@ -476,9 +596,12 @@ class _Pipeline:
         inputs = ReportInputs(anat=anat, cord=cord, discs=discs, morph_json=morph_json,
                               registration=registration, spine=spine, rootlets=rootlets,
                               csa_pam50=csa_pam50,
-                              engine=self.engine.name, notes=tuple(self.notes))
+                              engine=self.engine.name, notes=tuple(self.notes),
+                              engine_steps=tuple(self.engine_steps.values()))
         self.step("report", lambda: build_report(
             self.unit, self.config, inputs, page=page, figure=figure,
             warnings=tuple(self.warnings)),
             inputs=inputs.files(), outputs=[page],
-            params={"warnings": self.warnings, "notes": self.notes})
+            params={"warnings": self.warnings, "notes": self.notes,
+                    "engine_steps": [list(e.__dict__.values())
+                                     for e in self.engine_steps.values()]})

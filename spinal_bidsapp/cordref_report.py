@@ -14,6 +14,7 @@ from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.cordref_steps import (
+    EngineStep,
     RegistrationPaths,
     SpinePaths,
     disc_review_advice,
@@ -45,6 +46,8 @@ class ReportInputs:
     """Resolved participant engine (``sct`` or ``builtin``)."""
     notes: tuple[str, ...] = ()
     """What was not done and why, when that is expected."""
+    engine_steps: tuple[EngineStep, ...] = ()
+    """Which engine ran each engine step, and why not SCT when SCT could not."""
 
     def files(self) -> list[Path]:
         files = [self.anat, self.cord, self.morph_json]
@@ -102,6 +105,7 @@ def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs,
             encoding="utf-8")))
     if inputs.csa_pam50 is not None:
         metrics += _pam50_csa_rows(json.loads(inputs.csa_pam50.read_text(encoding="utf-8")))
+    metrics += _engine_rows(inputs)
     metrics += _unavailable_rows(inputs)
     report = SubjectReport(
         subject=src.subject, session=src.session, sections=tuple(sections),
@@ -196,6 +200,18 @@ def _pam50_csa_rows(summary: dict) -> list[MetricRow]:
         rows.append(MetricRow(f"CSA {level['name']}, PAM50 dimensions", level["csa_mean_mm2"],
                               "mm²", note))
     return rows
+
+
+def _engine_rows(inputs: ReportInputs) -> list[MetricRow]:
+    """With SCT, which engine ran each step and, where SCT could not, why (nothing to say with
+    the builtin engine: every step is builtin)."""
+    if inputs.engine == "builtin":
+        return []
+    return [MetricRow(f"engine: {e.step}",
+                      {"sct": "SCT", "builtin": "builtin (SCT fallback)",
+                       "skipped": "skipped"}[e.ran], "",
+                      e.method if e.fallback_reason is None else e.fallback_reason)
+            for e in inputs.engine_steps]
 
 
 def _unavailable_rows(inputs: ReportInputs) -> list[MetricRow]:

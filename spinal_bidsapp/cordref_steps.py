@@ -48,6 +48,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EngineStep:
+    """Which engine ran one engine step of a unit (for the log, the sidecars and the report)."""
+
+    step: str
+    ran: Literal["sct", "builtin", "skipped"]
+    method: str
+    """What ran (``'SCT 7.3 sct_deepseg spinalcord'``, ``'builtin'``) or ``'skipped'``."""
+    fallback_reason: str | None = None
+    """Why not SCT, when SCT was the engine and could not run this step here."""
+
+
+def _fallback_fields(reason: str | None) -> dict[str, object]:
+    """Sidecar fields of a builtin output made in place of SCT's (none otherwise)."""
+    return {} if reason is None else {"Engine": "builtin", "FallbackReason": reason}
+
+
 def standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
     save_volume(reorient(load_volume(source)), target)
     write_sidecar(target, {"Sources": [raw_uri(bids_dir, source)], "SkullStripped": False,
@@ -64,11 +81,13 @@ def import_label_mask(image: Path, mask: Path, target: Path) -> None:
                            "Description": "spinal cord mask (manual, from derivatives/labels)"})
 
 
-def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path) -> None:
+def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path,
+            fallback_reason: str | None = None) -> None:
     """Builtin cord segmentation (no manual mask), reoriented like the anatomy, with its quality.
 
     The sidecar records the method, the overall and per-slice confidence and ``LowConfidence``
-    (overall confidence below ``segment.LOW_CONFIDENCE``).
+    (overall confidence below ``segment.LOW_CONFIDENCE``), and ``FallbackReason`` when it stands
+    in for SCT's.
     """
     from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, METHOD, segment_cord
 
@@ -85,7 +104,8 @@ def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path) ->
         "MedianAreaMM2": round(result.median_area_mm2, 1),
         "ConfidenceThreshold": LOW_CONFIDENCE,
         "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
-        "SliceConfidence": [round(float(c), 3) for c in result.slice_confidence]})
+        "SliceConfidence": [round(float(c), 3) for c in result.slice_confidence],
+        **_fallback_fields(fallback_reason)})
 
 
 def segment_sct(engine: SctEngine, anat: Path, target: Path, *, work_dir: Path,
@@ -122,8 +142,10 @@ def label_discs_sct(engine: SctEngine, anat: Path, cord: Path, discs_out: Path, 
 def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, discs_out: Path,
                 lut_out: Path, levels_out: Path, levels_lut_out: Path, *, contrast: Contrast,
                 init_disc: tuple[int, float] | None, first_disc: int | None,
-                last_disc: int | None, companions: Sequence[Companion] = ()) -> None:
-    """Builtin disc labels (no manual labels), then checked and used like manual ones.
+                last_disc: int | None, companions: Sequence[Companion] = (),
+                fallback_reason: str | None = None) -> None:
+    """Builtin disc labels (no manual labels), then checked and used like manual ones
+    (``fallback_reason``: why not SCT's, recorded in the sidecar).
 
     ``companions``: other images of the session, for a C2 anchor (used only when the anatomy
     shows no C2 itself and no hint is given) and for the discs whose band the anatomy's field
@@ -165,7 +187,8 @@ def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, disc
             "WorldZmm": round(float(result.c2c3_anchor_mm[2]), 1),
             "AgreesWithPattern": result.anchor_agrees},
         "DiscsFromSession": None if not result.discs_from_session else {
-            "Source": source, "Discs": list(result.discs_from_session)}})
+            "Source": source, "Discs": list(result.discs_from_session)},
+        **_fallback_fields(fallback_reason)})
 
 
 @dataclass(frozen=True)
@@ -545,15 +568,19 @@ class RegistrationPaths:
 
 
 def register(anat: Path, cord: Path, discs: Path, template: Pam50,
-             paths: RegistrationPaths) -> None:
-    """Builtin registration to PAM50 and everything carried across with it."""
+             paths: RegistrationPaths, *, fallback_reason: str | None = None) -> None:
+    """Builtin registration to PAM50 and everything carried across with it
+    (``fallback_reason``: why not SCT's, recorded in the metrics and the sidecars)."""
     from spinal_bidsapp.engines.builtin.registration import register_to_template
 
     anat_vol, cord_vol = load_volume(anat), load_mask(cord)
     subject_points, template_points = _disc_points(discs, template)
     result = register_to_template(anat_vol, cord_vol, subject_points, load_mask(template.cord),
                                   template_points)
-    carry_across(anat_vol, cord_vol, template, result, paths, engine={"engine": "builtin"},
+    engine: dict[str, str] = {"engine": "builtin"}
+    if fallback_reason is not None:
+        engine["fallback_reason"] = fallback_reason
+    carry_across(anat_vol, cord_vol, template, result, paths, engine=engine,
                  subject_points=subject_points, template_points=template_points)
 
 
@@ -753,7 +780,7 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                                      "SpatialReference": str(template.template_folder)}
         if image == paths.anat_in_template:
             fields["SkullStripped"] = False
-        write_sidecar(image, fields)
+        write_sidecar(image, {**fields, **_fallback_fields(engine.get("fallback_reason"))})
     if scores is None:
         scores = score_registration(
             cord_vol, tpl_cord, registration, subject_points=subject_points,
@@ -845,7 +872,8 @@ def subject_slice_levels(morph_table: Path, disc_values: list[int]
 
 def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: Path,
                  table_out: Path, json_out: Path, *, contrast: str, engine: SctEngine | None,
-                 normative_root: Path | None, work_dir: Path) -> None:
+                 normative_root: Path | None, work_dir: Path,
+                 fallback_reason: str | None = None) -> None:
     """CSA per PAM50 slice and level (SCT's ``-normalize-PAM50``: each vertebral level stretched
     onto the template's), compared with SCT's healthy-control database when it is installed.
 
@@ -863,14 +891,15 @@ def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: 
     )
 
     pam50_levels = read_pam50_slice_levels(pam50_levels_file)
-    if engine is not None:
+    levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
+    builtin_values = resample_to_pam50(levels, csa, pam50_levels)  # refuses < 3 levels, which
+    if engine is not None:  # SCT would crash on (ValueError: cannot convert float NaN)
         result = engine.measure_cord(cord, discs, out_dir=work_dir, per="slice",
                                      normalize_pam50=True)
         values = pam50_csa_from_sct_csv(result.rows, len(pam50_levels))
         method = f"SCT {engine.info.version} sct_process_segmentation -normalize-PAM50 1"
     else:
-        levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
-        values = resample_to_pam50(levels, csa, pam50_levels)
+        values = builtin_values
         method = "builtin: SCT's per-level interpolation (metrics_to_PAM50) of our CSA"
     per_level = summarise_pam50_levels(values, pam50_levels)
     if len(per_level) < 3:
@@ -890,6 +919,8 @@ def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: 
                     "csa_mean_mm2": round(e.csa_mean_mm2, 3),
                     "partial": e.level in (first, last)} for e in per_level],
         "normative": None}
+    if fallback_reason is not None:
+        summary["fallback_reason"] = fallback_reason
     if normative_root is None:
         summary["normative_note"] = ("not compared: SCT's healthy-control database "
                                      "(PAM50_normalized_metrics) is not installed")

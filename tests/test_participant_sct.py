@@ -57,6 +57,7 @@ from spinal_bidsapp.bids.outputs import OUTPUTS, derivative_path, sidecar_path
 from spinal_bidsapp.bids.validate import find_validator
 from spinal_bidsapp.cli import main
 from spinal_bidsapp.engines.sct import (
+    DEEPSEG_MODELS,
     INSTALL_HINT,
     SCT_PINNED_VERSION,
     build_process_segmentation_argv,
@@ -233,6 +234,10 @@ def sct_double(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iter
     sct_template = root / "data" / "PAM50" / "template"  # SCT's own PAM50 (-normalize-PAM50)
     sct_template.mkdir(parents=True)
     (sct_template / "PAM50_levels.nii.gz").symlink_to(data_dir / "PAM50" / "PAM50_levels.nii.gz")
+    for models in DEEPSEG_MODELS.values():  # empty weights: pass the engine's presence check
+        for model in models:
+            (root / "data" / "deepseg_models" / model).mkdir(parents=True)
+            (root / "data" / "deepseg_models" / model / "checkpoint_final.pth").write_bytes(b"")
     call = (f"run_sct_double(sys.argv, data=Path({str(data_dir)!r}), "
             f"log=Path({str(double.log)!r}), cache=Path({str(root / 'inverse_warp.nii.gz')!r}))")
     for name in PROGRAMS:
@@ -575,13 +580,13 @@ def test_registration_metrics_are_our_scorer_on_the_real_sct_warp(
 def test_manual_labels_win_and_never_go_through_sct(manual_run: Run, bids_real: Path) -> None:
     run = manual_run
     assert run.code == 0
-    # SCT still finds the vertebrae, canal and rootlets on the anatomy; the manual labels only
-    # go into the registration, unchanged
+    # manual discs: SCT's spine task (a deep-learning disc labelling) does not run; rootlets
+    # are still segmented on the anatomy; the manual labels only go into the registration
     assert [(Path(argv[0]).name, argv[1]) for argv in run.calls] == [
-        ("sct_deepseg", "spine"), ("sct_deepseg", "rootlets"), ("sct_process_segmentation", "-i"),
+        ("sct_deepseg", "rootlets"), ("sct_process_segmentation", "-i"),
         ("sct_register_to_template", "-i")]
-    assert not any(str(bids_real) in arg for argv in run.calls[:2] for arg in argv)
-    register = run.calls[3]
+    assert not any(str(bids_real) in arg for argv in run.calls[:1] for arg in argv)
+    register = run.calls[2]
     assert register[register.index("-s") + 1] == str(run.path("cord_mask"))
     assert register[register.index("-ldisc") + 1] == str(run.path("discs"))
     manual = reorient(load_mask(bids_real / "derivatives" / "labels" / SUBJECT / "anat"

@@ -28,9 +28,11 @@ The task was renamed ``totalspineseg`` -> ``spine`` in **7.2** (SCT ``CHANGES.md
 checked in the 7.2 tag's ``deepseg/models.py``); ``docs/reference/sct.md`` §7.2 says 7.3, which is
 wrong. ``sct_label_vertebrae`` can also be chosen explicitly (``disc_method="label_vertebrae"``).
 
-The engine only runs SCT for real in the container CI (pytest marker ``sct``); elsewhere the tests
-check the command lines and parse real SCT outputs stored in the shared test data. SCT's
-"opposite-letter" orientation strings (its ``RPI`` is nibabel ``LAS``) appear only in this module.
+The tests marked ``sct`` run the real SCT 7.3 that ``make real-tools`` installs without its
+deep-learning models; :meth:`SctEngine.unavailable` and :func:`environment_failure` say when a
+capability cannot run here, so the pipeline falls back per step (``cordref._Pipeline``). The
+models themselves run only in the container. SCT's "opposite-letter" orientation strings (its
+``RPI`` is nibabel ``LAS``) appear only in this module.
 """
 
 from __future__ import annotations
@@ -54,7 +56,13 @@ from spinal_bidsapp.engines.base import (
     SpineResult,
 )
 from spinal_bidsapp.engines.sct_outputs import CordMorphometrics, read_morphometrics_csv
-from spinal_bidsapp.engines.tools import discover_tool, find_tool, run_tool
+from spinal_bidsapp.engines.tools import (
+    ExternalToolError,
+    discover_tool,
+    find_tool,
+    log_tail,
+    run_tool,
+)
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError, MissingInputError
 from spinal_bidsapp.image import load_volume, nifti_stem, reorient, vox_to_mm
 
@@ -131,6 +139,11 @@ class SctInstall:
     def program(self, name: str) -> Path:
         return self.bin_dir / name
 
+    @property
+    def sct_dir(self) -> Path:
+        """``$SCT_DIR``: the folder holding ``bin/`` and ``data/`` (models, PAM50)."""
+        return self.bin_dir.parent
+
     def missing_programs(self) -> list[str]:
         """Programs this release needs that are absent from :attr:`bin_dir`."""
         needed = [*REQUIRED_PROGRAMS]
@@ -192,6 +205,101 @@ def _read_version_file(roots: list[Path]) -> str | None:
 def sct_unavailable_message(detail: str) -> str:
     return (f"the SCT engine needs the Spinal Cord Toolbox {SCT_PINNED_VERSION}: {detail}; use "
             f"{CONTAINER_IMAGE}, install SCT ({INSTALL_HINT}), or choose --engine builtin")
+
+
+# ------------------------------------------------------------------------------ capabilities
+
+Capability = Literal["segment_cord", "label_discs", "spine", "rootlets", "register_to_template",
+                     "measure_cord"]
+"""What a pipeline step asks the engine to do (one :class:`SctEngine` method each)."""
+
+DEEPSEG_MODELS: dict[str, tuple[str, ...]] = {
+    "spinalcord": ("model_seg_sc_contrast_agnostic_nnunet",),
+    "spine": ("model_seg_spine_contrast_agnostic",),
+    "rootlets": ("model_seg_spinal_rootlets_nnunet",),
+}
+"""Models of each ``sct_deepseg`` task we run, as SCT 7.3 names them (``TASKS[task]['models']``
+in ``spinalcordtoolbox/deepseg/models.py``); SCT keeps them in ``$SCT_DIR/data/deepseg_models``."""
+
+
+def deepseg_task(version: SctVersion, capability: Capability,
+                 method: DiscMethod = "auto") -> str | None:
+    """The ``sct_deepseg`` task a capability runs on this release; None when it runs none
+    (registration, morphometry, ``sct_label_vertebrae``) or predates the task syntax (6.x)."""
+    if version < SctVersion(7, 0):
+        return None
+    if capability == "segment_cord":
+        return "spinalcord"
+    if capability == "rootlets":
+        return "rootlets"
+    if capability == "spine" or (capability == "label_discs"
+                                 and disc_method_for(version, method) != "label_vertebrae"):
+        return "spine" if version >= SctVersion(7, 2) else "totalspineseg"
+    return None
+
+
+def model_installed(folder: Path) -> bool:
+    """SCT's own test (``models.is_valid``): the folder holds nnU-Net ``.pth`` or MONAI ``.ckpt``
+    weights, or an ivadomed ``<name>.pt``/``.onnx`` with its ``<name>.json``."""
+    if not folder.is_dir():
+        return False
+    if any(folder.rglob("*.pth")) or any(folder.rglob("*.ckpt")):
+        return True
+    name = folder.name
+    return ((folder / f"{name}.pt").is_file() or (folder / f"{name}.onnx").is_file()) and (
+        folder / f"{name}.json").is_file()
+
+
+def missing_models(install: SctInstall, task: str) -> list[str]:
+    """Models of ``task`` that are not installed (empty when all are, or the task is unknown)."""
+    folder = install.sct_dir / "data" / "deepseg_models"
+    return [name for name in DEEPSEG_MODELS.get(task, ()) if not model_installed(folder / name)]
+
+
+_MODEL_INSTALLING = re.compile(r"Model (\S+) is (?:not installed|out of date)")
+_MISSING_MODULE = re.compile(r"No module named '([^']+)'")
+_MISSING_PROGRAM = re.compile(r"(\S+): (?:not available in this SCT install|command not found)"
+                              r"|exit status 127")
+_NO_NETWORK = re.compile(r"Download error|NameResolutionError|Max retries exceeded|"
+                         r"ConnectionError|Temporary failure in name resolution|"
+                         r"Network is unreachable")
+
+
+def environment_failure(log_text: str) -> str | None:
+    """Why an SCT run failed for a reason that is not the data, read from its log; None when
+    the log shows no such reason (then the failure is the data's, or unknown, and stays fatal).
+
+    The patterns are SCT 7.3's own messages, seen when its deep-learning models are absent:
+    ``Model NAME is not installed. Installing it now...`` then, offline, ``Download error`` with
+    ``NameResolutionError``; without PyTorch, ``ModuleNotFoundError: No module named 'torch'``;
+    a program SCT calls that is absent exits with status 127 (the shell's "command not found").
+
+    >>> environment_failure("Model m is not installed. Installing it now...\\n"
+    ...                     "Exception: ('Download error', [ConnectionError()])")
+    "SCT's model m is not installed and could not be downloaded (no network)"
+    >>> environment_failure("ModuleNotFoundError: No module named 'torch'")
+    "SCT's Python environment lacks the module torch"
+    >>> environment_failure("isct_spine_detect: not available in this SCT install (...)")
+    'SCT lacks a program it calls (isct_spine_detect)'
+    >>> environment_failure("ValueError: the image is empty") is None
+    True
+    """
+    installing = _MODEL_INSTALLING.search(log_text)
+    module = _MISSING_MODULE.search(log_text)
+    offline = _NO_NETWORK.search(log_text) is not None
+    if installing is not None:
+        why = ("could not be downloaded (no network)" if offline else
+               f"could not be installed (SCT lacks the Python module {module.group(1)})"
+               if module is not None else "could not be installed")
+        return f"SCT's model {installing.group(1)} is not installed and {why}"
+    if module is not None:
+        return f"SCT's Python environment lacks the module {module.group(1)}"
+    program = _MISSING_PROGRAM.search(log_text)
+    if program is not None:
+        return f"SCT lacks a program it calls ({program.group(1) or 'exit status 127'})"
+    if offline:
+        return "SCT needed the network, which is unreachable"
+    return None
 
 
 # ------------------------------------------------------------------------- command builders
@@ -412,28 +520,67 @@ class SctEngine:
         self.qc = qc
         disc_method_for(install.version, disc_method)  # fail now, not mid-run
 
-    def method(self, capability: Literal["segment_cord", "label_discs", "register_to_template"]
-               ) -> str:
+    def method(self, capability: Capability) -> str:
         """``'SCT 7.3 sct_deepseg spinalcord'``: what a capability runs, for sidecars/reports."""
         if capability == "segment_cord":
             what = describe_segment_cord(self.install.version)
-        elif capability == "label_discs":
-            what = describe_label_discs(self.install.version, self.disc_method)
+        elif capability in ("label_discs", "spine"):
+            what = describe_label_discs(self.install.version,
+                                        self.disc_method if capability == "label_discs"
+                                        else "deepseg")
+        elif capability == "rootlets":
+            what = "sct_deepseg rootlets"
+        elif capability == "measure_cord":
+            what = "sct_process_segmentation"
         else:
             what = "sct_register_to_template"
         return f"SCT {self.install.version_text} {what}"
 
+    def unavailable(self, capability: Capability) -> str | None:
+        """Why ``capability`` cannot run with this installation, known before running it (its
+        deep-learning models are not installed); None when nothing is known against it.
+
+        SCT would try to download a missing model at first use; we never let it do so in the
+        middle of a run (offline containers, reproducibility): the models are installed
+        beforehand with ``sct_deepseg TASK -install``.
+        """
+        task = deepseg_task(self.install.version, capability, self.disc_method)
+        missing = missing_models(self.install, task) if task is not None else []
+        if not missing:
+            return None
+        folder = self.install.sct_dir / "data" / "deepseg_models"
+        return (f"SCT's model {', '.join(missing)} for sct_deepseg {task} is not installed in "
+                f"{folder} (install it with: sct_deepseg {task} -install)")
+
+    def _check(self, capability: Capability) -> None:
+        reason = self.unavailable(capability)
+        if reason is not None:
+            raise EngineUnavailable(reason)
+
     def _run(self, argv: list[str], *, step: str, out_dir: Path,
              outputs: tuple[Path, ...]) -> None:
+        """Run one SCT program; a failure its log shows is not the data's (no model, no
+        network, a missing Python module) is raised as :class:`EngineUnavailable`."""
         tmp = out_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         program = [str(self.install.program(argv[0])), *argv[1:]]
-        run_tool(program, log_file=out_dir / f"{step}.log", expected_outputs=outputs,
-                 threads=self.threads, timeout_s=self.timeout_s, cwd=out_dir,
-                 extra_env={"TMPDIR": str(tmp), "SCT_PROGRESS_BAR": "off"})
+        try:
+            run_tool(program, log_file=out_dir / f"{step}.log", expected_outputs=outputs,
+                     threads=self.threads, timeout_s=self.timeout_s, cwd=out_dir,
+                     extra_env={"TMPDIR": str(tmp), "SCT_PROGRESS_BAR": "off"})
+        except ExternalToolError as exc:
+            text = exc.log_file.read_text(errors="replace") if exc.log_file is not None and \
+                exc.log_file.is_file() else ""
+            cause = environment_failure(text)
+            if cause is None:
+                raise
+            last = " | ".join(log_tail(text, lines=1))
+            raise EngineUnavailable(f"{argv[0]} cannot run here: {cause} (last output: {last}; "
+                                    f"full log: {exc.log_file})") from exc
 
     def segment_cord(self, image: Path, *, contrast: Contrast, out_dir: Path
                      ) -> SegmentationResult:
+        self._check("segment_cord")
         out = out_dir / "cord_seg.nii.gz"
         argv = build_segment_cord_argv(self.install.version, image=image, contrast=contrast,
                                        out=out, qc=self.qc)
@@ -442,6 +589,7 @@ class SctEngine:
 
     def label_discs(self, image: Path, cord_mask: Path, *, contrast: Contrast,
                     out_dir: Path) -> DiscLabelResult:
+        self._check("label_discs")
         command = build_label_discs_argv(self.install.version, image=image, cord_mask=cord_mask,
                                          contrast=contrast, out_dir=out_dir,
                                          method=self.disc_method, qc=self.qc)
@@ -450,6 +598,7 @@ class SctEngine:
 
     def segment_spine(self, image: Path, *, out_dir: Path) -> SpineResult:
         """Vertebrae, discs, cord and canal (TotalSpineSeg, SCT 7.0+)."""
+        self._check("spine")
         command = build_spine_argv(self.install.version, image=image, out_dir=out_dir,
                                    qc=self.qc)
         self._run(command.argv, step="segment_spine", out_dir=out_dir, outputs=command.outputs)
@@ -460,6 +609,7 @@ class SctEngine:
         if contrast != "T2w":
             raise InputDataError(f"SCT's rootlets model is trained on T2w (and MP2RAGE) images, "
                                  f"not {contrast}; skip rootlets for this anatomy")
+        self._check("rootlets")
         out = out_dir / "rootlets.nii.gz"
         argv = build_rootlets_argv(self.install.version, image=image, out=out, qc=self.qc)
         self._run(argv, step="segment_rootlets", out_dir=out_dir, outputs=(out,))

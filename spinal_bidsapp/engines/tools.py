@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -26,9 +27,17 @@ from spinal_bidsapp.errors import EngineUnavailable, OutputNotWritableError, Spi
 logger = logging.getLogger(__name__)
 
 class ExternalToolError(SpinalBidsAppError):
-    """An external tool failed: non-zero exit, timeout, or a declared output is missing."""
+    """An external tool failed: non-zero exit, timeout, or a declared output is missing.
+
+    ``log_file`` is the tool's full log (None when it could not be written); engines read it to
+    tell a failure of their environment (a model that is not installed) from one of the data.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, log_file: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_file = log_file
 
 
 @dataclass(frozen=True)
@@ -141,18 +150,20 @@ def run_tool(argv: Sequence[str | Path], *, log_file: Path, expected_outputs: Se
             _kill_group(proc)
             log.write(f"\n# killed after {timeout_s:g} s timeout\n")
             raise ExternalToolError(f"{tool} did not finish within {timeout_s:g} s and was "
-                                    f"stopped (command: {command}); see {log_file}") from None
+                                    f"stopped (command: {command}); see {log_file}",
+                                    log_file=log_file) from None
         except BaseException:
             _kill_group(proc)
             raise
     duration = time.monotonic() - started
     if returncode != 0:
-        raise ExternalToolError(f"{tool} failed with exit code {returncode} (command: {command}); "
-                                f"last output: {_last_line(log_file)!r}; see {log_file}")
+        tail = " | ".join(log_tail(_read_log(log_file))) or "(no output)"
+        raise ExternalToolError(f"{tool} failed with exit code {returncode}: {tail} (command: "
+                                f"{command}; full log: {log_file})", log_file=log_file)
     missing = [str(path) for path in expected_outputs if not Path(path).is_file()]
     if missing:
         raise ExternalToolError(f"{tool} exited normally but did not write {', '.join(missing)} "
-                                f"(command: {command}); see {log_file}")
+                                f"(command: {command}); see {log_file}", log_file=log_file)
     logger.debug("%s finished in %.1f s", tool, duration)
     return ToolRun(argv=tuple(args), log_file=log_file, duration_s=duration,
                    outputs=tuple(Path(p) for p in expected_outputs))
@@ -165,10 +176,44 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _last_line(log_file: Path) -> str:
+def _read_log(log_file: Path) -> str:
     try:
-        lines = [ln.strip() for ln in log_file.read_text(encoding="utf-8", errors="replace")
-                 .splitlines() if ln.strip() and not ln.startswith(("$ ", "# "))]
+        return log_file.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return lines[-1][:200] if lines else ""
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+"""Terminal colour and cursor codes (SCT colours every line it prints)."""
+_NOISE = re.compile(
+    r"^(Total runtime;|\$ |# (cwd|threads):|-+$|=+$)"  # SCT's closing line, our header, rules
+    r"|\d+%\|")  # tqdm progress bars
+MAX_TAIL_CHARS = 300
+"""Longest line kept in an error message (SCT prints whole exception reprs on one line)."""
+
+
+def log_tail(text: str, *, lines: int = 3) -> list[str]:
+    """The last ``lines`` meaningful lines of a tool's output, for an error message.
+
+    ANSI codes are stripped; blank lines, progress bars, our log header, SCT's closing
+    ``Total runtime`` line and the frames of Python tracebacks are skipped, so
+    what remains ends with the exception or the tool's own error message.
+
+    >>> log_tail("$ sct_deepseg\\nModel x is not installed.\\nTraceback (most recent call last):"
+    ...          "\\n  File 'a.py', line 1\\n    main()\\nValueError: bad\\n"
+    ...          "\\x1b[0mTotal runtime; 0.1 seconds.\\x1b[0m\\n")
+    ['Model x is not installed.', 'ValueError: bad']
+    """
+    kept: list[str] = []
+    in_traceback = False
+    for raw in ANSI_ESCAPE.sub("", text).splitlines():
+        line = raw.strip()
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback and raw[:1].isspace():  # a frame: file, line and code
+            continue
+        in_traceback = False
+        if line and not _NOISE.search(line):
+            kept.append(line if len(line) <= MAX_TAIL_CHARS else line[:MAX_TAIL_CHARS] + "...")
+    return kept[-lines:]

@@ -85,6 +85,26 @@ def test_nonzero_exit_names_tool_command_code_and_log(tmp_path: Path) -> None:
     assert excinfo.value.exit_code == 1
 
 
+def test_failure_message_shows_the_cause_not_the_closing_line(tmp_path: Path) -> None:
+    # the shape of an SCT failure: coloured lines, a traceback, then a coloured closing line
+    tool = _script(tmp_path, "coloured_tool", r"""
+print("\x1b[0mloading the model\x1b[0m")
+try:
+    raise ValueError("no spinal cord in this image")
+except ValueError:
+    import traceback
+    traceback.print_exc()
+print("\x1b[0mTotal runtime; 0.113 seconds.\x1b[0m")
+sys.exit(1)""")
+    log = tmp_path / "coloured.log"
+    with pytest.raises(ExternalToolError) as excinfo:
+        run_tool([tool], log_file=log, expected_outputs=[], threads=1, timeout_s=30)
+    message = str(excinfo.value)
+    assert "loading the model | ValueError: no spinal cord in this image" in message
+    assert "\x1b" not in message and "Total runtime" not in message and "File " not in message
+    assert f"full log: {log}" in message and excinfo.value.log_file == log
+
+
 def test_timeout_kills_the_tool_and_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     tool = _script(tmp_path, "slow_tool", f"""

@@ -1,32 +1,48 @@
-"""The SCT engine end to end on real data; runs only where SCT is installed (container CI).
+"""The SCT engine end to end on real data, with its deep-learning models (container CI).
 
-Marked ``sct`` and skipped with a reason elsewhere. Uses sub-errsm30 T2w from the shared real
-data set and the PAM50 that the SCT installation ships.
+Marked ``sct``; SCT comes from ``real_tool_env("sct")``. Each test needs ``sct_deepseg`` models
+and is skipped, with the engine's own reason, where they are not installed (``make real-tools``
+installs SCT without them; ``tests/test_participant_sct_real.py`` covers that case). Uses
+sub-errsm30 T2w from the shared real data set and the PAM50 that the SCT installation ships.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spinal_bidsapp.engines import resolve_participant_engine
-from spinal_bidsapp.engines.sct import SctEngine
+from spinal_bidsapp.engines.sct import Capability, SctEngine
 from spinal_bidsapp.image import load_mask, load_volume, vox_to_mm
 from spinal_bidsapp.templates import resolve_pam50
+from tests.conftest import real_tool_env
 
 pytestmark = pytest.mark.sct
 
 
 @pytest.fixture(scope="module")
-def engine() -> SctEngine:
-    sct_dir = Path(os.environ["SCT_DIR"]) if os.environ.get("SCT_DIR") else None
-    choice = resolve_participant_engine("auto", sct_dir=sct_dir)
-    if choice.sct is None:
-        pytest.skip(f"SCT is not installed here ({choice.reason}); runs in the container CI")
-    return SctEngine(choice.sct, threads=2, timeout_s=3600)
+def engine() -> Iterator[SctEngine]:
+    env = real_tool_env("sct")
+    choice = resolve_participant_engine("sct", sct_dir=Path(env["SCT_DIR"]),
+                                        search_path=env["PATH"])
+    assert choice.sct is not None
+    saved = dict(os.environ)
+    os.environ.update(env)  # run_tool passes this process's environment to SCT
+    try:
+        yield SctEngine(choice.sct, threads=2, timeout_s=3600)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _needs_models(engine: SctEngine, *capabilities: Capability) -> None:
+    reasons = [r for r in map(engine.unavailable, capabilities) if r is not None]
+    if reasons:
+        pytest.skip("; ".join(reasons) + " (the container CI has the models)")
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,6 +51,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_sct_engine_on_errsm30_t2w(engine: SctEngine, bids_real: Path, tmp_path: Path) -> None:
+    _needs_models(engine, "segment_cord", "label_discs")
     image = bids_real / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz"
     labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
 
@@ -75,6 +92,7 @@ def test_sct_spine_rootlets_and_both_registrations_on_errsm30_t2w(
     )
     from spinal_bidsapp.geometry.discs import discs_from_label_array
 
+    _needs_models(engine, "segment_cord", "spine", "rootlets")
     image = bids_real / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz"
     seg = engine.segment_cord(image, contrast="T2w", out_dir=tmp_path / "seg")
     spine = engine.segment_spine(image, out_dir=tmp_path / "spine")
