@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from spinal_bidsapp.engines.sct import SctInstall, locate_sct, sct_unavailable_message
-from spinal_bidsapp.engines.tools import discover_tool, find_tool
+from spinal_bidsapp.engines.tools import find_tool
 from spinal_bidsapp.errors import EngineUnavailable
 
 logger = logging.getLogger(__name__)
@@ -88,15 +89,28 @@ def resolve_participant_engine(kind: ParticipantEngineKind, *, sct_dir: Path | N
     return EngineChoice(name="sct", version=install.version_text, reason=reason, sct=install)
 
 
-def minctracc_version(*, search_path: str | None = None) -> str:
-    """``minctracc -version``'s first line, or "unknown" (missing, silent or hung).
+def minctracc_version(*, search_path: str | None = None, timeout_s: float = 60.0) -> str:
+    """What ``minctracc -version`` says it was built from ("mni_autoreg 0.99.70"), or "unknown".
 
-    minctracc prints its version and exits 255 (its argument parser stops there), so that exit
-    status counts as success here.
+    minctracc prints ``The program <minctracc> was built from:`` then the package and version,
+    and exits 255 (its argument parser stops there): that status counts as success, and the
+    last line is the version.
     """
-    info = discover_tool("minctracc", version_args=["-version"], search_path=search_path,
-                         exit_codes=(0, 255))
-    return info.version if info is not None else "unknown"
+    path = find_tool("minctracc", search_path=search_path)
+    if path is None:
+        return "unknown"
+    try:
+        done = subprocess.run([str(path), "-version"], capture_output=True, text=True,
+                              timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("%s -version failed: %s; version unknown", path, exc)
+        return "unknown"
+    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()
+             if line.strip()]
+    if done.returncode not in (0, 255) or not lines:
+        logger.warning("%s -version exited with %d; version unknown", path, done.returncode)
+        return "unknown"
+    return lines[-1]
 
 
 def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None = None

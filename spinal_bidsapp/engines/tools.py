@@ -58,13 +58,11 @@ def find_tool(name: str, *, search_path: str | None = None) -> Path | None:
 
 
 def discover_tool(name: str, *, version_args: Sequence[str], search_path: str | None = None,
-                  timeout_s: float = 60.0, exit_codes: Sequence[int] = (0,)) -> ToolInfo | None:
+                  timeout_s: float = 60.0) -> ToolInfo | None:
     """Locate ``name`` and ask it for its version (``name *version_args``, first output line).
 
     Returns None when the tool is not on the path. A tool that is found but cannot report a
     version gets ``version="unknown"`` (logged), since a version string only feeds provenance.
-    ``exit_codes`` lists the statuses of a successful version query (``minctracc -version``
-    prints its version and exits 255).
     """
     path = find_tool(name, search_path=search_path)
     if path is None:
@@ -77,7 +75,7 @@ def discover_tool(name: str, *, version_args: Sequence[str], search_path: str | 
         return ToolInfo(name=name, path=path, version="unknown")
     lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()]
     version = next((line for line in lines if line), "")
-    if done.returncode not in exit_codes or not version:
+    if done.returncode != 0 or not version:
         logger.warning("%s %s exited with %d; version unknown", path, " ".join(version_args),
                        done.returncode)
         return ToolInfo(name=name, path=path, version="unknown")

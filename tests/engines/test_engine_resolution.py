@@ -160,9 +160,10 @@ def test_minctracc_version_exits_255_and_is_still_read(tmp_path: Path) -> None:
     folder = tmp_path / "bin"
     folder.mkdir()
     script = folder / "minctracc"
-    script.write_text("#!/bin/sh\necho 'program: mni_autoreg 0.99.70'\nexit 255\n")
+    script.write_text("#!/bin/sh\necho 'The program <minctracc> was built from:'\n"
+                      "echo 'mni_autoreg 0.99.70'\nexit 255\n")
     script.chmod(0o755)
-    assert minctracc_version(search_path=str(folder)) == "program: mni_autoreg 0.99.70"
+    assert minctracc_version(search_path=str(folder)) == "mni_autoreg 0.99.70"
     assert minctracc_version(search_path=str(tmp_path / "none")) == "unknown"
 
 

@@ -91,9 +91,9 @@ def test_minc_group_honours_the_options_and_publishes_a_real_cord(
     # the real minctracc version, as the program reports it (it exits 255 after printing it)
     shown = subprocess.run(["minctracc", "-version"], env=minc_env, capture_output=True,
                            text=True, check=False)
-    first = next(line.strip() for line in (shown.stdout + shown.stderr).splitlines()
-                 if line.strip())
-    assert protocol["version"].startswith(first) and "unknown" not in protocol["version"]
+    built_from = [line.strip() for line in (shown.stdout + shown.stderr).splitlines()
+                  if line.strip()][-1]
+    assert protocol["version"].startswith(built_from) and "unknown" not in protocol["version"]
     # a cord, not ipl's all-ones field of view: small, and where the builtin template has it
     prefix = f"tpl-{name}_res-01"
     cord = _mask(tpl / f"{prefix}_label-SC_mask.nii.gz")
