@@ -1,10 +1,11 @@
 """Integration tier: the group level with the real MINC engine (minctracc, ipl under scoop).
 
-One small demo cohort (3 subjects, 1.5 mm template grid) goes through the participant level
-once (builtin engine), then three group runs in subprocesses with the environment of the real
-tools (``real_tool_env("minc")``): the builtin template (the reference), and the MINC template
-with ``--template-preset fast`` symmetric and ``--no-symmetric``. What ipl ran is read back from
-its own work folder (iterations written, mirrored copies or not), not only from our record.
+One small demo cohort (3 subjects, 1.5 mm template grid 16 mm across) goes through the
+participant level once (builtin engine), then three group runs in subprocesses with the
+environment of the real tools (``real_tool_env("minc")``): the builtin template (the
+reference), and the MINC template with ``--template-preset fast`` symmetric and
+``--no-symmetric``. What ipl ran is read back from its own work folder (iterations written,
+mirrored copies or not), not only from our record.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from tests.conftest import real_tool_env
 
 pytestmark = [pytest.mark.minc, pytest.mark.slow]
 
-GROUP_ARGS = ["--template-resolution", "1.5", "--template-xy-size", "12", "--template-preset",
+GROUP_ARGS = ["--template-resolution", "1.5", "--template-xy-size", "8", "--template-preset",
               "fast", "--skip-bids-validation", "--nprocs", "2"]
+"""An 11 x 11 x 75 grid: minctracc's cost grows with the field of view (16 mm across here)."""
 FAST_STAGES = [{"level_mm": s.level_mm, "iterations": s.iterations} for s in FAST_PROTOCOL]
 
 
@@ -98,9 +100,8 @@ def test_minc_group_honours_the_options_and_publishes_a_real_cord(
     prefix = f"tpl-{name}_res-01"
     cord = _mask(tpl / f"{prefix}_label-SC_mask.nii.gz")
     builtin = _mask(cohort / "out" / "tpl-Builtin" / "tpl-Builtin_res-01_label-SC_mask.nii.gz")
-    fraction = cord.mean()
-    assert 0.3 * builtin.mean() < fraction < 3 * builtin.mean() < 0.5
-    assert _dice(cord, builtin) > 0.75
+    assert 0.5 * builtin.mean() < cord.mean() < min(2 * builtin.mean(), 0.5)
+    assert _dice(cord, builtin) > 0.8
     probability = np.asarray(nib.load(str(tpl / f"{prefix}_label-SC_probseg.nii.gz")).dataobj)
     assert probability.min() >= 0 and probability.max() <= 1
     if symmetric:
