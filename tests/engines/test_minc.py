@@ -157,7 +157,7 @@ def test_ipl_builds_a_template_from_phantoms(tmp_path: Path,
     for name, value in real_tool_env("minc").items():
         monkeypatch.setenv(name, value)
     subjects: list[TemplateSubject] = make_cohort(tmp_path, 3)
-    options = MincTemplateOptions(protocol=(Stage(4.0, 1), Stage(2.0, 1)))
+    options = MincTemplateOptions(protocol=(Stage(4.0, 2),))  # level 2 is 4x slower
     builder = MincTemplateBuilder(options)
     assert not builder.info.version.startswith("unknown")
     result = builder.build_template(subjects, work_dir=tmp_path / "w", nprocs=2)
