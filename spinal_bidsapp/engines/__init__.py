@@ -120,7 +120,7 @@ def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None
     ``auto`` is the builtin engine even where MINC is installed: on the benchmark
     (``benchmarks/engines_minc.py``, docs/benchmarks.md) the MINC engine gave a template of the
     same quality at many times the wall time (hours for ``make demo``), so it runs only when
-    asked for; the reason, with what was found, is logged and recorded.
+    asked for; the reason says what was found (the group level logs it).
 
     Raises
     ------
@@ -138,7 +138,6 @@ def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None
         reason = (f"auto: builtin; {found}, but the MINC engine runs only with "
                   "--template-engine minc: same template quality at many times the wall time "
                   "(docs/benchmarks.md)")
-        logger.info("Template engine %s", reason)
         return EngineChoice(name="builtin", version=None, reason=reason)
     if missing:
         raise EngineUnavailable(message + ", or choose --template-engine builtin")

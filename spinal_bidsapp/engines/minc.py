@@ -2,17 +2,20 @@
 
 Path (``docs/reference/minc_ipl.md`` §2, ``sct.md`` §3.7-3.8): NIfTI inputs -> MINC2 (``nii2mnc``),
 a subjects CSV (scan, mask), a generated driver calling
-``ipl.model.generate_nonlinear.generate_nonlinear_model_csv`` with the seed's options (symmetric,
-protocol 8/4/2/1 mm x 4, refine), run as ``python -m scoop -n N driver.py`` through
-:func:`~spinal_bidsapp.engines.tools.run_tool`, then every ``avg.NNN`` / ``sd.NNN`` back to
-NIfTI (``mnc2nii``) on the input grid.
+``ipl.model.generate_nonlinear.generate_nonlinear_model_csv`` with the run's options
+(:func:`minc_options`: ``--template-preset`` -> protocol, seed 8/4/2/1 mm x 4; ``--no-symmetric``
+-> ``symmetric``; ``refine`` as the seed), run as ``python -m scoop -n N driver.py`` through
+:func:`~spinal_bidsapp.engines.tools.run_tool` (scoop exits 0 when ipl raised: the outputs are
+checked), then every ``avg.NNN`` / ``sd.NNN`` back to NIfTI (``mnc2nii``) on the input grid.
 
 Pinned: nist_mni_pipelines commit :data:`NIST_MNI_PIPELINES_COMMIT` (the one neuropoly/template
 uses; ``ipl/model`` is identical at the scoop-era HEAD). The upstream moved to the NIST-MNI
 organisation in 2024 and replaced scoop by Ray (``@ray.remote``), so this driver does not run
-with newer upstream code. As in the seed, every subject gets the same all-ones mask: ipl cannot
-give a cord probability map, and its transforms stay MINC ``.xfm`` grids (not exported as ITK
-fields), so the result has ``cord_probability=None`` and no warps.
+with newer upstream code. As in the seed, ipl registers with one all-ones mask per subject, so
+its own average mask is the whole field of view; the template's cord mask and probability come
+from the subjects' cord masks carried through ipl's final per-subject transforms
+(:meth:`MincTemplateBuilder._warp_cord_masks`). Those transforms stay MINC ``.xfm`` grids (not
+exported as ITK fields), so the result has no warps.
 
 ipl mirrors about world x = 0 (``minc_ipl.md`` §2.4): the MINC copies are shifted so that the
 grid centre (the cord midline of straightened inputs) is at x = 0, and shifted back on the way
