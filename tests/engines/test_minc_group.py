@@ -73,9 +73,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
-@pytest.mark.parametrize("symmetric", [True, False], ids=["symmetric", "no-symmetric"])
 def test_minc_group_honours_the_options_and_publishes_a_real_cord(
-        cohort: Path, minc_env: dict[str, str], symmetric: bool) -> None:
+        cohort: Path, minc_env: dict[str, str]) -> None:
+    """Both runs in one test: under pytest-xdist a second test could land on another worker
+    and build the cohort a second time."""
+    for symmetric in (True, False):
+        _check_minc_template(cohort, minc_env, symmetric=symmetric)
+
+
+def _check_minc_template(cohort: Path, minc_env: dict[str, str], *, symmetric: bool) -> None:
     name = "MincSym" if symmetric else "MincAsym"
     tpl = _minc_group(cohort, minc_env, name, *([] if symmetric else ["--no-symmetric"]))
     protocol = json.loads((tpl / "template_description.json").read_text())["Protocol"]
