@@ -52,21 +52,21 @@ from benchmarks.template import (  # noqa: E402
 )
 
 
-def run_engine(engine: str, subjects: list[Any], work: Path, preset: str, symmetric: bool,
+def run_engine(engine: str, subjects: list[Any], work: Path, preset: Any, symmetric: bool,
                nprocs: int) -> dict:
     """Build one template; returns wall time, template and the warped cord masks (arrays)."""
     shutil.rmtree(work, ignore_errors=True)
     if engine == "minc":
         from spinal_bidsapp.engines.minc import MincTemplateBuilder, minc_options
 
-        builder: Any = MincTemplateBuilder(minc_options(preset, symmetric=symmetric))  # type: ignore[arg-type]
+        builder: Any = MincTemplateBuilder(minc_options(preset, symmetric=symmetric))
     else:
         import ants  # noqa: F401  (import time excluded)
 
         from spinal_bidsapp.engines.builtin.protocol import preset_options
         from spinal_bidsapp.engines.builtin.template import BuiltinTemplateBuilder
 
-        builder = BuiltinTemplateBuilder(preset_options(preset, symmetric=symmetric))  # type: ignore[arg-type]
+        builder = BuiltinTemplateBuilder(preset_options(preset, symmetric=symmetric))
     started, cpu_before = time.monotonic(), _cpu_s()
     result = builder.build_template(subjects, work_dir=work, nprocs=nprocs)
     wall, cpu = time.monotonic() - started, _cpu_s() - cpu_before
