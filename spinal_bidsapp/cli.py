@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="participant engine (default auto: SCT when installed, else builtin)")
     proc.add_argument("--template-engine", dest="template_engine",
                       choices=["auto", "builtin", "minc"],
-                      help="group template engine (default auto: MINC when installed)")
+                      help="group template engine (default auto: builtin; minc only when "
+                           "asked, see docs/engines.md)")
     proc.add_argument("--template-dir", dest="template_dir", type=Path,
                       help="PAM50 folder in SCT layout (default: $SCT_DIR/data/PAM50, cache)")
     proc.add_argument("--min-cord-coverage", dest="min_cord_coverage_mm", type=float,

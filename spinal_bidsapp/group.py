@@ -305,9 +305,11 @@ def _template_builder(config: RunConfig) -> tuple[TemplateBuilder, str, str]:
     choice = resolve_template_engine(kind)
     logger.info("Template engine: %s (%s)", choice.name, choice.reason)
     if choice.name == "minc":
-        from spinal_bidsapp.engines.minc import MincTemplateBuilder
+        from spinal_bidsapp.engines.minc import MincTemplateBuilder, minc_options
 
-        return MincTemplateBuilder(), "MINC nist_mni_pipelines", choice.version or "unknown"
+        minc = MincTemplateBuilder(minc_options(group.template_preset,
+                                                symmetric=group.template_symmetric))
+        return minc, "MINC nist_mni_pipelines", minc.info.version
     threads = max(1, (config.execution.omp_nthreads or 1))
     options = preset_options(group.template_preset, symmetric=group.template_symmetric,
                              seed=config.seeds.random_seed, threads_per_worker=threads)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,7 +87,7 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
 
     extra = build_contrast_templates(config, space, result, jobs, tpl=tpl, prefix=prefix,
                                      nprocs=nprocs)
-    description = _description(config, space, contrast, jobs)
+    description = _description(config, space, contrast, jobs, result.protocol)
     if registration is not None:
         description["RegisteredTo"] = _registration_record(registration, tpl)
     if extra:
@@ -145,7 +145,7 @@ def _centerline_array(space: TemplateSpace) -> np.ndarray:
 
 
 def _description(config: RunConfig, space: TemplateSpace, contrast: str,
-                 jobs: Sequence[StraightenJob]) -> dict:
+                 jobs: Sequence[StraightenJob], protocol: Mapping[str, object]) -> dict:
     return {
         "Name": f"{config.group.template_name}: spinal cord template",
         "Identifier": config.group.template_name,
@@ -163,9 +163,9 @@ def _description(config: RunConfig, space: TemplateSpace, contrast: str,
                           "sd_mm": round(lv.sd_mm, 3), "n_subjects": lv.n_subjects}
                          for lv in space.levels],
         "Alignment": _alignment_record(space),
-        "Protocol": {"engine": config.group.template_engine,
+        "Protocol": {"requested_engine": config.group.template_engine,
                      "preset": config.group.template_preset,
-                     "symmetric": config.group.template_symmetric},
+                     "symmetric": config.group.template_symmetric, **protocol},
     }
 
 

@@ -7,8 +7,9 @@ builtin engine), so this module stays free of heavy imports.
 
 * participant: ``auto`` = SCT when ``sct_deepseg`` is found (in ``$SCT_DIR/bin`` or on the search
   path) and its version is supported, else builtin; ``sct`` = SCT or :class:`EngineUnavailable`.
-* template (group): ``auto`` = MINC when ``minctracc`` and ``nii2mnc`` are on the search path and
-  the ``ipl`` package (nist_mni_pipelines) is importable, else builtin; ``minc`` = MINC or
+* template (group): ``auto`` = builtin (MINC only when asked: same quality at many times the
+  cost, see :func:`resolve_template_engine`); ``minc`` = MINC when ``minctracc`` and ``nii2mnc``
+  are on the search path and the ``ipl`` package (nist_mni_pipelines) is importable, else
   :class:`EngineUnavailable`.
 """
 
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from spinal_bidsapp.engines.sct import SctInstall, locate_sct, sct_unavailable_message
-from spinal_bidsapp.engines.tools import discover_tool, find_tool
+from spinal_bidsapp.engines.tools import find_tool
 from spinal_bidsapp.errors import EngineUnavailable
 
 logger = logging.getLogger(__name__)
@@ -87,9 +89,38 @@ def resolve_participant_engine(kind: ParticipantEngineKind, *, sct_dir: Path | N
     return EngineChoice(name="sct", version=install.version_text, reason=reason, sct=install)
 
 
+def minctracc_version(*, search_path: str | None = None, timeout_s: float = 60.0) -> str:
+    """What ``minctracc -version`` says it was built from ("mni_autoreg 0.99.70"), or "unknown".
+
+    minctracc prints ``The program <minctracc> was built from:`` then the package and version,
+    and exits 255 (its argument parser stops there): that status counts as success, and the
+    last line is the version.
+    """
+    path = find_tool("minctracc", search_path=search_path)
+    if path is None:
+        return "unknown"
+    try:
+        done = subprocess.run([str(path), "-version"], capture_output=True, text=True,
+                              timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("%s -version failed: %s; version unknown", path, exc)
+        return "unknown"
+    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()
+             if line.strip()]
+    if done.returncode not in (0, 255) or not lines:
+        logger.warning("%s -version exited with %d; version unknown", path, done.returncode)
+        return "unknown"
+    return lines[-1]
+
+
 def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None = None
                             ) -> EngineChoice:
     """Pick the group template engine (see module docstring).
+
+    ``auto`` is the builtin engine even where MINC is installed: on the benchmark
+    (``benchmarks/engines_minc.py``, docs/benchmarks.md) the MINC engine gave a template of the
+    same quality at many times the wall time (hours for ``make demo``), so it runs only when
+    asked for; the reason says what was found (the group level logs it).
 
     Raises
     ------
@@ -101,16 +132,17 @@ def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None
     missing = [name for name in MINC_PROGRAMS if find_tool(name, search_path=search_path) is None]
     if importlib.util.find_spec("ipl") is None:
         missing.append("the Python package ipl (nist_mni_pipelines)")
+    message = f"the MINC template engine needs {', '.join(missing)}; {MINC_INSTALL_HINT}"
+    if kind == "auto":
+        found = f"MINC not usable ({message})" if missing else "MINC is installed"
+        reason = (f"auto: builtin; {found}, but the MINC engine runs only with "
+                  "--template-engine minc: same template quality at many times the wall time "
+                  "(docs/benchmarks.md)")
+        return EngineChoice(name="builtin", version=None, reason=reason)
     if missing:
-        message = f"the MINC template engine needs {', '.join(missing)}; {MINC_INSTALL_HINT}"
-        if kind == "minc":
-            raise EngineUnavailable(message + ", or choose --template-engine builtin")
-        logger.info("MINC not usable (%s); using the builtin template engine", message)
-        return EngineChoice(name="builtin", version=None, reason=f"auto: {message}")
-    info = discover_tool("minctracc", version_args=["-version"], search_path=search_path)
-    version = info.version if info is not None else "unknown"
-    reason = "requested" if kind == "minc" else "auto: minctracc, nii2mnc and ipl found"
-    return EngineChoice(name="minc", version=version, reason=reason)
+        raise EngineUnavailable(message + ", or choose --template-engine builtin")
+    return EngineChoice(name="minc", version=minctracc_version(search_path=search_path),
+                        reason="requested")
 
 
 __all__ = [
@@ -118,6 +150,7 @@ __all__ = [
     "EngineName",
     "ParticipantEngineKind",
     "TemplateEngineKind",
+    "minctracc_version",
     "resolve_participant_engine",
     "resolve_template_engine",
 ]

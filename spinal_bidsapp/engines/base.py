@@ -6,8 +6,8 @@ implementation once, at configuration time, and records its name and version for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -145,6 +145,9 @@ class TemplateBuildResult:
     """Per-subject final warps; empty when the engine cannot export them as ITK fields."""
     convergence: Path
     """JSON record: per iteration, median SD inside the mask and RMS change of the average."""
+    protocol: Mapping[str, object] = field(default_factory=dict)
+    """What actually ran (engine, version, stages, symmetric, where the cord mask comes from),
+    recorded as is in ``template_description.json``."""
 
 
 class TemplateBuilder(Protocol):

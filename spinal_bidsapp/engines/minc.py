@@ -2,17 +2,20 @@
 
 Path (``docs/reference/minc_ipl.md`` §2, ``sct.md`` §3.7-3.8): NIfTI inputs -> MINC2 (``nii2mnc``),
 a subjects CSV (scan, mask), a generated driver calling
-``ipl.model.generate_nonlinear.generate_nonlinear_model_csv`` with the seed's options (symmetric,
-protocol 8/4/2/1 mm x 4, refine), run as ``python -m scoop -n N driver.py`` through
-:func:`~spinal_bidsapp.engines.tools.run_tool`, then every ``avg.NNN`` / ``sd.NNN`` back to
-NIfTI (``mnc2nii``) on the input grid.
+``ipl.model.generate_nonlinear.generate_nonlinear_model_csv`` with the run's options
+(:func:`minc_options`: ``--template-preset`` -> protocol, seed 8/4/2/1 mm x 4; ``--no-symmetric``
+-> ``symmetric``; ``refine`` as the seed), run as ``python -m scoop -n N driver.py`` through
+:func:`~spinal_bidsapp.engines.tools.run_tool` (scoop exits 0 when ipl raised: the outputs are
+checked), then every ``avg.NNN`` / ``sd.NNN`` back to NIfTI (``mnc2nii``) on the input grid.
 
 Pinned: nist_mni_pipelines commit :data:`NIST_MNI_PIPELINES_COMMIT` (the one neuropoly/template
 uses; ``ipl/model`` is identical at the scoop-era HEAD). The upstream moved to the NIST-MNI
 organisation in 2024 and replaced scoop by Ray (``@ray.remote``), so this driver does not run
-with newer upstream code. As in the seed, every subject gets the same all-ones mask: ipl cannot
-give a cord probability map, and its transforms stay MINC ``.xfm`` grids (not exported as ITK
-fields), so the result has ``cord_probability=None`` and no warps.
+with newer upstream code. As in the seed, ipl registers with one all-ones mask per subject, so
+its own average mask is the whole field of view; the template's cord mask and probability come
+from the subjects' cord masks carried through ipl's final per-subject transforms
+(:meth:`MincTemplateBuilder._warp_cord_masks`). Those transforms stay MINC ``.xfm`` grids (not
+exported as ITK fields), so the result has no warps.
 
 ipl mirrors about world x = 0 (``minc_ipl.md`` §2.4): the MINC copies are shifted so that the
 grid centre (the cord midline of straightened inputs) is at x = 0, and shifted back on the way
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from spinal_bidsapp.engines import minctracc_version
 from spinal_bidsapp.engines.base import (
     EngineInfo,
     TemplateBuildResult,
@@ -43,8 +47,13 @@ from spinal_bidsapp.engines.base import (
     TemplateSubject,
 )
 from spinal_bidsapp.engines.builtin.averaging import median_in_mask, rms_in_mask
-from spinal_bidsapp.engines.builtin.protocol import SEED_PROTOCOL, Stage
-from spinal_bidsapp.engines.tools import discover_tool, find_tool, run_tool
+from spinal_bidsapp.engines.builtin.protocol import (
+    FAST_PROTOCOL,
+    SEED_PROTOCOL,
+    PresetName,
+    Stage,
+)
+from spinal_bidsapp.engines.tools import find_tool, run_tool
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError
 from spinal_bidsapp.files import sha256_file, write_json, write_text
 from spinal_bidsapp.image import Volume, load_volume, reorient, same_grid, save_volume
@@ -90,6 +99,21 @@ class MincTemplateOptions:
 
 
 _IPL_LEVELS = frozenset({32.0, 16.0, 12.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.5})
+
+MINC_PRESETS: dict[str, tuple[Stage, ...]] = {"seed": SEED_PROTOCOL, "fast": FAST_PROTOCOL}
+"""``--template-preset`` -> ipl protocol: the builtin loop's levels and iteration counts (all
+of them are minctracc steps ipl knows), so that both engines run the same schedule."""
+
+
+def minc_options(preset: PresetName, *, symmetric: bool) -> MincTemplateOptions:
+    """ipl options for the run's ``--template-preset`` and ``--no-symmetric``.
+
+    >>> minc_options("fast", symmetric=False).n_iterations
+    4
+    """
+    if preset not in MINC_PRESETS:
+        raise ValueError(f"unknown template preset {preset!r} ({', '.join(MINC_PRESETS)})")
+    return MincTemplateOptions(protocol=MINC_PRESETS[preset], symmetric=symmetric)
 
 
 def check_minc_available(*, search_path: str | None = None) -> None:
@@ -212,6 +236,7 @@ def minc_to_nifti(src: Path, dst: Path, *, reference: Volume, log_file: Path,
         The MINC volume is not on the reference grid (after reordering the axes).
     """
     staging = dst.with_name(f".{dst.name}.staging.nii")
+    staging.parent.mkdir(parents=True, exist_ok=True)  # mnc2nii exits 0 without a folder
     staging.unlink(missing_ok=True)
     try:
         run_tool(["mnc2nii", "-nii", "-float", src, staging], log_file=log_file,
@@ -235,14 +260,13 @@ class MincTemplateBuilder:
                  search_path: str | None = None) -> None:
         check_minc_available(search_path=search_path)
         self.options = options or MincTemplateOptions()
-        tool = discover_tool("minctracc", version_args=["-version"], search_path=search_path)
-        version = tool.version if tool is not None else "unknown"
+        version = minctracc_version(search_path=search_path)
         self.info = EngineInfo(name="minc", version=f"{version}; nist_mni_pipelines "
                                                     f"{NIST_MNI_PIPELINES_COMMIT[:8]}")
 
     def build_template(self, subjects: Sequence[TemplateSubject], *, work_dir: Path,
                        nprocs: int) -> TemplateBuildResult:
-        """Convert, run ipl, convert back.
+        """Convert, run ipl, carry the cord masks through its final transforms, convert back.
 
         A rerun resumes: ipl skips every output that exists (its own rule), unless the inputs
         or options changed since the last run, in which case its folder is cleared first.
@@ -264,9 +288,10 @@ class MincTemplateBuilder:
                       shift_mm=shift)
         rows = []
         for subject in subjects:
-            if not same_grid(load_volume(subject.image), reference):
-                raise InputDataError(f"{subject.image} is not on the template grid of "
-                                     f"{subjects[0].image}")
+            for path in (subject.image, subject.cord_mask):
+                if not same_grid(load_volume(path), reference):
+                    raise InputDataError(f"{path} is not on the template grid of "
+                                         f"{subjects[0].image}")
             scan = mnc / f"{subject.label}.mnc"
             nifti_to_minc(subject.image, scan, log_file=logs / f"nii2mnc_{subject.label}.log",
                           timeout_s=self.options.conversion_timeout_s, shift_mm=shift)
@@ -279,10 +304,63 @@ class MincTemplateBuilder:
         n = self.options.n_iterations
         outputs = [prefix / f"avg.{n:03d}.mnc", prefix / f"sd.{n:03d}.mnc",
                    prefix / f"avg.{n:03d}_mask.mnc"]
+        outputs += [path for s in subjects for path in self._final_transforms(prefix, s.label)]
         run_tool(scoop_argv(driver, nprocs=nprocs), log_file=logs / "ipl_generate_model.log",
                  expected_outputs=outputs, threads=1, timeout_s=self.options.timeout_s,
                  cwd=work_dir, extra_env=MINC_ENVIRONMENT)
-        return self._convert_outputs(prefix, work_dir, reference, shift)
+        cords = self._warp_cord_masks(subjects, prefix, work_dir, reference, shift)
+        return self._convert_outputs(prefix, work_dir, reference, shift, cords)
+
+    def _final_transforms(self, prefix: Path, label: str) -> list[Path]:
+        """ipl's last corrected subject -> template transforms (and the mirror's, symmetric).
+
+        ipl names them after the scan's basename, ``.mnc`` included (``minc_ipl.md`` §2.8).
+        """
+        n = self.options.n_iterations
+        base = prefix / str(n) / f"{label}.mnc_corr.{n:03d}"
+        return [Path(f"{base}.xfm"), *([Path(f"{base}_f.xfm")] if self.options.symmetric
+                                        else [])]
+
+    def _warp_cord_masks(self, subjects: Sequence[TemplateSubject], prefix: Path,
+                         work_dir: Path, reference: Volume, shift: Sequence[float]
+                         ) -> list[Path]:
+        """Every subject's cord mask through ipl's own final transform, as ipl moves its scan.
+
+        ipl averages one all-ones mask (the seed's), which gives no cord; the cord masks take
+        the path of the scans instead: ``itk_resample`` (linear, so the result is a fraction)
+        with the last iteration's ``<name>_corr`` transform onto the final average. In
+        symmetric mode the mirrored mask (mirror about the grid centre, world x = 0 in MINC,
+        as ipl's ``flip_volume_x``) goes through the ``_f`` transform, as ipl's mirrored scan.
+        Returns the warped masks on the template grid (NIfTI), 2 per subject when symmetric.
+        """
+        n = self.options.n_iterations
+        model = prefix / f"avg.{n:03d}.mnc"
+        folder = work_dir / "cord"
+        shutil.rmtree(folder, ignore_errors=True)  # cheap; never stale
+        x_axis = world_x_axis(reference.affine)
+        warped = []
+        for subject in subjects:
+            cord = load_volume(subject.cord_mask, dtype=np.float32).data
+            copies = [cord, np.flip(cord, axis=x_axis)] if self.options.symmetric else [cord]
+            for data, xfm, tag in zip(copies, self._final_transforms(prefix, subject.label),
+                                      ("", "_f"), strict=False):
+                name = f"{subject.label}{tag}"
+                save_volume(Volume(data, reference.affine), folder / f"{name}.nii.gz")
+                source = nifti_to_minc(folder / f"{name}.nii.gz", folder / f"{name}.mnc",
+                                       log_file=work_dir / "logs" / f"nii2mnc_cord_{name}.log",
+                                       shift_mm=shift)
+                out = folder / f"{name}_warped.mnc"
+                run_tool(["itk_resample", source, out, "--order", "1", "--transform", xfm,
+                          "--like", model], log_file=work_dir / "logs" / f"cord_{name}.log",
+                         expected_outputs=[out], threads=1,
+                         timeout_s=self.options.conversion_timeout_s,
+                         extra_env=MINC_ENVIRONMENT)
+                warped.append(minc_to_nifti(out, folder / f"{name}_warped.nii.gz",
+                                            reference=reference,
+                                            log_file=work_dir / "logs" / "mnc2nii_cord.log",
+                                            timeout_s=self.options.conversion_timeout_s,
+                                            shift_mm=shift))
+        return warped
 
     def _forget_stale_run(self, subjects: Sequence[TemplateSubject], work_dir: Path,
                           prefix: Path) -> None:
@@ -297,7 +375,7 @@ class MincTemplateBuilder:
         write_text(marker, digest + "\n")
 
     def _convert_outputs(self, prefix: Path, work_dir: Path, reference: Volume,
-                         shift: Sequence[float]) -> TemplateBuildResult:
+                         shift: Sequence[float], cords: Sequence[Path]) -> TemplateBuildResult:
         out = work_dir / "nifti"
         logs = work_dir / "logs"
         levels = [s.level_mm for s in self.options.protocol for _ in range(s.iterations)]
@@ -314,16 +392,61 @@ class MincTemplateBuilder:
                 paths.append(dst)
             iterations.append(TemplateIteration(index=k, level_mm=levels[k - 1],
                                                 average=paths[0], sd=paths[1]))
+        probability = cord_probability([load_volume(c).data for c in cords],
+                                       x_axis=world_x_axis(reference.affine),
+                                       symmetric=self.options.symmetric)
+        prob_path = save_volume(Volume(probability, reference.affine),
+                                out / "cord_probability.nii.gz", dtype=np.float32)
+        mask_path = save_volume(Volume((probability >= 0.5).astype(np.uint8), reference.affine),
+                                out / "cord_mask.nii.gz", dtype=np.uint8)
         convergence = work_dir / "convergence.json"
         write_json(convergence, {"engine": "minc", "version": self.info.version,
                                  "options": ipl_options(self.options),
                                  "iterations": _convergence_records(out, levels)})
         n = self.options.n_iterations
         return TemplateBuildResult(template=out / f"avg.{n:03d}.nii.gz",
-                                   sd=out / f"sd.{n:03d}.nii.gz",
-                                   mask=out / f"mask.{n:03d}.nii.gz", cord_probability=None,
-                                   iterations=tuple(iterations), warps=(),
-                                   convergence=convergence)
+                                   sd=out / f"sd.{n:03d}.nii.gz", mask=mask_path,
+                                   cord_probability=prob_path, iterations=tuple(iterations),
+                                   warps=(), convergence=convergence,
+                                   protocol=protocol_record(self.options, self.info))
+
+
+def protocol_record(options: MincTemplateOptions, info: EngineInfo) -> dict[str, object]:
+    """What ipl ran, for ``template_description.json``.
+
+    >>> protocol_record(MincTemplateOptions(), EngineInfo("minc", "x"))["iterations"]
+    16
+    """
+    return {"engine": "minc", "version": info.version,
+            "stages": [{"level_mm": s.level_mm, "iterations": s.iterations}
+                       for s in options.protocol],
+            "iterations": options.n_iterations, "symmetric": options.symmetric,
+            "refine": options.refine, "ipl_options": ipl_options(options),
+            "cord_mask": "mean of the subjects' cord masks through ipl's final per-subject "
+                         "transforms (itk_resample, linear), >= 0.5"}
+
+
+def world_x_axis(affine: NDArray[np.float64]) -> int:
+    """The voxel axis along world x (the mirror axis).
+
+    >>> world_x_axis(np.array([[0, 0, 2.0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]))
+    2
+    """
+    return int(np.argmax(np.abs(np.asarray(affine)[0, :3])))
+
+
+def cord_probability(warped: Sequence[NDArray], *, x_axis: int, symmetric: bool) -> NDArray:
+    """Mean of the warped cord masks, symmetrised as ipl symmetrises its averages.
+
+    >>> p = cord_probability([np.array([1.0, 0.0]), np.array([1.0, 1.0])], x_axis=0,
+    ...                      symmetric=True)
+    >>> p.tolist()
+    [0.75, 0.75]
+    """
+    probability = np.clip(np.mean(np.asarray(warped, dtype=np.float32), axis=0), 0.0, 1.0)
+    if symmetric:
+        probability = 0.5 * (probability + np.flip(probability, axis=x_axis))
+    return probability.astype(np.float32)
 
 
 def _convergence_records(out: Path, levels: Sequence[float]) -> list[dict[str, object]]:

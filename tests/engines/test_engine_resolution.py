@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from spinal_bidsapp.engines import resolve_participant_engine, resolve_template_engine
+from spinal_bidsapp.engines import (
+    minctracc_version,
+    resolve_participant_engine,
+    resolve_template_engine,
+)
 from spinal_bidsapp.engines.sct import REQUIRED_PROGRAMS, SctVersion
 from spinal_bidsapp.errors import EngineUnavailable
 
@@ -141,9 +145,26 @@ def minc_bin(tmp_path: Path) -> Path:
     return folder
 
 
-def test_template_auto_is_minc_with_tools_and_ipl(minc_bin: Path, ipl_importable: None) -> None:
+def test_template_auto_is_builtin_even_with_minc_installed(minc_bin: Path,
+                                                          ipl_importable: None) -> None:
+    """MINC builds the same template at many times the cost: auto never picks it."""
     choice = resolve_template_engine("auto", search_path=str(minc_bin))
-    assert choice.name == "minc" and choice.version == "minctracc 1.9.18"
+    assert choice.name == "builtin"
+    assert "MINC is installed" in choice.reason and "--template-engine minc" in choice.reason
+    requested = resolve_template_engine("minc", search_path=str(minc_bin))
+    assert requested.name == "minc" and requested.version == "minctracc 1.9.18"
+
+
+def test_minctracc_version_exits_255_and_is_still_read(tmp_path: Path) -> None:
+    """The real minctracc prints its version then exits 255."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = folder / "minctracc"
+    script.write_text("#!/bin/sh\necho 'The program <minctracc> was built from:'\n"
+                      "echo 'mni_autoreg 0.99.70'\nexit 255\n")
+    script.chmod(0o755)
+    assert minctracc_version(search_path=str(folder)) == "mni_autoreg 0.99.70"
+    assert minctracc_version(search_path=str(tmp_path / "none")) == "unknown"
 
 
 def test_template_auto_without_tools_is_builtin(empty_path: str, ipl_importable: None) -> None:

@@ -1,7 +1,8 @@
 """MINC template engine: real NIfTI <-> MINC conversions (Debian minc-tools), driver and command.
 
 The conversions run for real wherever ``nii2mnc``/``mnc2nii`` exist (``apt-get install
-minc-tools``); the ipl registration itself only runs in the MINC container CI (marker ``minc``).
+minc-tools``); the ipl loop itself runs against the real MINC engine of ``make real-tools``
+(marker ``minc``, environment from ``real_tool_env("minc")``).
 """
 
 from __future__ import annotations
@@ -144,15 +145,28 @@ def test_missing_minc_names_the_container_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.minc
-@pytest.mark.skipif(shutil.which("minctracc") is None,
-                    reason="minctracc/nist_mni_pipelines only in the MINC container CI")
-def test_ipl_builds_a_template_from_phantoms(tmp_path: Path) -> None:
+def test_ipl_builds_a_template_from_phantoms(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real ipl loop in this process's engine (tools from ``real_tool_env``): every
+    iteration converted back, the cord mask carried through ipl's transforms (not its
+    all-ones mask), the real minctracc version recorded."""
     from test_template import make_cohort  # tests/engines is on sys.path under pytest
 
+    from tests.conftest import real_tool_env
+
+    for name, value in real_tool_env("minc").items():
+        monkeypatch.setenv(name, value)
     subjects: list[TemplateSubject] = make_cohort(tmp_path, 3)
-    options = MincTemplateOptions(protocol=(Stage(4.0, 1), Stage(2.0, 1)))
-    result = MincTemplateBuilder(options).build_template(subjects, work_dir=tmp_path / "w",
-                                                        nprocs=2)
+    options = MincTemplateOptions(protocol=(Stage(4.0, 2),))  # level 2 is 4x slower
+    builder = MincTemplateBuilder(options)
+    assert not builder.info.version.startswith("unknown")
+    result = builder.build_template(subjects, work_dir=tmp_path / "w", nprocs=2)
     template = load_volume(result.template)
     assert template.shape == load_volume(subjects[0].image).shape
     assert len(result.iterations) == 2 and result.convergence.is_file()
+    assert all(it.average.is_file() and it.sd.is_file() for it in result.iterations)
+    cord = load_volume(result.mask).data > 0
+    truth = np.mean([load_volume(s.cord_mask).data > 0.5 for s in subjects], axis=0) >= 0.5
+    assert 0 < cord.mean() < 0.5  # ipl's own mask is the whole grid
+    assert 2 * (cord & truth).sum() / (cord.sum() + truth.sum()) > 0.7
+    assert result.protocol["engine"] == "minc" and result.protocol["iterations"] == 2

@@ -410,4 +410,19 @@ def _result(build: _Build) -> TemplateBuildResult:
                   for s in build.subjects)
     return TemplateBuildResult(template=paths["template"], sd=paths["sd"], mask=paths["mask"],
                                cord_probability=paths["prob"], iterations=iterations,
-                               warps=warps, convergence=paths["convergence"])
+                               warps=warps, convergence=paths["convergence"],
+                               protocol=protocol_record(build.options))
+
+
+def protocol_record(options: TemplateOptions) -> dict[str, object]:
+    """What the builtin loop runs, for ``template_description.json``.
+
+    >>> protocol_record(TemplateOptions())["iterations"]
+    16
+    """
+    return {"engine": "builtin", "version": f"template-loop {ENGINE_VERSION}",
+            "stages": [{"level_mm": s.level_mm, "iterations": s.iterations}
+                       for s in options.protocol],
+            "iterations": options.n_iterations, "symmetric": options.symmetric,
+            "refine": options.refine, "metric": options.metric,
+            "cord_mask": "mean of the subjects' cord masks through the final warps, >= 0.5"}
