@@ -106,10 +106,54 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
         for folder in ("anat", "figures"):  # partial files of a killed run of this unit
             for leftover in (out / unit.source.subject_dir / folder).glob(".*.tmp*"):
                 leftover.unlink(missing_ok=True)
-        return _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
-                         threads=threads).run()
+        if ex.reports_only:
+            return _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
+                             threads=threads).run()
+        return _run_recorded(unit, config, out, work, threads=threads)
     finally:
         lock.release()
+
+
+def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Path, *,
+                  threads: int) -> UnitSummary:
+    """Run the pipeline, recording its state for the group level (``unitstatus``); a failed
+    unit's files leave the outputs and the QC index lists it as failed."""
+    from spinal_bidsapp import unitstatus
+
+    key, run_uuid = unit.label, config.execution.run_uuid
+    unitstatus.record_running(out, key, run_uuid=run_uuid)
+    try:
+        summary = _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
+                            threads=threads).run()
+    except Exception as exc:
+        code = exc.exit_code if isinstance(exc, SpinalBidsAppError) else 1
+        error = str(exc) if isinstance(exc, SpinalBidsAppError) else \
+            f"unexpected {exc.__class__.__name__}: {exc}"
+        unitstatus.record_failure(out, key, run_uuid=run_uuid, exit_code=code, error=error)
+        unitstatus.quarantine_outputs(out, unit.source, work / "failed-outputs")
+        _publish_failure(unit, config, out, error)
+        raise
+    unitstatus.record_success(
+        out, key, run_uuid=run_uuid,
+        inputs=unitstatus.unit_inputs(unit.source, unit.labels),
+        outputs={kind: derivative_path(out, kind, unit.source)
+                 for kind in unitstatus.GROUP_OUTPUTS})
+    return summary
+
+
+def _publish_failure(unit: ParticipantUnit, config: RunConfig, out: Path, error: str) -> None:
+    """A QC index entry saying the unit failed, with its error and a link to the run's log."""
+    from spinal_bidsapp import __version__
+    from spinal_bidsapp.reports.model import QcRecord, subject_key
+    from spinal_bidsapp.reports.qc import rebuild_qc_index, write_qc_record
+
+    src, ex = unit.source, config.execution
+    write_qc_record(QcRecord(
+        key=subject_key(f"sub-{src.subject}", f"ses-{src.session}" if src.session else None),
+        subject=src.subject, session=src.session,
+        report=f"logs/{ex.analysis_level}_{ex.run_uuid}.log", steps=(), warnings=0, errors=1,
+        version=__version__, engine=config.participant.engine, failure=error), out)
+    rebuild_qc_index(out)
 
 
 class _Pipeline:
