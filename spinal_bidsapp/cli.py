@@ -2,7 +2,8 @@
 
 The only module that prints to the user and decides exit codes (BIDS Apps execution spec):
 0 ok, 1 unexpected error, 16 validation failed, 17 unknown analysis level, 18 selection matched
-nothing, 64 usage error, 65 unusable input, 66 required input missing, 73 cannot create output.
+nothing, 64 usage error, 65 unusable input, 66 required input missing, 73 cannot create output,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from spinal_bidsapp import __version__
 from spinal_bidsapp.errors import (
     ConfigError,
     SpinalBidsAppError,
+    Terminated,
     UnknownAnalysisLevel,
     UsageError,
 )
@@ -206,6 +208,13 @@ def _verbosity(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbosity(argv)
+    from spinal_bidsapp.lifetime import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        return _main(argv, verbose)
+
+
+def _main(argv: list[str], verbose: int) -> int:
     try:
         config = parse_config(argv)
         from spinal_bidsapp.run import run
@@ -213,12 +222,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(config)
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
+    except Terminated:
+        logger.error("stopped by SIGTERM; rerun the same command to resume (finished steps are "
+                     "reused)")
+        print("spinal_bidsapp: terminated (SIGTERM); rerun the same command to resume",
+              file=sys.stderr)
+        return 143
     except SpinalBidsAppError as exc:
         if verbose:
             traceback.print_exc()
         print(f"spinal_bidsapp: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        logger.error("interrupted (Ctrl-C); rerun the same command to resume")
         print("spinal_bidsapp: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
