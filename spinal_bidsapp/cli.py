@@ -209,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbosity(argv)
     from spinal_bidsapp.lifetime import sigterm_as_interrupt
+    from spinal_bidsapp.runlog import setup_logging
 
+    setup_logging(None, verbose=verbose)  # the console, until run() knows the log file
     with sigterm_as_interrupt():
         return _main(argv, verbose)
 
@@ -238,12 +240,36 @@ def _main(argv: list[str], verbose: int) -> int:
         print("spinal_bidsapp: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        logger.exception("unexpected error")
-        if verbose:
-            traceback.print_exc()
-        print(f"spinal_bidsapp: unexpected error: {exc.__class__.__name__}: {exc} "
-              "(rerun with -v for the traceback; please report it)", file=sys.stderr)
+        from spinal_bidsapp.runlog import FILE_ONLY, one_line
+
+        logger.error("unexpected error", exc_info=True, extra=FILE_ONLY)  # console too with -v
+        disk = _disk_error(exc)
+        if disk is not None:
+            print(f"spinal_bidsapp: error: a write failed: {disk}; free some space (or raise the "
+                  "quota) and rerun the same command to resume", file=sys.stderr)
+            return 74
+        print(f"spinal_bidsapp: unexpected error: {exc.__class__.__name__}: "
+              f"{one_line(str(exc))} (the traceback is in OUTPUT_DIR/logs; please report it)",
+              file=sys.stderr)
         return 1
+
+
+def _disk_error(exc: BaseException) -> str | None:
+    """The no-space / file-too-large cause of ``exc``, if any (also SQLite's "disk I/O error"
+    from the BIDS index, which hides the errno)."""
+    import errno
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT,
+                                                          errno.EFBIG):
+            return f"{cause.strerror}" + (f" ({cause.filename})" if cause.filename else "")
+        if "disk I/O error" in str(cause) or "database or disk is full" in str(cause):
+            return "disk I/O error while writing the BIDS index (no space left on device?)"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from spinal_bidsapp.errors import SpinalBidsAppError
 from spinal_bidsapp.lifetime import worker_initializer
-from spinal_bidsapp.runlog import progress_bar
+from spinal_bidsapp.runlog import FILE_ONLY, one_line, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,11 @@ def _call(fn: Callable[[T], R], item: T, label: str) -> Outcome[R]:
         logging.getLogger("spinal_bidsapp").debug("%s failed", label, exc_info=True)
         return Outcome(label=label, exit_code=exc.exit_code, error=str(exc))
     except Exception as exc:
-        logging.getLogger("spinal_bidsapp").error("%s crashed:\n%s", label,
-                                                  traceback.format_exc())
-        return Outcome(label=label, exit_code=1,
-                       error=f"unexpected {exc.__class__.__name__}: {exc}")
+        error = f"unexpected {exc.__class__.__name__}: {one_line(str(exc))}"
+        log = logging.getLogger("spinal_bidsapp")
+        log.error("%s crashed: %s (traceback in the log file)", label, error)
+        log.error("%s crashed:\n%s", label, traceback.format_exc(), extra=FILE_ONLY)
+        return Outcome(label=label, exit_code=1, error=error)
 
 
 def plan_workers(nprocs: int, n_items: int, *, mem_gb: float | None,
