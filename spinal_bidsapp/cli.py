@@ -18,7 +18,6 @@ from typing import Any, NoReturn
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.errors import (
-    ConfigError,
     SpinalBidsAppError,
     Terminated,
     UnknownAnalysisLevel,
@@ -45,10 +44,9 @@ def _existing_file(value: str) -> Path:
 
 
 def _derivative_pair(value: str) -> tuple[str, Path]:
-    name, sep, path = value.partition("=")
-    if not sep:
-        return Path(value).name, Path(value)
-    return name, Path(path)
+    from spinal_bidsapp.config import derivative_pair
+
+    return derivative_pair(value)
 
 
 class _PrintBoutiquesDescriptor(argparse.Action):
@@ -181,18 +179,28 @@ def parse_config(argv: Sequence[str]) -> Any:
 
 
 def _read_filter_file(path: Path) -> dict[str, Any]:
-    import json
+    from spinal_bidsapp.config import read_filter_file
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--bids-filter-file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ConfigError(
-            f"--bids-filter-file {path} must map contrasts to filters, e.g. "
-            '{"T2w": {"acquisition": "sag"}}'
-        )
-    return data
+    return read_filter_file(path)
+
+
+NOT_SETTINGS = frozenset({"help", "version", "bids_exec_spec", "config_file", "verbose",
+                          "notrack"})
+
+
+def option_aliases() -> dict[str, tuple[str, bool]]:
+    """Long option name in snake_case -> (destination field, inverted flag), for config files
+    and ``SPINAL_BIDSAPP_<OPTION>`` variables (e.g. ``min_cord_coverage`` ->
+    ``min_cord_coverage_mm``, ``no_symmetric`` -> ``template_symmetric`` inverted)."""
+    aliases: dict[str, tuple[str, bool]] = {}
+    for action in build_parser()._actions:
+        if action.dest in NOT_SETTINGS:
+            continue
+        for option in action.option_strings:
+            if option.startswith("--"):
+                inverted = isinstance(action, argparse._StoreFalseAction)
+                aliases[option[2:].replace("-", "_")] = (action.dest, inverted)
+    return aliases
 
 
 def _verbosity(argv: Sequence[str]) -> int:
@@ -243,6 +251,11 @@ def _main(argv: list[str], verbose: int) -> int:
         from spinal_bidsapp.runlog import FILE_ONLY, one_line
 
         logger.error("unexpected error", exc_info=True, extra=FILE_ONLY)  # console too with -v
+        denied = _permission_error(exc)
+        if denied is not None:
+            print(f"spinal_bidsapp: error: cannot write {denied}: permission denied; fix its "
+                  "permissions or choose another output directory", file=sys.stderr)
+            return 73
         disk = _disk_error(exc)
         if disk is not None:
             print(f"spinal_bidsapp: error: a write failed: {disk}; free some space (or raise the "
@@ -252,6 +265,18 @@ def _main(argv: list[str], verbose: int) -> int:
               f"{one_line(str(exc))} (the traceback is in OUTPUT_DIR/logs; please report it)",
               file=sys.stderr)
         return 1
+
+
+def _permission_error(exc: BaseException) -> str | None:
+    """The path of a permission error behind ``exc`` (an output folder made read-only)."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, PermissionError):
+            return str(cause.filename or "a file")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _disk_error(exc: BaseException) -> str | None:

@@ -94,7 +94,8 @@ def run(config: RunConfig) -> int:
         )
     out = prepare_writable_dir(ex.output_dir, what="output")
     run_dir = prepare_writable_dir(ex.resolved_work_dir / ex.run_uuid, what="work")
-    setup_logging(out / "logs" / f"{ex.analysis_level}_{ex.run_uuid}.log", verbose=ex.verbose)
+    logs = prepare_writable_dir(out / "logs", what="log")
+    setup_logging(logs / f"{ex.analysis_level}_{ex.run_uuid}.log", verbose=ex.verbose)
     threads = ex.omp_nthreads or ex.nprocs
     apply_thread_limits(threads)
     write_text(run_dir / "config.json", config.to_json())
