@@ -521,6 +521,25 @@ def apply_thread_limits(threads: int) -> None:
     os.environ.update(thread_environment(threads))
 
 
+def apply_scratch_environment(work_dir: Path, run_dir: Path) -> Path:
+    """Keep every write of this run (and of its workers and tools) under the work folder:
+    matplotlib's config and font cache (``MPLCONFIGDIR``, else ``~/.config``/``~/.cache``) in
+    ``<work>/.cache/matplotlib`` (kept, so the font list is built once), temporary files
+    (``TMPDIR``, e.g. the builtin SyN's ``spinal_bidsapp_syn_*``) in ``<run>/tmp``, removed by
+    ``run`` at the end. Returns the temporary folder."""
+    import tempfile
+
+    mpl = work_dir / ".cache" / "matplotlib"
+    tmp = run_dir / "tmp"
+    for folder in (mpl, tmp):
+        folder.mkdir(parents=True, exist_ok=True)
+    os.environ["MPLCONFIGDIR"] = str(mpl)
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        os.environ[name] = str(tmp)
+    tempfile.tempdir = None  # tempfile caches its folder: look again
+    return tmp
+
+
 def data_dir_from_environment(default: Path) -> Path:
     """Shared test/benchmark data root (``SPINAL_BIDSAPP_TEST_DATA``)."""
     return Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", str(default)))
