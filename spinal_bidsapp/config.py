@@ -10,6 +10,7 @@ with ``--config-file``. This module is the only place that reads ``os.environ``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
@@ -17,7 +18,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -521,23 +522,34 @@ def apply_thread_limits(threads: int) -> None:
     os.environ.update(thread_environment(threads))
 
 
-def apply_scratch_environment(work_dir: Path, run_dir: Path) -> Path:
+@contextlib.contextmanager
+def scratch_environment(work_dir: Path, run_dir: Path) -> Iterator[Path]:
     """Keep every write of this run (and of its workers and tools) under the work folder:
     matplotlib's config and font cache (``MPLCONFIGDIR``, else ``~/.config``/``~/.cache``) in
     ``<work>/.cache/matplotlib`` (kept, so the font list is built once), temporary files
-    (``TMPDIR``, e.g. the builtin SyN's ``spinal_bidsapp_syn_*``) in ``<run>/tmp``, removed by
-    ``run`` at the end. Returns the temporary folder."""
+    (``TMPDIR``, e.g. the builtin SyN's ``spinal_bidsapp_syn_*``) in ``<run>/tmp``, removed at
+    the end. Yields the temporary folder; the variables are restored afterwards."""
+    import shutil
     import tempfile
 
     mpl = work_dir / ".cache" / "matplotlib"
     tmp = run_dir / "tmp"
     for folder in (mpl, tmp):
         folder.mkdir(parents=True, exist_ok=True)
-    os.environ["MPLCONFIGDIR"] = str(mpl)
-    for name in ("TMPDIR", "TEMP", "TMP"):
-        os.environ[name] = str(tmp)
+    names = ("MPLCONFIGDIR", "TMPDIR", "TEMP", "TMP")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({"MPLCONFIGDIR": str(mpl), **dict.fromkeys(names[1:], str(tmp))})
     tempfile.tempdir = None  # tempfile caches its folder: look again
-    return tmp
+    try:
+        yield tmp
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        tempfile.tempdir = None
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def data_dir_from_environment(default: Path) -> Path:

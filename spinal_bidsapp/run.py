@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.config import RunConfig, apply_scratch_environment, apply_thread_limits
+from spinal_bidsapp.config import RunConfig, apply_thread_limits, scratch_environment
 from spinal_bidsapp.errors import MissingInputError, OutputNotWritableError, TemporaryFailure
 from spinal_bidsapp.files import write_text
 from spinal_bidsapp.runlog import setup_logging
@@ -99,17 +98,13 @@ def run(config: RunConfig) -> int:
     setup_logging(logs / f"{ex.analysis_level}_{ex.run_uuid}.log", verbose=ex.verbose)
     threads = ex.omp_nthreads or ex.nprocs
     apply_thread_limits(threads)
-    scratch = apply_scratch_environment(ex.resolved_work_dir, run_dir)
     write_text(run_dir / "config.json", config.to_json())
     logger.info("spinal_bidsapp %s, %s level, run %s", __version__, ex.analysis_level, ex.run_uuid)
     logger.info("input %s, output %s, work %s", ex.bids_dir, out, ex.resolved_work_dir)
 
     engines: dict[str, str] = {}
-    try:
-        with level_lock(out, ex.analysis_level):
-            return _run_level(config, out, run_dir, engines)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_environment(ex.resolved_work_dir, run_dir), level_lock(out, ex.analysis_level):
+        return _run_level(config, out, run_dir, engines)
 
 
 def _run_level(config: RunConfig, out: Path, run_dir: Path, engines: dict[str, str]) -> int:
