@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
 from filelock import FileLock, Timeout
 
 from spinal_bidsapp import cordref_steps as steps
@@ -197,6 +198,7 @@ class _Pipeline:
         self.step("standardize", lambda: steps.standardize(src.path, anat,
                                                            bids_dir=self.config.execution.bids_dir),
                   inputs=[src.path], outputs=[anat, sidecar_path(anat)])
+        self._check_extent(anat)
         manual_cord = labels.cord_mask
         if manual_cord is not None:
             self.step("cord_mask", lambda: steps.import_label_mask(src.path, manual_cord, cord),
@@ -232,6 +234,22 @@ class _Pipeline:
             steps_run=tuple(r.name for r in self.records if not r.skipped),
             steps_skipped=tuple(r.name for r in self.records if r.skipped),
             warnings=tuple(self.warnings))
+
+    def _check_extent(self, anat: Path) -> None:
+        """The image must be able to hold ``--min-cord-coverage`` of cord at all (one axial
+        slice cannot): said before any cord mask is looked for (exit 66)."""
+        import nibabel as nib
+
+        from spinal_bidsapp.errors import InsufficientCoverageError
+
+        img = cast(nib.Nifti1Image, nib.load(str(anat)))  # RAS: axis 2 runs along the cord
+        extent = float(img.shape[2] * np.linalg.norm(img.affine[:3, 2]))
+        needed = self.config.participant.min_cord_coverage_mm
+        if extent < needed:
+            raise InsufficientCoverageError(
+                f"{self.unit.source.path.name}: the image covers {extent:.1f} mm along the cord "
+                f"({img.shape[2]} axial slice(s)), less than --min-cord-coverage {needed:g} mm; "
+                "use an image covering more of the cord")
 
     def _runs_spine_task(self) -> bool:
         """SCT engine with TotalSpineSeg (SCT 7.0+); 6.x labels discs with label_vertebrae."""
@@ -422,9 +440,19 @@ class _Pipeline:
             automatic = self._automatic_discs(cord, spine)
             if automatic is not None:
                 return automatic
-            self.warnings.append(
-                "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
-                "per-level metrics and the registration to PAM50 were skipped")
+            template = steps.find_template(self.config)
+            if self._uses_builtin() and (template is None or template.t2 is None):
+                self.warnings.append(
+                    "PAM50 is not available, so the discs could not be labelled automatically, "
+                    "and there are no disc labels in derivatives/labels: per-level metrics and "
+                    "the registration to PAM50 were skipped; give a PAM50 folder with "
+                    "--template-dir (or set SCT_DIR, or pre-fetch it into the cache: "
+                    "docs/troubleshooting.md, Offline machines), or add "
+                    "<image>_labels-disc.nii.gz to derivatives/labels")
+            else:
+                self.warnings.append(
+                    "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
+                    "per-level metrics and the registration to PAM50 were skipped")
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
             return None
         part = self.config.participant

@@ -161,11 +161,39 @@ def load_mask(path: Path, *, reference: Volume | None = None, reference_path: Pa
     if reference is not None and not same_grid(vol, reference):
         raise InputDataError(
             f"{path} is not on the grid of {reference_path or 'its image'} "
-            f"(shape {vol.shape} vs {reference.shape}); resample the label onto the image grid"
+            f"({grid_difference(vol, reference)}); resample the label onto the image grid"
         )
     if not allow_empty and not data.any():
+        peak = float(np.max(np.abs(vol.data)))
+        if peak > 0:
+            raise InputDataError(f"{path} has no voxel >= 0.5 (largest value {peak:.3g}): a "
+                                 "label image of integers (a 0/1 mask) is expected")
         raise InputDataError(f"{path} is empty (no non-zero voxel); provide a non-empty label")
     return Volume(data=data, affine=vol.affine)
+
+
+def grid_difference(a: Volume, b: Volume) -> str:
+    """What differs between two voxel grids, with the figures of both (label vs image).
+
+    >>> grid_difference(Volume(np.zeros((2, 2, 2)), np.eye(4)),
+    ...                 Volume(np.zeros((2, 2, 2)), np.diag([1.0, 1.0, 2.0, 1.0])))
+    'voxel size (1, 1, 1) vs (1, 1, 2) mm'
+    """
+    def fmt(values: NDArray) -> str:
+        return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+    differences = []
+    if a.shape != b.shape:
+        differences.append(f"shape {a.shape} vs {b.shape}")
+    zooms_a = np.linalg.norm(a.affine[:3, :3], axis=0)
+    zooms_b = np.linalg.norm(b.affine[:3, :3], axis=0)
+    if not np.allclose(zooms_a, zooms_b, atol=1e-4):
+        differences.append(f"voxel size {fmt(zooms_a)} vs {fmt(zooms_b)} mm")
+    elif not np.allclose(a.affine[:3, :3], b.affine[:3, :3], atol=1e-4):
+        differences.append("orientation (axis directions) differs")
+    if not np.allclose(a.affine[:3, 3], b.affine[:3, 3], atol=1e-3):
+        differences.append(f"origin {fmt(a.affine[:3, 3])} vs {fmt(b.affine[:3, 3])} mm")
+    return "; ".join(differences) or "affines differ slightly"
 
 
 def same_grid(a: Volume, b: Volume, *, atol_mm: float = _AFFINE_ATOL_MM * 10) -> bool:
