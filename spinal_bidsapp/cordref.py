@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 UNIT_LOCK_TIMEOUT_S = 5
+HUMAN_VOXEL_MM = (0.1, 6.0)
+"""Voxel sizes of spinal cord MRI (0.25 mm in-plane to 5-6 mm axial slices)."""
+HUMAN_CORD_LENGTH_MM = 600.0
+HUMAN_CSA_MM2 = (15.0, 200.0)
+"""Mean cord CSA over the imaged levels: about 40-100 mm2 in adults, wide margins."""
 ROOTLET_LAST_DISC = 9
 """T1/T2: an image whose highest disc is below it shows no level SCT's rootlet model covers
 (C2-T1)."""
@@ -225,6 +230,7 @@ class _Pipeline:
                                                                quality=quality, canal=canal),
                   inputs=[cord] + [p for p in (discs, canal) if p is not None],
                   outputs=[morph, morph_json], params={"quality": quality})
+        self._check_human_ranges(anat, morph_json)
         csa_pam50 = self._csa_in_pam50(cord, discs, morph)
         registration = self._register(anat, cord, discs, rootlets)
         self._report(anat, cord, discs, morph_json, registration, spine=spine,
@@ -234,6 +240,32 @@ class _Pipeline:
             steps_run=tuple(r.name for r in self.records if not r.skipped),
             steps_skipped=tuple(r.name for r in self.records if r.skipped),
             warnings=tuple(self.warnings))
+
+    def _check_human_ranges(self, anat: Path, morph_json: Path) -> None:
+        """Warn, with the figures, where the voxel size or the measures fall outside what a
+        human spinal cord gives (a wrong header scale, a mask of something else)."""
+        import json
+
+        import nibabel as nib
+
+        zooms = cast(nib.Nifti1Image, nib.load(str(anat))).header.get_zooms()[:3]
+        measures = json.loads(morph_json.read_text(encoding="utf-8"))
+        problems = []
+        low, high = HUMAN_VOXEL_MM
+        if any(not low <= float(z) <= high for z in zooms):
+            problems.append(f"voxel size {' x '.join(f'{float(z):.3g}' for z in zooms)} mm "
+                            f"(expected {low:g}-{high:g} mm)")
+        length = float(measures.get("cord_length_mm") or 0.0)
+        if length > HUMAN_CORD_LENGTH_MM:
+            problems.append(f"cord length {length:.0f} mm (a whole adult cord is about 450 mm)")
+        csa = measures.get("csa_mean_mm2")
+        low, high = HUMAN_CSA_MM2
+        if csa is not None and not low <= float(csa) <= high:
+            problems.append(f"mean CSA {float(csa):.1f} mm2 (expected {low:g}-{high:g} mm2)")
+        if problems:
+            self.warnings.append("outside the human range: " + "; ".join(problems)
+                                 + "; check the image header's voxel size and the cord mask")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
 
     def _check_extent(self, anat: Path) -> None:
         """The image must be able to hold ``--min-cord-coverage`` of cord at all (one axial
@@ -247,9 +279,9 @@ class _Pipeline:
         needed = self.config.participant.min_cord_coverage_mm
         if extent < needed:
             raise InsufficientCoverageError(
-                f"{self.unit.source.path.name}: the image covers {extent:.1f} mm along the cord "
-                f"({img.shape[2]} axial slice(s)), less than --min-cord-coverage {needed:g} mm; "
-                "use an image covering more of the cord")
+                f"{self.unit.source.path.name}: the cord covers at most {extent:.1f} mm, the "
+                f"image's length along the cord ({img.shape[2]} axial slice(s)), less than "
+                f"--min-cord-coverage {needed:g} mm; use an image covering more of the cord")
 
     def _runs_spine_task(self) -> bool:
         """SCT engine with TotalSpineSeg (SCT 7.0+); 6.x labels discs with label_vertebrae."""

@@ -133,6 +133,9 @@ def load_volume(path: Path, *, dtype: DTypeLike = np.float32) -> Volume:
         )
     if min(data.shape) < 1 or data.size == 0:
         raise InputDataError(f"{path} has an empty grid {data.shape}")
+    if np.iscomplexobj(data):
+        raise InputDataError(f"{path} holds complex values ({data.dtype}); give the magnitude "
+                             "image (e.g. fslcomplex -realabs, or the scanner's magnitude export)")
     data = data.astype(dtype, copy=False)
     if np.issubdtype(data.dtype, np.floating):
         finite = np.isfinite(data)
@@ -144,7 +147,37 @@ def load_volume(path: Path, *, dtype: DTypeLike = np.float32) -> Volume:
     affine = best_affine(img, path=path)
     if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputDataError(f"{path} has a singular affine; fix the header (qform/sform)")
+    shear = shear_degrees(affine)
+    if shear > MAX_SHEAR_DEGREES:
+        raise InputDataError(
+            f"{path} has a sheared voxel grid (its axes are {shear:.2g} degrees from "
+            "perpendicular in the sform); outputs would need a sheared header that a qform cannot "
+            "hold: reslice it onto an orthogonal grid (e.g. sct_image -to-fov, or mri_convert)")
     return Volume(data=data, affine=affine)
+
+
+MAX_SHEAR_DEGREES = 0.01
+"""Axes further than this from perpendicular: the NIfTI qform (rotation + zooms only) cannot
+describe the grid, so qform and sform of our outputs would disagree."""
+
+
+def shear_degrees(affine: Affine) -> float:
+    """Largest departure from 90 degrees between two voxel axes of ``affine``.
+
+    >>> round(shear_degrees(np.array([[1, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])),
+    ...       2)
+    5.71
+    """
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    units = axes / np.linalg.norm(axes, axis=0)
+    cosines = np.abs(units.T @ units)[np.triu_indices(3, 1)]
+    return float(np.degrees(np.arcsin(np.clip(cosines.max(), 0.0, 1.0))))
+
+
+def header_has_orientation(path: Path) -> bool:
+    """False when the NIfTI header's sform and qform codes are both 0 (orientation unknown)."""
+    header = nib.load(str(path)).header
+    return bool(int(header["sform_code"]) or int(header["qform_code"]))  # type: ignore[index]
 
 
 def load_mask(path: Path, *, reference: Volume | None = None, reference_path: Path | None = None,

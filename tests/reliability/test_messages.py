@@ -51,7 +51,8 @@ def test_one_axial_slice_is_a_coverage_problem(tmp_path: Path,
     root = make_bids(tmp_path / "bids", {"01": ["T2w"]}, shape=(8, 8, 1), with_labels=False)
     assert _run(root, tmp_path / "out") == 66
     err = error_line(capsys.readouterr().err)
-    assert "covers 1.0 mm along the cord (1 axial slice(s)), less than --min-cord-coverage" in err
+    assert ("the cord covers at most 1.0 mm, the image's length along the cord (1 axial "
+            "slice(s)), less than --min-cord-coverage") in err
     assert "mask" not in err  # the user gave no mask
 
 
