@@ -48,10 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-IN_PLANE_MIN_VOXELS = 3
-"""Fewer voxels than this across the cord (L-R or A-P): no cross-section can be measured."""
-
-
 def standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
     """The anatomy reoriented to RAS, after the checks that no later step can make: some
     signal, a 3-D extent across the cord, an orientation in the header (warned)."""
@@ -74,6 +70,10 @@ def standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
     save_volume(volume, target)
     write_sidecar(target, {"Sources": [raw_uri(bids_dir, source)], "SkullStripped": False,
                            "Description": "anatomy reoriented to RAS, not resampled"})
+
+
+IN_PLANE_MIN_VOXELS = 3
+"""Fewer voxels than this across the cord (L-R or A-P): no cross-section can be measured."""
 
 
 def import_label_mask(image: Path, mask: Path, target: Path) -> None:
