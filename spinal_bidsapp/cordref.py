@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
+import numpy as np
 from filelock import FileLock, Timeout
 
 from spinal_bidsapp import cordref_steps as steps
@@ -64,6 +65,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UNIT_LOCK_TIMEOUT_S = 5
+HUMAN_VOXEL_MM = (0.1, 6.0)
+"""Voxel sizes of spinal cord MRI (0.25 mm in-plane to 5-6 mm axial slices)."""
+HUMAN_CORD_LENGTH_MM = 600.0
+HUMAN_CSA_MM2 = (15.0, 200.0)
+"""Mean cord CSA over the imaged levels: about 40-100 mm2 in adults, wide margins."""
 ROOTLET_LAST_DISC = 9
 """T1/T2: an image whose highest disc is below it shows no level SCT's rootlet model covers
 (C2-T1)."""
@@ -116,10 +122,54 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
         for folder in ("anat", "figures"):  # partial files of a killed run of this unit
             for leftover in (out / unit.source.subject_dir / folder).glob(".*.tmp*"):
                 leftover.unlink(missing_ok=True)
-        return _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
-                         threads=threads).run()
+        if ex.reports_only:
+            return _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
+                             threads=threads).run()
+        return _run_recorded(unit, config, out, work, threads=threads)
     finally:
         lock.release()
+
+
+def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Path, *,
+                  threads: int) -> UnitSummary:
+    """Run the pipeline, recording its state for the group level (``unitstatus``); a failed
+    unit's files leave the outputs and the QC index lists it as failed."""
+    from spinal_bidsapp import unitstatus
+
+    key, run_uuid = unit.label, config.execution.run_uuid
+    unitstatus.record_running(out, key, run_uuid=run_uuid)
+    try:
+        summary = _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
+                            threads=threads).run()
+    except Exception as exc:
+        code = exc.exit_code if isinstance(exc, SpinalBidsAppError) else 1
+        error = str(exc) if isinstance(exc, SpinalBidsAppError) else \
+            f"unexpected {exc.__class__.__name__}: {exc}"
+        unitstatus.record_failure(out, key, run_uuid=run_uuid, exit_code=code, error=error)
+        unitstatus.quarantine_outputs(out, unit.source, work / "failed-outputs")
+        _publish_failure(unit, config, out, error)
+        raise
+    unitstatus.record_success(
+        out, key, run_uuid=run_uuid,
+        inputs=unitstatus.unit_inputs(unit.source, unit.labels),
+        outputs={kind: derivative_path(out, kind, unit.source)
+                 for kind in unitstatus.GROUP_OUTPUTS})
+    return summary
+
+
+def _publish_failure(unit: ParticipantUnit, config: RunConfig, out: Path, error: str) -> None:
+    """A QC index entry saying the unit failed, with its error and a link to the run's log."""
+    from spinal_bidsapp import __version__
+    from spinal_bidsapp.reports.model import QcRecord, subject_key
+    from spinal_bidsapp.reports.qc import rebuild_qc_index, write_qc_record
+
+    src, ex = unit.source, config.execution
+    write_qc_record(QcRecord(
+        key=subject_key(f"sub-{src.subject}", f"ses-{src.session}" if src.session else None),
+        subject=src.subject, session=src.session,
+        report=f"logs/{ex.analysis_level}_{ex.run_uuid}.log", steps=(), warnings=0, errors=1,
+        version=__version__, engine=config.participant.engine, failure=error), out)
+    rebuild_qc_index(out)
 
 
 class _Pipeline:
@@ -165,6 +215,7 @@ class _Pipeline:
         self.step("standardize", lambda: steps.standardize(src.path, anat,
                                                            bids_dir=self.config.execution.bids_dir),
                   inputs=[src.path], outputs=[anat, sidecar_path(anat)])
+        self._check_extent(anat)
         manual_cord = labels.cord_mask
         if manual_cord is not None:
             self.step("cord_mask", lambda: steps.import_label_mask(src.path, manual_cord, cord),
@@ -191,6 +242,7 @@ class _Pipeline:
                                                                quality=quality, canal=canal),
                   inputs=[cord] + [p for p in (discs, canal) if p is not None],
                   outputs=[morph, morph_json], params={"quality": quality})
+        self._check_human_ranges(anat, morph_json)
         csa_pam50 = self._csa_in_pam50(cord, discs, morph)
         registration = self._register(anat, cord, discs, rootlets)
         self._report(anat, cord, discs, morph_json, registration, spine=spine,
@@ -200,6 +252,48 @@ class _Pipeline:
             steps_run=tuple(r.name for r in self.records if not r.skipped),
             steps_skipped=tuple(r.name for r in self.records if r.skipped),
             warnings=tuple(self.warnings))
+
+    def _check_human_ranges(self, anat: Path, morph_json: Path) -> None:
+        """Warn, with the figures, where the voxel size or the measures fall outside what a
+        human spinal cord gives (a wrong header scale, a mask of something else)."""
+        import json
+
+        import nibabel as nib
+
+        zooms = cast(nib.Nifti1Image, nib.load(str(anat))).header.get_zooms()[:3]
+        measures = json.loads(morph_json.read_text(encoding="utf-8"))
+        problems = []
+        low, high = HUMAN_VOXEL_MM
+        if any(not low <= float(z) <= high for z in zooms):
+            problems.append(f"voxel size {' x '.join(f'{float(z):.3g}' for z in zooms)} mm "
+                            f"(expected {low:g}-{high:g} mm)")
+        length = float(measures.get("cord_length_mm") or 0.0)
+        if length > HUMAN_CORD_LENGTH_MM:
+            problems.append(f"cord length {length:.0f} mm (a whole adult cord is about 450 mm)")
+        csa = measures.get("csa_mean_mm2")
+        low, high = HUMAN_CSA_MM2
+        if csa is not None and not low <= float(csa) <= high:
+            problems.append(f"mean CSA {float(csa):.1f} mm2 (expected {low:g}-{high:g} mm2)")
+        if problems:
+            self.warnings.append("outside the human range: " + "; ".join(problems)
+                                 + "; check the image header's voxel size and the cord mask")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+
+    def _check_extent(self, anat: Path) -> None:
+        """The image must be able to hold ``--min-cord-coverage`` of cord at all (one axial
+        slice cannot): said before any cord mask is looked for (exit 66)."""
+        import nibabel as nib
+
+        from spinal_bidsapp.errors import InsufficientCoverageError
+
+        img = cast(nib.Nifti1Image, nib.load(str(anat)))  # RAS: axis 2 runs along the cord
+        extent = float(img.shape[2] * np.linalg.norm(img.affine[:3, 2]))
+        needed = self.config.participant.min_cord_coverage_mm
+        if extent < needed:
+            raise InsufficientCoverageError(
+                f"{self.unit.source.path.name}: the cord covers at most {extent:.1f} mm, the "
+                f"image's length along the cord ({img.shape[2]} axial slice(s)), less than "
+                f"--min-cord-coverage {needed:g} mm; use an image covering more of the cord")
 
     def _runs_spine_task(self) -> bool:
         """SCT engine with TotalSpineSeg (SCT 7.0+); 6.x labels discs with label_vertebrae."""
@@ -477,9 +571,19 @@ class _Pipeline:
             automatic = self._automatic_discs(cord, spine)
             if automatic is not None:
                 return automatic
-            self.warnings.append(
-                "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
-                "per-level metrics and the registration to PAM50 were skipped")
+            template = steps.find_template(self.config)
+            if self._uses_builtin() and (template is None or template.t2 is None):
+                self.warnings.append(
+                    "PAM50 is not available, so the discs could not be labelled automatically, "
+                    "and there are no disc labels in derivatives/labels: per-level metrics and "
+                    "the registration to PAM50 were skipped; give a PAM50 folder with "
+                    "--template-dir (or set SCT_DIR, or pre-fetch it into the cache: "
+                    "docs/troubleshooting.md, Offline machines), or add "
+                    "<image>_labels-disc.nii.gz to derivatives/labels")
+            else:
+                self.warnings.append(
+                    "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
+                    "per-level metrics and the registration to PAM50 were skipped")
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
             return None
         part = self.config.participant

@@ -66,9 +66,31 @@ def _fallback_fields(reason: str | None) -> dict[str, object]:
 
 
 def standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
-    save_volume(reorient(load_volume(source)), target)
+    """The anatomy reoriented to RAS, after the checks that no later step can make: some
+    signal, a 3-D extent across the cord, an orientation in the header (warned)."""
+    from spinal_bidsapp.image import header_has_orientation
+
+    volume = reorient(load_volume(source))
+    if not np.any(volume.data):
+        raise InputDataError(f"{source}: every voxel is 0, the image has no signal; re-export "
+                             "it, or choose another image")
+    for axis, name in ((0, "left-right"), (1, "anterior-posterior")):
+        if volume.shape[axis] < IN_PLANE_MIN_VOXELS:
+            raise InputDataError(
+                f"{source} has {volume.shape[axis]} voxel(s) {name}: a single slice cannot give "
+                "the cord's cross-section; use a 3-D image (or a sagittal stack covering the "
+                "cord's width)")
+    if not header_has_orientation(source):
+        logger.warning("%s: the header has no orientation (sform and qform codes 0): voxel "
+                       "sizes only were assumed, left and right may be swapped; set the header's "
+                       "orientation (e.g. from the scanner's DICOM export)", source.name)
+    save_volume(volume, target)
     write_sidecar(target, {"Sources": [raw_uri(bids_dir, source)], "SkullStripped": False,
                            "Description": "anatomy reoriented to RAS, not resampled"})
+
+
+IN_PLANE_MIN_VOXELS = 3
+"""Fewer voxels than this across the cord (L-R or A-P): no cross-section can be measured."""
 
 
 def import_label_mask(image: Path, mask: Path, target: Path) -> None:

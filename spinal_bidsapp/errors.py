@@ -79,3 +79,7 @@ class SubjectFailed(SpinalBidsAppError):
 
 class InsufficientCoverageError(MissingInputError):
     """The cord covers less than ``--min-cord-coverage`` mm of the image (exit 66)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: the run stops like after Ctrl-C (``cli.main`` exits 143, 128 + 15)."""

@@ -35,8 +35,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
             "another output directory"
         ) from exc
     suffix = "".join(path.suffixes) or ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}",
-                                    dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.",
+                                        suffix=f".tmp{suffix}", dir=path.parent)
+    except PermissionError as exc:
+        raise OutputNotWritableError(
+            f"cannot write into folder {path.parent}: {exc.strerror}; fix its permissions or "
+            "choose another output directory"
+        ) from exc
+    except OSError as exc:
+        raise OutputIOError(f"could not write {path}: {exc}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -1,8 +1,10 @@
 """Group level: a new unbiased spinal cord template from the participant outputs.
 
 1. Collect each subject's participant outputs (anatomy, cord mask, discs; with
-   ``--no-disc-alignment`` the discs are optional); subjects without them are skipped with a
-   warning, and fewer than two usable subjects is an error.
+   ``--no-disc-alignment`` the discs are optional); subjects without them, or whose latest
+   participant run failed or did not finish, or whose inputs or outputs changed since
+   (``unitstatus``), are skipped with a warning naming the reason, and fewer than two usable
+   subjects is an error.
 2. Template space: mean arc length of every vertebral level, a straight line with the discs at
    those distances, a grid around it (``templatespace``); without disc alignment, a line as long
    as the mean span between the first and last common disc, or between the cord ends.
@@ -34,6 +36,12 @@ from spinal_bidsapp.files import write_json
 from spinal_bidsapp.parallel import map_isolated, plan_workers
 from spinal_bidsapp.steps import run_step
 from spinal_bidsapp.templatespace import TemplateSpace
+from spinal_bidsapp.unitstatus import (
+    GROUP_OUTPUTS,
+    stale_reason,
+    unfinished_reason,
+    unit_inputs,
+)
 
 if TYPE_CHECKING:
     from spinal_bidsapp.geometry.centerline import Centerline
@@ -86,9 +94,16 @@ def collect_subjects(config: RunConfig) -> list[GroupSubject]:
                              for kind in ("anat_preproc", "cord_mask", "discs"))
         required = [anat, cord] if discs_optional else [anat, cord, discs]
         missing = [p.name for p in required if not p.is_file()]
-        if missing:
-            logger.warning("%s: skipped, participant outputs missing (%s); run the participant "
-                           "level first", unit.label, ", ".join(missing))
+        reason = unfinished_reason(out, unit.label)
+        if reason is None and missing:
+            reason = (f"participant outputs missing ({', '.join(missing)}); run the participant "
+                      "level first")
+        if reason is None:
+            reason = stale_reason(out, unit.label, inputs=unit_inputs(unit.source, unit.labels),
+                                  outputs={kind: derivative_path(out, kind, unit.source)
+                                           for kind in GROUP_OUTPUTS})
+        if reason is not None:
+            logger.warning("%s: skipped, %s", unit.label, reason)
             skipped.append(unit.label)
             continue
         subjects.append(GroupSubject(unit.source, anat, cord,

@@ -133,6 +133,9 @@ def load_volume(path: Path, *, dtype: DTypeLike = np.float32) -> Volume:
         )
     if min(data.shape) < 1 or data.size == 0:
         raise InputDataError(f"{path} has an empty grid {data.shape}")
+    if np.iscomplexobj(data):
+        raise InputDataError(f"{path} holds complex values ({data.dtype}); give the magnitude "
+                             "image (e.g. fslcomplex -realabs, or the scanner's magnitude export)")
     data = data.astype(dtype, copy=False)
     if np.issubdtype(data.dtype, np.floating):
         finite = np.isfinite(data)
@@ -144,7 +147,37 @@ def load_volume(path: Path, *, dtype: DTypeLike = np.float32) -> Volume:
     affine = best_affine(img, path=path)
     if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputDataError(f"{path} has a singular affine; fix the header (qform/sform)")
+    shear = shear_degrees(affine)
+    if shear > MAX_SHEAR_DEGREES:
+        raise InputDataError(
+            f"{path} has a sheared voxel grid (its axes are {shear:.2g} degrees from "
+            "perpendicular in the sform); outputs would need a sheared header that a qform cannot "
+            "hold: reslice it onto an orthogonal grid (e.g. sct_image -to-fov, or mri_convert)")
     return Volume(data=data, affine=affine)
+
+
+MAX_SHEAR_DEGREES = 0.01
+"""Axes further than this from perpendicular: the NIfTI qform (rotation + zooms only) cannot
+describe the grid, so qform and sform of our outputs would disagree."""
+
+
+def shear_degrees(affine: Affine) -> float:
+    """Largest departure from 90 degrees between two voxel axes of ``affine``.
+
+    >>> round(shear_degrees(np.array([[1, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])),
+    ...       2)
+    5.71
+    """
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    units = axes / np.linalg.norm(axes, axis=0)
+    cosines = np.abs(units.T @ units)[np.triu_indices(3, 1)]
+    return float(np.degrees(np.arcsin(np.clip(cosines.max(), 0.0, 1.0))))
+
+
+def header_has_orientation(path: Path) -> bool:
+    """False when the NIfTI header's sform and qform codes are both 0 (orientation unknown)."""
+    header = nib.load(str(path)).header
+    return bool(int(header["sform_code"]) or int(header["qform_code"]))  # type: ignore[index]
 
 
 def load_mask(path: Path, *, reference: Volume | None = None, reference_path: Path | None = None,
@@ -161,11 +194,39 @@ def load_mask(path: Path, *, reference: Volume | None = None, reference_path: Pa
     if reference is not None and not same_grid(vol, reference):
         raise InputDataError(
             f"{path} is not on the grid of {reference_path or 'its image'} "
-            f"(shape {vol.shape} vs {reference.shape}); resample the label onto the image grid"
+            f"({grid_difference(vol, reference)}); resample the label onto the image grid"
         )
     if not allow_empty and not data.any():
+        peak = float(np.max(np.abs(vol.data)))
+        if peak > 0:
+            raise InputDataError(f"{path} has no voxel >= 0.5 (largest value {peak:.3g}): a "
+                                 "label image of integers (a 0/1 mask) is expected")
         raise InputDataError(f"{path} is empty (no non-zero voxel); provide a non-empty label")
     return Volume(data=data, affine=vol.affine)
+
+
+def grid_difference(a: Volume, b: Volume) -> str:
+    """What differs between two voxel grids, with the figures of both (label vs image).
+
+    >>> grid_difference(Volume(np.zeros((2, 2, 2)), np.eye(4)),
+    ...                 Volume(np.zeros((2, 2, 2)), np.diag([1.0, 1.0, 2.0, 1.0])))
+    'voxel size (1, 1, 1) vs (1, 1, 2) mm'
+    """
+    def fmt(values: NDArray) -> str:
+        return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+    differences = []
+    if a.shape != b.shape:
+        differences.append(f"shape {a.shape} vs {b.shape}")
+    zooms_a = np.linalg.norm(a.affine[:3, :3], axis=0)
+    zooms_b = np.linalg.norm(b.affine[:3, :3], axis=0)
+    if not np.allclose(zooms_a, zooms_b, atol=1e-4):
+        differences.append(f"voxel size {fmt(zooms_a)} vs {fmt(zooms_b)} mm")
+    elif not np.allclose(a.affine[:3, :3], b.affine[:3, :3], atol=1e-4):
+        differences.append("orientation (axis directions) differs")
+    if not np.allclose(a.affine[:3, 3], b.affine[:3, 3], atol=1e-3):
+        differences.append(f"origin {fmt(a.affine[:3, 3])} vs {fmt(b.affine[:3, 3])} mm")
+    return "; ".join(differences) or "affines differ slightly"
 
 
 def same_grid(a: Volume, b: Volume, *, atol_mm: float = _AFFINE_ATOL_MM * 10) -> bool:

@@ -3,12 +3,16 @@
 A local process pool by default; scoop futures when the program was started with
 ``python -m scoop`` (multi-host runs with a hostfile on a shared filesystem). A failing unit never
 stops the others unless ``stop_on_first_crash`` is set; its error is returned as an ``Outcome``.
+Workers die with the main process (``lifetime.worker_initializer``), and an interrupted map
+(Ctrl-C, SIGTERM) kills them at once instead of waiting for their current units.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.runlog import progress_bar
+from spinal_bidsapp.lifetime import worker_initializer
+from spinal_bidsapp.runlog import FILE_ONLY, one_line, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +52,11 @@ def _call(fn: Callable[[T], R], item: T, label: str) -> Outcome[R]:
         logging.getLogger("spinal_bidsapp").debug("%s failed", label, exc_info=True)
         return Outcome(label=label, exit_code=exc.exit_code, error=str(exc))
     except Exception as exc:
-        logging.getLogger("spinal_bidsapp").error("%s crashed:\n%s", label,
-                                                  traceback.format_exc())
-        return Outcome(label=label, exit_code=1,
-                       error=f"unexpected {exc.__class__.__name__}: {exc}")
+        error = f"unexpected {exc.__class__.__name__}: {one_line(str(exc))}"
+        log = logging.getLogger("spinal_bidsapp")
+        log.error("%s crashed: %s (traceback in the log file)", label, error)
+        log.error("%s crashed:\n%s", label, traceback.format_exc(), extra=FILE_ONLY)
+        return Outcome(label=label, exit_code=1, error=error)
 
 
 def plan_workers(nprocs: int, n_items: int, *, mem_gb: float | None,
@@ -96,7 +102,9 @@ def map_isolated(fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str]
         return outcomes
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     results: dict[int, Outcome[R]] = {}
-    with ProcessPoolExecutor(max_workers=min(nprocs, len(items)), mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(nprocs, len(items)), mp_context=context,
+                               initializer=worker_initializer, initargs=(os.getpid(),))
+    try:
         futures: dict[Future[Outcome[R]], int] = {
             pool.submit(_call, fn, item, label): index
             for index, (item, label) in enumerate(zip(items, labels, strict=True))
@@ -108,7 +116,22 @@ def map_isolated(fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str]
                 advance(len(done))
                 pending = _collect(done, pending, futures, labels, results,
                                    stop_on_first_crash)
+    except BaseException:  # Ctrl-C, SIGTERM: the workers stop now, not after their subjects
+        _kill_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     return [results[i] for i in sorted(results)]
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker (their tools' watchdogs then kill the tools) and drop the queue."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, AttributeError):
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=5)
 
 
 def _collect(done: set[Future[Outcome[R]]], pending: set[Future[Outcome[R]]],

@@ -58,6 +58,13 @@ class UnitProblem:
 
     label: str
     message: str
+    exit_code: int = NoDataSelectedError.exit_code
+
+
+def _name_round_trips(source: SourceImage) -> bool:
+    """The file name is exactly what its parsed entities give: otherwise part of the name was
+    not understood (``acq-é``) and two files could share one set of derivative names."""
+    return source.path.name in (f"{source.stem}.nii.gz", f"{source.stem}.nii")
 
 
 def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProblem]]:
@@ -71,8 +78,18 @@ def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProbl
     for subject in select_subjects(dataset, ex.participant_label):
         for session in select_sessions(dataset, subject, ex.session_label):
             where = f"sub-{subject}" + (f"_ses-{session}" if session else "")
-            candidates = find_anatomy(dataset, subject, session, contrasts=part.contrast,
-                                      datatype=part.data_type, bids_filter=ex.bids_filter)
+            found = find_anatomy(dataset, subject, session, contrasts=part.contrast,
+                                 datatype=part.data_type, bids_filter=ex.bids_filter)
+            candidates = [c for c in found if _name_round_trips(c)]
+            for bad in (c for c in found if c not in candidates):
+                logger.warning("%s: %s ignored: its name is not valid BIDS (entity labels are "
+                               "letters and digits only), so its outputs and manual labels would "
+                               "be another image's; rename it", where, bad.path.name)
+            if found and not candidates:
+                problems.append(UnitProblem(
+                    where, f"{found[0].path.name}: the file name is not valid BIDS (entity "
+                    "labels are letters and digits only); rename it", exit_code=65))
+                continue
             if not candidates:
                 problems.append(UnitProblem(
                     where, f"no {' or '.join(part.contrast)} image in {part.data_type}/ "
@@ -95,9 +112,9 @@ def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProbl
             f"session label(s) {', '.join(ex.session_label)} match no data in {ex.bids_dir}"
         )
     for unit in units:
-        found = [k for k in ("cord_mask", "discs", "centerline") if getattr(unit.labels, k)]
+        kinds = [k for k in ("cord_mask", "discs", "centerline") if getattr(unit.labels, k)]
         logger.info("%s: anatomy %s; manual labels: %s", unit.label, unit.source.path.name,
-                    ", ".join(found) or "none")
+                    ", ".join(kinds) or "none")
     return units, problems
 
 
@@ -125,6 +142,9 @@ def run_participant_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     logger.info("Participant level finished: %d of %d succeeded", done,
                 len(units) + len(problems))
     if len(units) + len(problems) == 1:
+        if problems and problems[0].exit_code != NoDataSelectedError.exit_code:
+            raise SubjectFailed(f"{problems[0].label}: {problems[0].message}",
+                                problems[0].exit_code)
         if problems:
             raise NoDataSelectedError(f"{problems[0].label}: {problems[0].message}")
         if failed:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from spinal_bidsapp.config import thread_environment
 from spinal_bidsapp.errors import EngineUnavailable, OutputNotWritableError, SpinalBidsAppError
+from spinal_bidsapp.lifetime import start_watchdog, stop_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def run_tool(argv: Sequence[str | Path], *, log_file: Path, expected_outputs: Se
         except (FileNotFoundError, PermissionError) as exc:
             raise EngineUnavailable(f"cannot run {tool}: {exc.strerror} ({args[0]}); is it "
                                     "installed and on PATH?") from exc
+        watchdog = start_watchdog(proc.pid)  # kills the tree if this process dies first
         try:
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -155,6 +157,8 @@ def run_tool(argv: Sequence[str | Path], *, log_file: Path, expected_outputs: Se
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            stop_watchdog(watchdog)
     duration = time.monotonic() - started
     if returncode != 0:
         tail = " | ".join(log_tail(_read_log(log_file))) or "(no output)"

@@ -107,13 +107,24 @@ def discs_from_label_array(labels: NDArray, affine: NDArray[np.float64]) -> dict
     unknown = [int(v) for v in values if int(v) not in DISC_NAMES]
     if unknown:
         raise InputDataError(
-            f"unknown disc label values {unknown}; use SCT numbering (1-30 discs, 49 PMG, "
-            "50 PMJ, 60 conus)")
+            f"unknown disc label values {short_list(unknown)}; use SCT numbering (1-30 discs, "
+            "49 PMG, 50 PMJ, 60 conus)")
     out, duplicated = largest_disc_blobs(rounded, affine)
     if duplicated:
         raise InputDataError(
             f"disc labels {duplicated} appear at several separate places; keep one label per disc")
     return out
+
+
+def short_list(values: list[int], *, limit: int = 8) -> str:
+    """A list for a one-line message: the first ``limit`` items and how many there are.
+
+    >>> short_list([1, 2, 3]), short_list(list(range(100)), limit=3)
+    ('[1, 2, 3]', '[0, 1, 2, ... (100 values)]')
+    """
+    if len(values) <= limit:
+        return str(list(values))
+    return "[" + ", ".join(map(str, values[:limit])) + f", ... ({len(values)} values)]"
 
 
 def largest_disc_blobs(labels: NDArray, affine: NDArray[np.float64]

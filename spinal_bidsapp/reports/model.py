@@ -133,3 +133,5 @@ class QcRecord(BaseModel):
     version: str
     engine: str
     generated: str = ""
+    failure: str | None = None
+    """The error of the unit's latest participant run when it failed (no figures then)."""

@@ -103,7 +103,11 @@
       row.appendChild(subject);
       row.appendChild(element("td", {}, record.session ? "ses-" + record.session : ""));
       var issues = element("td");
-      if (record.errors) { issues.appendChild(element("span", {"class": "badge error"}, record.errors + " err")); }
+      if (record.failure) {
+        row.setAttribute("class", "qc-row failed");
+        issues.appendChild(element("span", {"class": "badge error"}, "failed"));
+        issues.appendChild(element("div", {"class": "failure"}, record.failure));
+      } else if (record.errors) { issues.appendChild(element("span", {"class": "badge error"}, record.errors + " err")); }
       if (record.warnings) { issues.appendChild(element("span", {"class": "badge warning"}, record.warnings + " warn")); }
       row.appendChild(issues);
       var steps = element("td");
