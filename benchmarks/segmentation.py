@@ -7,9 +7,8 @@ Usage::
 
 Segmentation: Dice of our builtin mask with the manual mask of every labelled image of bids-real,
 and the Dice of SCT's deep-learning masks (sct-reference) with the same manual masks, computed here
-from the files. Disc labelling on sub-errsm30: distance of our labels to the bids-real disc labels
-(values 3-5) and to the same positions one level down (values 4-6: the bids-real values are one
-level too high, docs/benchmarks.md), without and with an ``init_disc`` hint, and agreement with
+from the files. Disc labelling on sub-errsm30: distance of our labels to the manual disc labels
+(values 4-6: C3/C4, C4/C5, C5/C6), without and with an ``init_disc`` hint, and agreement with
 SCT's mid-vertebral body labels of the same image (sct-reference ``labels-body``, values 3 and 5),
 and where the reference labels and ours sit relative to each disc's upper endplate (labelling
 convention vs noise); distance to the true discs of PAM50 phantoms (``generate_phantom_cohort``)
@@ -126,15 +125,6 @@ def body_check(discs: dict[int, np.ndarray], bodies: dict[int, np.ndarray]) -> d
     return out
 
 
-def relabel_one_level_down(discs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """The bids-real sub-errsm30 disc positions with value N read as N + 1.
-
-    They come from an ``sct_label_vertebrae`` output run with a 2016 initialisation written in
-    the old numbering (``-initz 34,3`` meant C3/C4 then, C2/C3 now); see docs/benchmarks.md.
-    """
-    return {value + 1: point for value, point in discs.items()}
-
-
 def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
     bids = data / "bids-real"
     labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
@@ -144,17 +134,14 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
     truth = discs_from_label_array(disc_vol.data, disc_vol.affine)
     body_vol = load_mask(data / "sct-reference" / "sub-errsm30_T2w_labels-body.nii.gz")
     bodies = discs_from_label_array(body_vol.data, body_vol.affine)
-    corrected = relabel_one_level_down(truth)
-    reference = {"cord_mask": "-", "init_disc": "bids-real disc labels themselves",
-                 "sct_body_labels": body_check(truth, bodies),
-                 "sct_body_labels_one_level_down": body_check(corrected, bodies)}
+    reference = {"cord_mask": "-", "init_disc": "manual disc labels themselves",
+                 "sct_body_labels": body_check(truth, bodies)}
     print(f"errsm30 reference disc labels vs SCT body labels: {reference}", flush=True)
     ours = segment_cord(image.data, image.affine, contrast="T2w").mask
     t1w = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz")
     t1w_masks = {"builtin": segment_cord(t1w.data, t1w.affine, contrast="T1w").mask,
                  "manual": load_mask(labels / "sub-errsm30_T1w_label-SC_mask.nii.gz").data}
-    hints = {"3@bids-real disc 3 + 2 mm": (3, float(truth[3][2]) + 2.0),
-             "4@bids-real disc 3 + 2 mm": (4, float(truth[3][2]) + 2.0)}
+    hints = {"4@manual disc 4 + 2 mm": (4, float(truth[4][2]) + 2.0)}
     rows = [reference]
     for mask_name, mask in (("builtin", ours), ("manual", manual.data)):
         session = find_session_cues(t1w.data, t1w.affine, t1w_masks[mask_name], contrast="T1w")
@@ -166,8 +153,6 @@ def run_discs_errsm30(data: Path, template: DiscTemplate) -> list[dict]:
                                  init_disc=init, session=cues)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
                          "errors_mm": disc_errors(result.disc_points_mm, truth),
-                         "errors_one_level_down_mm": disc_errors(result.disc_points_mm,
-                                                                 corrected),
                          "sct_body_labels": body_check(result.disc_points_mm, bodies),
                          "confidence": round(result.confidence, 3),
                          "ncc": round(result.ncc, 3),
@@ -181,13 +166,13 @@ def endplate_offsets(data: Path, template: DiscTemplate) -> dict:
     """Where each sub-errsm30 T2w disc label sits relative to the anatomy: signed z (mm, + =
     above) from the dark upper endplate of its disc, the nearest local minimum of the disc band
     (strip rows 10-16 mm in front of our cord mask) at or above the band's own peak, for the
-    corrected reference labels and for ours (unhinted). A constant offset is a labelling
+    manual reference labels and for ours (unhinted). A constant offset is a labelling
     convention (disc centre vs endplate); its scatter is the labels' own noise."""
     bids = data / "bids-real"
     labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
     image = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz")
     disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
-    reference = relabel_one_level_down(discs_from_label_array(disc_vol.data, disc_vol.affine))
+    reference = discs_from_label_array(disc_vol.data, disc_vol.affine)
     mask = segment_cord(image.data, image.affine, contrast="T2w").mask
     ours = label_discs(image.data, image.affine, mask, template, contrast="T2w").disc_points_mm
     line = centerline_from_mask(mask, image.affine)
@@ -213,14 +198,14 @@ def endplate_offsets(data: Path, template: DiscTemplate) -> dict:
 
 
 def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
-    """sub-errsm30 T1w against the T2w disc positions (same session, scanner coordinates),
-    read one level down; unhinted also with the session cues of the T2w, as in the pipeline."""
+    """sub-errsm30 T1w against the manual T2w disc positions (same session, scanner
+    coordinates); unhinted also with the session cues of the T2w, as in the pipeline."""
     bids = data / "bids-real"
     labels = bids / "derivatives" / "labels" / "sub-errsm30" / "anat"
     image = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T1w.nii.gz")
     manual = load_mask(labels / "sub-errsm30_T1w_label-SC_mask.nii.gz")
     disc_vol = load_mask(labels / "sub-errsm30_T2w_labels-disc.nii.gz")
-    truth = relabel_one_level_down(discs_from_label_array(disc_vol.data, disc_vol.affine))
+    truth = discs_from_label_array(disc_vol.data, disc_vol.affine)
     ours = segment_cord(image.data, image.affine, contrast="T1w").mask
     t2w = load_volume(bids / "sub-errsm30" / "anat" / "sub-errsm30_T2w.nii.gz")
     t2w_masks = {"builtin": segment_cord(t2w.data, t2w.affine, contrast="T2w").mask,
@@ -235,7 +220,7 @@ def run_discs_errsm30_t1w(data: Path, template: DiscTemplate) -> list[dict]:
             result = label_discs(image.data, image.affine, mask, template, contrast="T1w",
                                  init_disc=init, session=cues)
             rows.append({"cord_mask": mask_name, "init_disc": hint_name,
-                         "errors_one_level_down_mm": disc_errors(result.disc_points_mm, truth),
+                         "errors_mm": disc_errors(result.disc_points_mm, truth),
                          "found": sorted(result.disc_points_mm),
                          "confidence": round(result.confidence, 3),
                          "ncc": round(result.ncc, 3),

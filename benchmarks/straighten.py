@@ -65,7 +65,7 @@ def _prepare_cases(data: Path, work: Path) -> list[dict]:
                 "seg": str(labels / "sub-errsm30_T2w_label-SC_mask.nii.gz")}
         base["metric_mask"] = base["seg"]
         cases.append({"name": "sub-errsm30 T2w (60x55x52, 1 mm, PSR)", **base})
-        cases.append({"name": "sub-errsm30 T2w -> PAM50_small, discs 3-5", **base,
+        cases.append({"name": "sub-errsm30 T2w -> PAM50_small, discs 4-6", **base,
                       "dest": str(data / "PAM50_small/PAM50_small_cord.nii.gz"),
                       "discs_in": str(labels / "sub-errsm30_T2w_labels-disc.nii.gz"),
                       "discs_dest": str(data / "PAM50_small/PAM50_small_label_disc.nii.gz")})
@@ -294,11 +294,13 @@ How to read the table:
   fields with the binary voxel-centre mask, whose quantisation alone gives about 0.22-0.24 mm
   RMS at 1 mm even with the exact analytic centerline (so that column measures the mask, not the
   straightening). Targets: sub-errsm30 <= 0.22 / 0.37 mm; curved phantoms <= 0.15 / 0.45 mm.
-- **Disc error**: along-cord landing error of discs 3, 4, 5 in both directions (input -> template
-  through `warp_straight2curve`, template -> input through `warp_curve2straight`), largest absolute
-  value. SCT's error is disc 3 mapped into the template (input -> template direction): the
-  subject's top disc is 3 and PAM50_small's is 2, and SCT's look-up lands the subject's disc 3
-  14 mm rostral of the template's disc 3, near its disc 2 (16 mm above): the issue's 14 mm.
+- **Disc error**: along-cord landing error of the manual discs 4, 5, 6 (C3/C4 to C5/C6) in both
+  directions (input -> template through `warp_straight2curve`, template -> input through
+  `warp_curve2straight`), largest absolute value. SCT's error is disc 4 mapped into the template
+  (input -> template direction): the subject's top disc is 4 and PAM50_small's is 2, and SCT's
+  look-up lands the subject's disc 4 16 mm rostral of the template's disc 4, near its disc 3
+  (18 mm above). (The issue's 14 mm was the same effect on disc 3, when the shared file still
+  held the values 3-5, one level too high; see the disc-labelling section.)
 - **Wall time**: image in -> both fields, straightened image (cubic B-spline) and files out.
   SCT's `SpinalCordStraightener.straighten()` (CLI defaults: nurbs centerline, smooth 10,
   xy-size 35) ran from source with its ANTs `sct_apply_transfo` call replaced at run time by the
@@ -309,10 +311,12 @@ How to read the table:
   1.9 s on sub-errsm30, 13 s on "the curved phantom", 14 mm disc-3 error. The SCT rows above are
   our own re-measurement on this machine.
 
-SCT setup used (outside the repository, nothing of it is committed): source of
-spinalcordtoolbox/spinalcordtoolbox at commit 3b3c5b22 (7.4.dev0) unpacked in `/tmp/sct-src`;
-its three small missing pure-Python deps installed with `.venv/bin/python -m pip install
---no-deps --target /tmp/sct-deps transforms3d portalocker wquantiles`.
+SCT setup used (outside the repository, nothing of it is committed): the SCT 7.3 source tree of
+the real-tools install (`scripts/install-real-tools.sh`, here `/work/tools-cache/sct/sct`),
+imported into our venv; its three small pure-Python deps missing there installed with
+`.venv/bin/python -m pip install --no-deps --target /tmp/i17/sct-deps transforms3d portalocker
+wquantiles`. (Before the sub-errsm30 disc correction the table was measured with SCT source
+3b3c5b22, 7.4.dev0, on a less loaded machine.)
 """
 
 

@@ -67,7 +67,7 @@ def test_subject_without_manual_discs_gets_builtin_discs_flagged(
 def test_per_level_csa_of_errsm30(real_run: tuple[Path, int, float]) -> None:
     anat = real_run[0] / "sub-errsm30" / "anat"
     morph = json.loads((anat / "sub-errsm30_desc-cord_morphometrics.json").read_text())
-    assert [level["name"] for level in morph["levels"]] == ["C3", "C4"]
+    assert [level["name"] for level in morph["levels"]] == ["C4", "C5"]  # between discs 4-6
     for level in morph["levels"]:
         assert 50 < level["csa_mean_mm2"] < 110
 
@@ -78,15 +78,15 @@ def test_csa_in_pam50_dimensions_of_errsm30(real_run: tuple[Path, int, float]) -
     summary = json.loads((anat / "sub-errsm30_space-PAM50_desc-cord_morphometrics.json")
                          .read_text())
     assert summary["method"].startswith("builtin")
-    # levels as SCT derives them from discs 3-5: C2 above disc 3, C5 below disc 5 (partial)
+    # levels as SCT derives them from discs 4-6: C3 above disc 4, C6 below disc 6 (partial)
     assert [(e["name"], e["partial"]) for e in summary["levels"]] == [
-        ("C2", True), ("C3", False), ("C4", False), ("C5", True)]
+        ("C3", True), ("C4", False), ("C5", False), ("C6", True)]
     for level in native["levels"]:  # a whole level keeps its mean CSA when stretched
         stretched = next(e for e in summary["levels"] if e["name"] == level["name"])
         assert stretched["csa_mean_mm2"] == pytest.approx(level["csa_mean_mm2"], rel=0.05)
     assert summary["normative"] is None
     page = (real_run[0] / "sub-errsm30.html").read_text()
-    assert "CSA C3, PAM50 dimensions" in page and "no rootlet segmentation" in page
+    assert "CSA C4, PAM50 dimensions" in page and "no rootlet segmentation" in page
 
 
 def test_outputs_are_a_valid_derivative_dataset(real_run: tuple[Path, int, float]) -> None:

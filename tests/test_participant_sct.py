@@ -564,10 +564,11 @@ def test_registration_metrics_are_our_scorer_on_the_real_sct_warp(
     metrics = json.loads((automatic_run.work("register") / "registration_metrics.json")
                          .read_text())
     assert metrics["engine"] == "sct" and metrics["engine_version"] == str(SCT_PINNED_VERSION)
-    labels = data_dir / "bids-real" / "derivatives" / "labels" / SUBJECT / "anat"
-    manual = load_mask(labels / f"{SUBJECT}_T2w_labels-disc.nii.gz")
+    # the discs of this run are SCT's (the double's, from sct-reference's labeled segmentation,
+    # one level above the manual labels): the scorer gets the same ones
+    discs = load_mask(automatic_run.path("discs"))
     template_discs = load_mask(data_dir / "PAM50_small" / "PAM50_small_label_disc.nii.gz")
-    scorer = score_sct_reference(data_dir, discs_from_label_array(manual.data, manual.affine),
+    scorer = score_sct_reference(data_dir, discs_from_label_array(discs.data, discs.affine),
                                  discs_from_label_array(template_discs.data,
                                                         template_discs.affine))
     assert sorted(metrics["disc_error_mm"]) == sorted(str(d) for d in scorer["disc_errors"])

@@ -1,4 +1,4 @@
-"""Builtin disc labelling against PAM50: a PAM50 phantom and real sub-errsm30 (discs 3-5)."""
+"""Builtin disc labelling against PAM50: a PAM50 phantom and real sub-errsm30 (discs 4-6)."""
 
 from __future__ import annotations
 
@@ -148,37 +148,39 @@ def errsm30(bids_real: Path) -> tuple:
     return image, cord, discs_from_label_array(discs.data, discs.affine)
 
 
-def one_level_down(discs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """bids-real sub-errsm30 disc positions with value N read as N + 1: they come from an
-    ``sct_label_vertebrae`` run initialised in SCT's pre-2018 numbering, one level too high
-    (docs/benchmarks.md, Disc labelling)."""
-    return {value + 1: point for value, point in discs.items()}
+def test_errsm30_manual_discs_are_c3c4_to_c5c6(errsm30: tuple) -> None:
+    """The corrected shared file: values 4, 5, 6, top to bottom."""
+    _, _, truth = errsm30
+    assert sorted(truth) == [4, 5, 6]
+    assert truth[4][2] > truth[5][2] > truth[6][2]
 
 
 def test_errsm30_without_hint_finds_the_levels(template: DiscTemplate, errsm30: tuple) -> None:
-    """Unhinted, the discs land on the corrected reference (C3/C4 and C4/C5 within 3 mm), and
-    C2/C3 is the disc above it, one vertebra (15-22 mm) higher."""
+    """Unhinted, the discs land on the manual labels (C3/C4 and C4/C5 within 3 mm), and C2/C3
+    is the disc above them, one vertebra (15-22 mm) higher."""
     image, cord, truth = errsm30
-    corrected = one_level_down(truth)
     found = label_discs(image.data, image.affine, cord.data, template,
                         contrast="T2w").disc_points_mm
-    errors = errors_mm(found, {v: corrected[v] for v in (4, 5)})
+    errors = errors_mm(found, {v: truth[v] for v in (4, 5)})
     assert max(errors.values()) <= TOLERANCE_MM, errors
     assert 15.0 <= found[3][2] - found[4][2] <= 22.0
 
 
 def test_errsm30_hint_sets_the_level(template: DiscTemplate, errsm30: tuple) -> None:
-    """A hint 2 mm off a disc is followed, whichever level it names: naming the disc the
-    bids-real file calls 3 as C3/C4 (4) or as C2/C3 (3) reproduces either labelling."""
+    """A hint 2 mm off a disc is followed, whichever level it names: C3/C4 (4) reproduces the
+    manual labels; C2/C3 (3) at the same height puts disc 3 on that disc, against the image
+    (a hint overrules the pattern match)."""
     image, cord, truth = errsm30
-    hint_z = float(truth[3][2]) + 2.0  # a user's click, 2 mm off
-    for value, reference in ((4, one_level_down(truth)), (3, truth)):
-        result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
-                             init_disc=(value, hint_z))
-        in_both = {v: p for v, p in reference.items() if v in result.disc_points_mm}
-        errors = errors_mm(result.disc_points_mm, in_both)
-        assert len(in_both) >= 2 and max(errors.values()) <= TOLERANCE_MM, (value, errors)
-        assert value in result.disc_points_mm
+    hint_z = float(truth[4][2]) + 2.0  # a user's click, 2 mm off
+    result = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                         init_disc=(4, hint_z))
+    in_both = {v: p for v, p in truth.items() if v in result.disc_points_mm}
+    errors = errors_mm(result.disc_points_mm, in_both)
+    assert len(in_both) >= 2 and max(errors.values()) <= TOLERANCE_MM, errors
+    wrong = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",
+                        init_disc=(3, hint_z))
+    assert np.linalg.norm(wrong.disc_points_mm[3] - truth[4]) <= TOLERANCE_MM
+    assert 15.0 <= wrong.disc_points_mm[3][2] - wrong.disc_points_mm[4][2] <= 22.0
 
 
 def test_errsm30_without_hint_is_flagged_as_ambiguous(template: DiscTemplate,
@@ -217,13 +219,13 @@ def test_errsm30_without_hint_agrees_with_sct_body_labels(template: DiscTemplate
 
 @pytest.fixture(scope="module")
 def errsm30_t1w(bids_real: Path, errsm30: tuple) -> tuple:
-    """The T1w of the same session, with the T2w disc positions (scanner coordinates, read one
-    level down) as reference."""
+    """The T1w of the same session, with the manual T2w disc positions (scanner coordinates) as
+    reference."""
     anat = bids_real / "sub-errsm30" / "anat"
     labels = bids_real / "derivatives" / "labels" / "sub-errsm30" / "anat"
     image = load_volume(anat / "sub-errsm30_T1w.nii.gz")
     cord = load_mask(labels / "sub-errsm30_T1w_label-SC_mask.nii.gz")
-    return image, cord, one_level_down(errsm30[2])
+    return image, cord, errsm30[2]
 
 
 def test_errsm30_t1w_discs_within_3mm_given_one_disc(template: DiscTemplate,
@@ -238,7 +240,7 @@ def test_errsm30_t1w_discs_within_3mm_given_one_disc(template: DiscTemplate,
 def test_errsm30_t1w_without_hint_the_c2_anchor_sets_the_levels(template: DiscTemplate,
                                                                  errsm30_t1w: tuple) -> None:
     """The T1w shows 20 mm of bone without a disc above its top disc (C2 body and dens): the
-    anchor names that disc C2/C3, and discs 4-6 land within 3 mm of the corrected reference.
+    anchor names that disc C2/C3, and discs 4-6 land within 3 mm of the manual labels.
     The T2 pattern alone puts the strip in the thoracic template, so anchor and pattern disagree
     and the result stays flagged."""
     image, cord, truth = errsm30_t1w
@@ -261,7 +263,7 @@ def test_errsm30_t2w_takes_the_c2_anchor_of_the_session_t1w(template: DiscTempla
     agrees with the T2w pattern match, so the unhinted labels are no longer flagged. The T2w
     cuts the bands of C2/C3 (top) and C5/C6 (bottom; on the manual mask it was not placed at
     all); the T1w shows both, and they are placed on its bands: C2/C3 within 1 mm of where the
-    template put it, C5/C6 within 3 mm of the corrected reference. C3/C4 and C4/C5 keep their
+    template put it, C5/C6 within 3 mm of the manual label. C3/C4 and C4/C5 keep their
     own bands. Cues outside this cord's height are ignored."""
     image, cord, truth = errsm30
     t1_image, t1_cord, _ = errsm30_t1w
@@ -279,7 +281,7 @@ def test_errsm30_t2w_takes_the_c2_anchor_of_the_session_t1w(template: DiscTempla
     assert np.linalg.norm(result.disc_points_mm[3] - alone.disc_points_mm[3]) <= 1.0
     for value in (4, 5):
         assert np.array_equal(result.disc_points_mm[value], alone.disc_points_mm[value])
-    errors = errors_mm(result.disc_points_mm, one_level_down(truth))
+    errors = errors_mm(result.disc_points_mm, truth)
     assert max(errors.values()) <= TOLERANCE_MM, errors
     shift = np.array([0.0, 0.0, 40.0])
     far = label_discs(image.data, image.affine, cord.data, template, contrast="T2w",

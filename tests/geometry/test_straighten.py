@@ -185,18 +185,18 @@ def test_real_subject_discs_land_on_pam50_small(errsm30: dict[str, Volume],
     mask, labels = errsm30["mask"], errsm30["discs"]
     src_discs = discs_from_label_array(labels.data, labels.affine)
     dst_discs = discs_from_label_array(tpl_labels.data, tpl_labels.affine)
-    assert sorted(src_discs) == [3, 4, 5] and min(dst_discs) == 2  # different top discs
+    assert sorted(src_discs) == [4, 5, 6] and min(dst_discs) == 2  # different top discs
     cl = centerline_from_mask(mask.data, mask.affine)
     dcl = centerline_from_mask(cord.data, cord.affine)
     res = straighten_to_centerline(cl, dcl, mask.shape, mask.affine, cord.shape, cord.affine,
                                    input_discs=src_discs, dest_discs=dst_discs)
     err = measure_disc_errors(res, src_discs, dst_discs)
-    assert list(err.values) == [3, 4, 5]
+    assert list(err.values) == [4, 5, 6]
     assert np.abs(err.forward_mm).max() < 0.5
     assert np.abs(err.backward_mm).max() < 0.5
-    # and in world z (PAM50_small is straight): disc 3 lands at the template's disc 3 height
-    mapped = transform_points(src_discs[3][None], res.straight_to_curve)[0]
-    assert mapped[2] == pytest.approx(dst_discs[3][2], abs=0.5)
+    # and in world z (PAM50_small is straight): disc 4 lands at the template's disc 4 height
+    mapped = transform_points(src_discs[4][None], res.straight_to_curve)[0]
+    assert mapped[2] == pytest.approx(dst_discs[4][2], abs=0.5)
     assert res.curve_to_straight.shape == cord.shape
 
 

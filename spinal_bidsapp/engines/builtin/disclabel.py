@@ -55,8 +55,7 @@ vertebra N). The cervical pattern repeats, so a short field of view can match on
 almost as well as at the right level. Without a hint, ``confidence`` therefore measures the
 *margin* between the best match and the best match one level away (> 8 mm in the template):
 ``min(1, margin / 0.1)``. On sub-errsm30 (55 mm of cervical spine) the margin is 0.001-0.04 and
-the match is right: C3/C4 and C4/C5 within 3 mm of the reference read one level down (the
-bids-real disc values of that image are one level too high, docs/benchmarks.md), in agreement
+the match is right: C3/C4 and C4/C5 within 3 mm of the manual labels, in agreement
 with SCT's body labels (and C5/C6, cut by the field, when placed on the session T1w's band);
 on PAM50 phantoms (C1-T1) the margin is 0.07-0.44 and every disc is within 1 mm. With a hint
 the level is the user's and ``confidence`` is ``min(1, ncc / 0.3)``.
