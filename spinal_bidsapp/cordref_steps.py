@@ -728,7 +728,7 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
         winner, why = choose_engine_registration(scores[chosen], builtin, sct_labels=chosen)
         extra = {"primary": "builtin" if winner == "builtin" else chosen,
                  "labels": "discs" if winner == "builtin" else chosen, "selection": why,
-                 "sct_selection": reason, "paths": path_scores}
+                 "sct_labels": chosen, "sct_selection": reason, "paths": path_scores}
         sidecar = {"Engine": winner, "EngineSelection": why}
         if winner == "builtin":
             _adopt_candidate(candidate, paths, sidecar=sidecar, extra=extra)
