@@ -232,3 +232,42 @@ def test_auto_registration_is_never_worse_than_builtin(auto_run: CliRun,
         page = (auto_run.out / f"{subject}.html").read_text()
         assert why in page and "builtin registration: cord Dice in PAM50 space" in page
 
+
+def _sct_claiming_a_model(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The real SCT's programs (links) in a ``$SCT_DIR`` whose ``spinalcord`` model folder
+    holds an empty weights file; SCT itself still looks for its models in its own folder."""
+    real = Path(env["SCT_DIR"])
+    (root / "bin").mkdir(parents=True)
+    for program in (real / "bin").iterdir():
+        (root / "bin" / program.name).symlink_to(program)
+    fold = root / "data" / "deepseg_models" / "model_seg_sc_contrast_agnostic_nnunet" / "fold_0"
+    fold.mkdir(parents=True)
+    (root / "data" / "PAM50").symlink_to(real / "data" / "PAM50")  # -normalize-PAM50 reads it
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+    return {**env, "SCT_DIR": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{env['PATH']}"}
+
+
+def test_engine_sct_on_an_unlabelled_demo_subject(sct_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    subprocess.run([str(SYNTH), "demo", str(tmp_path / "demo"), "--n-subjects", "1"],
+                   check=True, capture_output=True, env={**sct_env, **THREADS}, timeout=300)
+    bids = tmp_path / "demo" / "bids"
+    shutil.rmtree(bids / "derivatives")  # no labels: every deep-learning step is asked for
+    run = _run(bids, tmp_path / "out", "sct", _sct_claiming_a_model(sct_env, tmp_path / "sct"))
+    assert run.code == 0, run.log[-3000:]
+    assert run.completed() == {"sub-01"}
+    assert "Participant engine: sct (requested)" in run.log
+    for step in ("segment", "label_discs"):
+        assert f"sub-01: {step}: builtin instead of SCT" in run.log
+    assert "sub-01: spine: skipped instead of SCT" in run.log
+    assert not run.anat("sub-01", "desc-rootlets_dseg.nii.gz").exists()  # skipped either way
+    cord = json.loads(run.anat("sub-01", "label-SC_mask.json").read_text())
+    assert cord["Engine"] == "builtin"  # SCT ran, failed on its environment, builtin took over
+    assert ("model_seg_sc_contrast_agnostic_nnunet is not installed and could not be "
+            "downloaded (no network)") in cord["FallbackReason"]
+    assert "segment_cord.log" in cord["FallbackReason"]
+    pam50 = json.loads(run.anat("sub-01", "space-PAM50_desc-cord_morphometrics.json")
+                       .read_text())
+    assert pam50["method"].startswith("SCT 7.3 sct_process_segmentation")
+    page = (run.out / "sub-01.html").read_text()
+    assert page.count("builtin (SCT fallback)") == 2 and page.count(">skipped<") >= 1
