@@ -14,7 +14,9 @@ outputs are current (``steps.run_step``):
 5. ``morphometrics``: length, volume, angle-corrected CSA per slice and per level.
 6. ``register``: to PAM50 (builtin: disc-matched straightening + in-plane SyN; SCT:
    ``sct_register_to_template``), warps both ways; images and labels are carried across, and the
-   registration scored, by the same code for both engines.
+   registration scored, by the same code for both engines. Under ``--engine auto`` the builtin
+   registration is computed too (``register_builtin``) and the better-scoring of the two is
+   primary (``cordref_steps.choose_engine_registration``).
 7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
 
 The engine is resolved once per unit; the engine-run steps (``segment``, ``label_discs``,
@@ -634,8 +636,10 @@ class _Pipeline:
     def _register_sct(self, anat: Path, cord: Path, discs: Path, rootlets: Path | None,
                       template: Pam50, paths: steps.RegistrationPaths,
                       inputs: list[Path]) -> steps.RegistrationPaths:
-        """SCT registrations (discs, and rootlets when segmented), the primary one chosen."""
+        """SCT registrations (discs, and rootlets when segmented), the primary one chosen; under
+        ``--engine auto`` the builtin registration competes too (:meth:`_register_builtin`)."""
         name = "PAM50"
+        builtin_inputs = inputs
         params: dict[str, object] = {**self.engine_params, **template.provenance()}
         contrast = cast(Contrast, self.unit.source.suffix)
         image = {"T2w": template.t2, "T1w": template.t1, "T2starw": template.t2s}[contrast]
@@ -659,19 +663,48 @@ class _Pipeline:
                 self.warnings.append(f"rootlet-based registration failed, the disc-based one "
                                      f"is used: {exc}")
                 logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        builtin_dir = self._register_builtin(anat, cord, discs, template, builtin_inputs)
         alternates = {labels: (self.path(f"xfm_to_template_{labels}", template=name),
                                self.path(f"xfm_from_template_{labels}", template=name))
-                      for labels in ("discs", "rootlets")}
+                      for labels in ("discs", "rootlets", "builtin")}
         chosen_inputs = [*inputs, self.work / "register_discs" / "metrics.json"]
         if rootlet_dir is not None:
             chosen_inputs += [rootlet_dir / "metrics.json"]
+        select_params = {**params, "rootlets": rootlet_dir is not None}
+        if builtin_dir is not None:
+            chosen_inputs += [steps.builtin_candidate_paths(builtin_dir).metrics]
+            select_params["candidates"] = ["sct", "builtin"]
         self.step("register", lambda: steps.select_sct_registration(
             anat, cord, discs, template, paths, alternates,
             disc_dir=self.work / "register_discs", rootlet_dir=rootlet_dir,
-            rootlets=rootlets if rootlet_dir is not None else None),
-            inputs=chosen_inputs, outputs=list(paths.all()),
-            params={**params, "rootlets": rootlet_dir is not None})
+            rootlets=rootlets if rootlet_dir is not None else None, builtin_dir=builtin_dir),
+            inputs=chosen_inputs, outputs=list(paths.all()), params=select_params)
         return paths
+
+    def _register_builtin(self, anat: Path, cord: Path, discs: Path, template: Pam50,
+                          inputs: list[Path]) -> Path | None:
+        """``--engine auto`` only: the builtin registration as a candidate (step
+        ``register_builtin``, carried across in its work folder), so that auto is never worse
+        than the builtin engine; its folder, or None when it was not asked for or failed (a
+        warning: SCT's registration stands)."""
+        if self.config.participant.engine != "auto":
+            return None  # --engine sct: the user asked for SCT's registration
+        folder = self.work / "register_builtin"
+        candidate = steps.builtin_candidate_paths(folder)
+        try:
+            self.step("register_builtin", lambda: steps.register(anat, cord, discs, template,
+                                                                 candidate),
+                      inputs=inputs, outputs=list(candidate.all()),
+                      params=self._builtin_params(template.provenance(), None))
+        except SpinalBidsAppError as exc:
+            self.warnings.append(f"the builtin registration (a candidate under --engine auto) "
+                                 f"failed, SCT's is used: {exc}")
+            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+            return None
+        self.engine_steps["register_builtin"] = steps.EngineStep(
+            "register_builtin", "builtin", "builtin registration, the --engine auto candidate "
+            "against SCT's")
+        return folder
 
     def _register_sct_path(self, labels: steps.RegistrationLabels, labels_file: Path,
                            discs: Path, template: Pam50, inputs: list[Path],

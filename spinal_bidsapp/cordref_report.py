@@ -166,13 +166,20 @@ def _registration_rows(reg: dict) -> list[MetricRow]:
     rows.append(MetricRow("max disc error after registration", max(measured, default=np.nan),
                           "mm", _no_mapping_note(reg["disc_error_mm"])))
     if "selection" in reg:
-        rows.append(MetricRow("primary registration", reg["labels"], "", reg["selection"]))
+        rows.append(MetricRow("primary registration", reg.get("primary", reg["labels"]), "",
+                              reg["selection"]))
+        if "sct_selection" in reg:
+            rows.append(MetricRow("SCT's registration", reg["sct_selection"].split(":")[0], "",
+                                  reg["sct_selection"]))
         for labels, scores in reg["paths"].items():
+            name = ("builtin registration" if labels == "builtin"
+                    else f"SCT {labels}-based registration" if "sct_selection" in reg
+                    else f"{labels}-based registration")
             errors = [e["to_template"] for e in scores["disc_error_mm"].values()
                       if e["to_template"] is not None]
             note = _no_mapping_note(scores["disc_error_mm"])
             rows.append(MetricRow(
-                f"{labels}-based registration: cord Dice in PAM50 space",
+                f"{name}: cord Dice in PAM50 space",
                 scores["cord_dice_in_template"], "",
                 f"native {scores['cord_dice_native']:.3f}; max disc error "
                 f"{max(errors, default=np.nan):.2f} mm" + (f"; {note}" if note else "")))
@@ -202,14 +209,20 @@ def _pam50_csa_rows(summary: dict) -> list[MetricRow]:
     return rows
 
 
+def _engine_label(step: EngineStep) -> str:
+    """``builtin`` alone only for a builtin step SCT did not fail on (the ``--engine auto``
+    registration candidate)."""
+    if step.ran == "builtin":
+        return "builtin (SCT fallback)" if step.fallback_reason is not None else "builtin"
+    return {"sct": "SCT", "skipped": "skipped"}[step.ran]
+
+
 def _engine_rows(inputs: ReportInputs) -> list[MetricRow]:
     """With SCT, which engine ran each step and, where SCT could not, why (nothing to say with
     the builtin engine: every step is builtin)."""
     if inputs.engine == "builtin":
         return []
-    return [MetricRow(f"engine: {e.step}",
-                      {"sct": "SCT", "builtin": "builtin (SCT fallback)",
-                       "skipped": "skipped"}[e.ran], "",
+    return [MetricRow(f"engine: {e.step}", _engine_label(e), "",
                       e.method if e.fallback_reason is None else e.fallback_reason)
             for e in inputs.engine_steps]
 

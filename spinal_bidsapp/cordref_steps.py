@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
@@ -19,7 +19,7 @@ from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
-from spinal_bidsapp.files import write_json, write_text
+from spinal_bidsapp.files import atomic_path, write_json, write_text
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import (
@@ -714,9 +714,15 @@ def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | 
 def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50,
                             paths: RegistrationPaths, alternates: dict[str, tuple[Path, Path]],
                             *, disc_dir: Path, rootlet_dir: Path | None,
-                            rootlets: Path | None) -> None:
-    """Carry the chosen warp across (the primary outputs) and keep the other one under its
-    ``desc-`` name; both paths' scores and the choice go into the registration metrics."""
+                            rootlets: Path | None, builtin_dir: Path | None = None) -> None:
+    """Carry the chosen warp across (the primary outputs) and keep the other ones under their
+    ``desc-`` names; every path's scores and the choice go into the registration metrics.
+
+    ``builtin_dir`` (``--engine auto``): the builtin registration, carried across there by
+    :func:`register` (:func:`builtin_candidate_paths`), competes with SCT's chosen path
+    (:func:`choose_engine_registration`); when it wins its outputs become the primary ones as
+    they are (the builtin engine's own outputs, byte for byte), SCT's warps become alternates.
+    """
     from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
     from spinal_bidsapp.engines.sct import REGISTRATION_OUTPUTS
     from spinal_bidsapp.engines.sct_outputs import read_rootlet_levels
@@ -732,9 +738,29 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
     levels = len(read_rootlet_levels(rootlets)) if rootlets is not None else 0
     chosen, reason = choose_registration(scores["discs"], scores.get("rootlets"),
                                          rootlet_levels=levels)
+    path_scores: dict[str, dict[str, object]] = {
+        k: {m: v[m] for m in _PATH_SCORES if m in v} for k, v in scores.items()}
+    extra: dict[str, object] = {"labels": chosen, "selection": reason, "paths": path_scores}
+    winner: EngineName = "sct"
+    sidecar: dict[str, object] = {}
+    if builtin_dir is not None:
+        candidate = builtin_candidate_paths(builtin_dir)
+        builtin = json.loads(candidate.metrics.read_text(encoding="utf-8"))
+        path_scores["builtin"] = {m: builtin[m] for m in _PATH_SCORES}
+        winner, why = choose_engine_registration(scores[chosen], builtin, sct_labels=chosen)
+        extra = {"primary": "builtin" if winner == "builtin" else chosen,
+                 "labels": "discs" if winner == "builtin" else chosen, "selection": why,
+                 "sct_labels": chosen, "sct_selection": reason, "paths": path_scores}
+        sidecar = {"Engine": winner, "EngineSelection": why}
+        if winner == "builtin":
+            _adopt_candidate(candidate, paths, sidecar=sidecar, extra=extra)
+        else:
+            for source, target in zip((candidate.to_template, candidate.from_template),
+                                      alternates["builtin"], strict=True):
+                copy_file(source, target)
     for labels, folder in folders.items():
         warps = [load_field(folder / "sct" / name) for name in REGISTRATION_OUTPUTS]
-        if labels == chosen:
+        if labels == chosen and winner == "sct":
             anat_vol, cord_vol = load_volume(anat), load_mask(cord)
             subject_points, template_points = _disc_points(discs, template)
             registration = TemplateRegistration(
@@ -744,13 +770,96 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
                       if k in ("engine", "engine_version", "method")}
             carry_across(anat_vol, cord_vol, template, registration, paths, engine=record,
                          subject_points=subject_points, template_points=template_points,
-                         scores={m: scores[labels][m] for m in _PATH_SCORES},
-                         extra={"labels": chosen, "selection": reason,
-                                "paths": {k: {m: v[m] for m in _PATH_SCORES if m in v}
-                                          for k, v in scores.items()}})
+                         scores={m: scores[labels][m] for m in _PATH_SCORES}, extra=extra,
+                         sidecar=sidecar)
         else:
             for warp, target in zip(warps, alternates[labels], strict=True):
                 save_field(warp, target)
+
+
+EngineName = Literal["sct", "builtin"]
+
+
+def _unmapped_discs(scores: Mapping[str, object]) -> int:
+    """Discs the warp does not map in either direction (a ``null`` landing error)."""
+    errors = cast(dict[str, dict[str, float | None]], scores["disc_error_mm"])
+    return sum(1 for e in errors.values() if None in e.values())
+
+
+def _mean_dice(scores: Mapping[str, object]) -> float:
+    return (float(cast(float, scores["cord_dice_in_template"]))
+            + float(cast(float, scores["cord_dice_native"]))) / 2
+
+
+def choose_engine_registration(sct: Mapping[str, object], builtin: Mapping[str, object], *,
+                               sct_labels: str = "discs") -> tuple[EngineName, str]:
+    """Under ``--engine auto``: SCT's registration or the builtin one, and why (one sentence).
+
+    Both are scored by :func:`score_registration`. First the fewer discs without a mapping: an
+    unmapped disc is a part of the subject the warp sends nowhere (SCT crops its warp 10 mm
+    beyond the outer labels), which no overlap elsewhere makes up for. Then the higher mean of
+    the two cord Dice: template space (the subject's cord carried to PAM50) and native space
+    (PAM50's cord carried to the subject) score the two warps the outputs are made with, and
+    neither direction matters more. A tie keeps SCT, the engine ``auto`` prefers.
+
+    >>> sct = {"cord_dice_in_template": 0.967, "cord_dice_native": 0.721,
+    ...        "disc_error_mm": {"3": {"to_template": 0.5, "to_anat": None}}}
+    >>> builtin = {"cord_dice_in_template": 0.983, "cord_dice_native": 0.977,
+    ...            "disc_error_mm": {"3": {"to_template": 0.4, "to_anat": 0.6}}}
+    >>> choose_engine_registration(sct, builtin)
+    ('builtin', 'builtin: 0 unmapped disc(s) against 1 for SCT (disc-based)')
+    >>> choose_engine_registration(sct, {**builtin, "disc_error_mm": sct["disc_error_mm"]})[0]
+    'builtin'
+    >>> choose_engine_registration(sct, sct)
+    ('sct', 'SCT (disc-based): mean cord Dice 0.844, builtin 0.844 (a tie keeps SCT)')
+    """
+    what = f"SCT ({sct_labels[:-1]}-based)"
+    unmapped_sct, unmapped_builtin = _unmapped_discs(sct), _unmapped_discs(builtin)
+    if unmapped_sct != unmapped_builtin:
+        winner: EngineName = "builtin" if unmapped_builtin < unmapped_sct else "sct"
+        return winner, (f"{'builtin' if winner == 'builtin' else what}: "
+                        f"{min(unmapped_sct, unmapped_builtin)} unmapped disc(s) against "
+                        f"{max(unmapped_sct, unmapped_builtin)} for "
+                        f"{what if winner == 'builtin' else 'builtin'}")
+    dice_sct, dice_builtin = _mean_dice(sct), _mean_dice(builtin)
+    if dice_builtin > dice_sct:
+        return "builtin", (f"builtin: mean cord Dice {dice_builtin:.3f}, {what} "
+                           f"{dice_sct:.3f}")
+    tie = " (a tie keeps SCT)" if dice_builtin == dice_sct else ""
+    return "sct", f"{what}: mean cord Dice {dice_sct:.3f}, builtin {dice_builtin:.3f}{tie}"
+
+
+def builtin_candidate_paths(folder: Path) -> RegistrationPaths:
+    """Where the ``register_builtin`` step (``--engine auto``) writes its registration."""
+    return RegistrationPaths(
+        to_template=folder / "to_template.nii.gz", from_template=folder / "from_template.nii.gz",
+        anat_in_template=folder / "anat_in_template.nii.gz",
+        cord_in_template=folder / "cord_in_template.nii.gz",
+        template_levels=folder / "template_levels.nii.gz",
+        template_cord=folder / "template_cord.nii.gz",
+        metrics=folder / "registration_metrics.json")
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically."""
+    import shutil
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _adopt_candidate(candidate: RegistrationPaths, paths: RegistrationPaths, *,
+                     sidecar: dict[str, object], extra: dict[str, object]) -> None:
+    """The builtin candidate's files as the primary outputs, their sidecars saying so."""
+    for source, target in zip(candidate.all(), paths.all(), strict=True):
+        if target == paths.metrics:
+            metrics = json.loads(source.read_text(encoding="utf-8"))
+            write_json(target, {**metrics, **extra})
+            continue
+        copy_file(source, target)
+        if sidecar_path(source).is_file():
+            fields = json.loads(sidecar_path(source).read_text(encoding="utf-8"))
+            write_sidecar(target, {**fields, **sidecar})
 
 
 _PATH_SCORES = ("cord_dice_in_template", "cord_dice_native", "disc_error_mm")
@@ -768,12 +877,13 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                  engine: dict[str, str], subject_points: dict[int, np.ndarray],
                  template_points: dict[int, np.ndarray],
                  extra: dict[str, object] | None = None,
-                 scores: dict[str, object] | None = None) -> None:
+                 scores: dict[str, object] | None = None,
+                 sidecar: dict[str, object] | None = None) -> None:
     """Save both warps, carry images and labels across them, and score the registration.
 
     Whatever engine computed ``registration``, the same code resamples (``apply_field``) and
     scores it (:func:`score_registration`), unless ``scores`` (that function's result for the
-    same registration) are given.
+    same registration) are given. ``sidecar``: fields added to the images' sidecars.
     """
     from spinal_bidsapp.fieldio import save_field
     from spinal_bidsapp.geometry.fields import apply_field
@@ -802,7 +912,8 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                                      "SpatialReference": str(template.template_folder)}
         if image == paths.anat_in_template:
             fields["SkullStripped"] = False
-        write_sidecar(image, {**fields, **_fallback_fields(engine.get("fallback_reason"))})
+        write_sidecar(image, {**fields, **_fallback_fields(engine.get("fallback_reason")),
+                              **(sidecar or {})})
     if scores is None:
         scores = score_registration(
             cord_vol, tpl_cord, registration, subject_points=subject_points,

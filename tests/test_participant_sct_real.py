@@ -8,7 +8,9 @@ need no model (``sct_register_to_template``, ``sct_process_segmentation``) run f
 * ``--engine auto`` and ``--engine builtin`` on a copy of every bids-real subject: the same
   subjects complete (the builtin engine's failures are the data's, and auto fails them the same
   way), the cord masks and disc labels auto falls back to are the builtin ones, voxel for
-  voxel, and with the manual labels of sub-errsm30 no deep-learning step runs at all;
+  voxel, with the manual labels of sub-errsm30 no deep-learning step runs at all, and auto's
+  registration to PAM50 (SCT's or the builtin candidate, the better-scoring) scores at least
+  the builtin engine's on every subject (#19);
 * ``--engine sct`` on a demo subject without labels: exit 0, a complete output, every
   fallback recorded in the log, the sidecars and the report. That run's ``$SCT_DIR`` is the real
   SCT's programs (links) beside a ``spinalcord`` model folder holding an empty weights file, so
@@ -163,9 +165,9 @@ def test_auto_records_each_fallback_and_why(auto_run: CliRun) -> None:
     assert "sub-lumbar01: spine: skipped instead of SCT" in auto_run.log
     page = (auto_run.out / "sub-lumbar01.html").read_text()
     assert "builtin (SCT fallback)" in page and "sct_deepseg spinalcord -install" in page
-    metrics = json.loads((auto_run.out / "work" / "sub-lumbar01" / "register"
-                          / "registration_metrics.json").read_text())
-    assert metrics["engine"] == "sct"  # sct_register_to_template needs no model
+    sct = json.loads((auto_run.out / "work" / "sub-lumbar01" / "register_discs"
+                      / "metrics.json").read_text())
+    assert sct["engine"] == "sct"  # sct_register_to_template needs no model
 
 
 def test_manual_labels_trigger_no_deep_learning_step(auto_run: CliRun) -> None:
@@ -174,8 +176,61 @@ def test_manual_labels_trigger_no_deep_learning_step(auto_run: CliRun) -> None:
     assert "sub-errsm30: spine:" not in auto_run.log
     logs = [p.read_text(errors="replace") for p in work.rglob("*.log")]
     assert logs and not any("sct_deepseg spine" in text for text in logs)
-    metrics = json.loads((work / "register" / "registration_metrics.json").read_text())
-    assert metrics["engine"] == "sct" and metrics["method"].endswith("sct_register_to_template")
+    sct = json.loads((work / "register_discs" / "metrics.json").read_text())
+    assert sct["engine"] == "sct" and sct["method"].endswith("sct_register_to_template")
+
+
+def _registration(run: CliRun, subject: str) -> dict:
+    return json.loads((run.out / "work" / subject / "register"
+                       / "registration_metrics.json").read_text())
+
+
+def _unmapped(scores: dict) -> int:
+    return sum(1 for e in scores["disc_error_mm"].values() if None in e.values())
+
+
+def _mean_dice(scores: dict) -> float:
+    return (scores["cord_dice_in_template"] + scores["cord_dice_native"]) / 2
+
+
+def test_auto_registration_is_never_worse_than_builtin(auto_run: CliRun,
+                                                       builtin_run: CliRun) -> None:
+    """#19: auto's primary registration scores at least the builtin engine's on every subject
+    (fewer discs without a mapping, else at least its mean cord Dice), the choice is recorded
+    with both candidates' scores, and the loser's warps are kept under their ``desc-`` names."""
+    from spinal_bidsapp.cordref_steps import choose_engine_registration
+
+    scores = ("cord_dice_in_template", "cord_dice_native", "disc_error_mm")
+    registered = [s for s in sorted(builtin_run.completed())
+                  if (builtin_run.out / "work" / s / "register").is_dir()]
+    assert len(registered) >= 4, registered
+    for subject in registered:
+        auto, builtin = _registration(auto_run, subject), _registration(builtin_run, subject)
+        assert {"sct_labels", "sct_selection", "selection", "primary"} <= auto.keys(), subject
+        sct_labels = auto["sct_labels"]
+        candidates = auto["paths"]
+        assert {sct_labels, "builtin"} <= candidates.keys(), (subject, candidates.keys())
+        # the candidate is the builtin engine's registration, scored by the same code
+        assert candidates["builtin"] == {k: builtin[k] for k in scores}, subject
+        winner, why = choose_engine_registration(candidates[sct_labels], candidates["builtin"],
+                                                 sct_labels=sct_labels)
+        assert auto["selection"] == why, subject
+        assert auto["primary"] == ("builtin" if winner == "builtin" else sct_labels), subject
+        primary = candidates[auto["primary"]]
+        assert {k: auto[k] for k in scores} == primary, subject
+        # the criterion of the issue: never worse than builtin on the same data
+        assert _unmapped(auto) <= _unmapped(builtin), (subject, auto["selection"])
+        if _unmapped(auto) == _unmapped(builtin):
+            assert _mean_dice(auto) >= _mean_dice(builtin), (subject, auto["selection"])
+        sidecar = json.loads(auto_run.anat(subject, "space-PAM50_label-SC_mask.json")
+                             .read_text())
+        assert sidecar["Engine"] == winner and sidecar["EngineSelection"] == why, subject
+        loser = sct_labels if winner == "builtin" else "builtin"
+        for name in (f"from-T2w_to-PAM50_desc-{loser}_mode-image_xfm.nii.gz",
+                     f"from-PAM50_to-T2w_desc-{loser}_mode-image_xfm.nii.gz"):
+            assert auto_run.anat(subject, name).is_file(), (subject, name)
+        page = (auto_run.out / f"{subject}.html").read_text()
+        assert why in page and "builtin registration: cord Dice in PAM50 space" in page
 
 
 def _sct_claiming_a_model(env: dict[str, str], root: Path) -> dict[str, str]:

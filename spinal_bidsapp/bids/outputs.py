@@ -100,8 +100,10 @@ OUTPUTS: dict[str, OutputKind] = {
                                            "morphometrics", ".json", in_bids_schema=False),
     **{f"xfm_{way}_template_{path}": OutputKind(
         (*entities, ("desc", path), ("mode", "image")), "xfm", ".nii.gz", in_bids_schema=False,
-        description=f"the {path[:-1]}-based registration when it is not the primary one")
-       for path in ("discs", "rootlets")
+        description=f"{what} when it is not the primary one")
+       for path, what in (("discs", "SCT's disc-based registration"),
+                          ("rootlets", "SCT's rootlet-based registration"),
+                          ("builtin", "the builtin registration (an --engine auto candidate)"))
        for way, entities in (("to", (("from", "{suffix}"), ("to", "{template}"))),
                              ("from", (("from", "{template}"), ("to", "{suffix}"))))},
 }
