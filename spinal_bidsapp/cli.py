@@ -217,8 +217,8 @@ def _verbosity(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbosity(argv)
-    from spinal_bidsapp.lifetime import sigterm_as_interrupt
-    from spinal_bidsapp.runlog import setup_logging
+    from spinal_bidsapp.runtime.lifetime import sigterm_as_interrupt
+    from spinal_bidsapp.runtime.runlog import setup_logging
 
     setup_logging(None, verbose=verbose)  # the console, until run() knows the log file
     with sigterm_as_interrupt():
@@ -249,7 +249,7 @@ def _main(argv: list[str], verbose: int) -> int:
         print("spinal_bidsapp: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from spinal_bidsapp.runlog import FILE_ONLY, one_line
+        from spinal_bidsapp.runtime.runlog import FILE_ONLY, one_line
 
         logger.error("unexpected error", exc_info=True, extra=FILE_ONLY)  # console too with -v
         denied = _permission_error(exc)

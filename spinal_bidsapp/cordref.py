@@ -55,7 +55,7 @@ from spinal_bidsapp.errors import (
     TemporaryFailure,
 )
 from spinal_bidsapp.participant import ParticipantUnit
-from spinal_bidsapp.steps import LEDGER_NAME, StepRecord, run_step
+from spinal_bidsapp.runtime.ledger import LEDGER_NAME, StepRecord, run_step
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.sct import Capability, SctEngine

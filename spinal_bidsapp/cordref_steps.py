@@ -19,7 +19,6 @@ from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
-from spinal_bidsapp.files import write_json, write_text
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import (
@@ -38,6 +37,7 @@ from spinal_bidsapp.morphometrics import (
     measure_slices,
     summarise_levels,
 )
+from spinal_bidsapp.runtime.files import write_json, write_text
 from spinal_bidsapp.templates import Pam50
 
 if TYPE_CHECKING:

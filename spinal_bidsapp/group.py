@@ -32,9 +32,9 @@ from spinal_bidsapp.bids.outputs import derivative_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuilder
 from spinal_bidsapp.errors import InputDataError, UsageError
-from spinal_bidsapp.files import write_json
-from spinal_bidsapp.parallel import map_isolated, plan_workers
-from spinal_bidsapp.steps import run_step
+from spinal_bidsapp.runtime.files import write_json
+from spinal_bidsapp.runtime.ledger import run_step
+from spinal_bidsapp.runtime.parallel import map_isolated, plan_workers
 from spinal_bidsapp.templatespace import TemplateSpace
 from spinal_bidsapp.unitstatus import (
     GROUP_OUTPUTS,

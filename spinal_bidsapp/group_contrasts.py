@@ -44,8 +44,8 @@ from spinal_bidsapp.engines.builtin.contrast_registration import (
     register_contrast,
 )
 from spinal_bidsapp.errors import InputDataError, UsageError
-from spinal_bidsapp.files import write_json
-from spinal_bidsapp.steps import run_step
+from spinal_bidsapp.runtime.files import write_json
+from spinal_bidsapp.runtime.ledger import run_step
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.base import TemplateBuildResult
@@ -145,7 +145,7 @@ def build_contrast_templates(config: RunConfig, space: TemplateSpace,
                              tpl: Path, prefix: str, nprocs: int) -> list[ContrastTemplate]:
     """Every extra contrast of ``--contrasts`` as a template in ``tpl``, from the subjects that
     have it; a contrast that no subject has is skipped with a warning."""
-    from spinal_bidsapp.parallel import map_isolated
+    from spinal_bidsapp.runtime.parallel import map_isolated
 
     extras = (config.group.contrasts or [])[1:]
     work = config.execution.resolved_work_dir / "group" / "contrasts"

@@ -35,10 +35,10 @@ from spinal_bidsapp.bids.outputs import derivative_path, write_lut, write_sideca
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.files import atomic_path, write_json
 from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_volume, save_volume
+from spinal_bidsapp.runtime.files import atomic_path, write_json
 from spinal_bidsapp.templates import INFO_LABEL, INFO_LABEL_IDS, read_info_label, write_info_label
 from spinal_bidsapp.templatespace import TemplateSpace, disc_label_array, level_label_array
 

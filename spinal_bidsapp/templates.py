@@ -52,7 +52,7 @@ from spinal_bidsapp.errors import (
     OutputNotWritableError,
     TemporaryFailure,
 )
-from spinal_bidsapp.files import sha256_file, write_json, write_text
+from spinal_bidsapp.runtime.files import sha256_file, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
