@@ -38,7 +38,7 @@ from spinal_bidsapp.morphometrics import (
     summarise_levels,
 )
 from spinal_bidsapp.runtime.files import write_json, write_text
-from spinal_bidsapp.templates import Pam50
+from spinal_bidsapp.templates.pam50 import Pam50
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.builtin.disclabel import SessionCues
@@ -561,7 +561,7 @@ _LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_m
 def find_template(config: RunConfig) -> Pam50 | None:
     """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
     from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
-    from spinal_bidsapp.templates import resolve_pam50
+    from spinal_bidsapp.templates.pam50 import resolve_pam50
 
     try:
         return resolve_pam50(template_dir=config.participant.template_dir,

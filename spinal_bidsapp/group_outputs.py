@@ -39,7 +39,12 @@ from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_volume, save_volume
 from spinal_bidsapp.runtime.files import atomic_path, write_json
-from spinal_bidsapp.templates import INFO_LABEL, INFO_LABEL_IDS, read_info_label, write_info_label
+from spinal_bidsapp.templates.sct_layout import (
+    INFO_LABEL,
+    INFO_LABEL_IDS,
+    read_info_label,
+    write_info_label,
+)
 from spinal_bidsapp.templatespace import TemplateSpace, disc_label_array, level_label_array
 
 if TYPE_CHECKING:
@@ -301,7 +306,7 @@ def resolve_registration_target(config: RunConfig, contrast: str) -> Registratio
     """
     from spinal_bidsapp.cordref_steps import find_template
     from spinal_bidsapp.errors import MissingInputError
-    from spinal_bidsapp.templates import read_pam50_folder
+    from spinal_bidsapp.templates.pam50 import read_pam50_folder
 
     value = config.group.register_to
     key = SCT_CONTRAST.get(contrast, "t2")

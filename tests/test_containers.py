@@ -33,7 +33,7 @@ from spinal_bidsapp.engines.sct import (
     build_segment_cord_argv,
 )
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.templates import PAM50_RELEASE, resolve_pam50
+from spinal_bidsapp.templates.pam50 import PAM50_RELEASE, resolve_pam50
 
 if sys.version_info >= (3, 11):
     import tomllib

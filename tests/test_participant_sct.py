@@ -70,7 +70,7 @@ from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.image import load_mask, reorient
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, params_digest
-from spinal_bidsapp.templates import resolve_pam50
+from spinal_bidsapp.templates.pam50 import resolve_pam50
 
 REFERENCE = "sct-reference"
 SUBJECT = "sub-errsm30"
