@@ -175,8 +175,8 @@ def test_auto_engine_with_contrasts_asks_for_the_builtin_loop(
     """Even where MINC is installed, ``auto`` asks for the engine that returns per-subject warps
     when there are extra contrasts (and stays ``auto`` without them)."""
     import spinal_bidsapp.engines as engines
+    import spinal_bidsapp.group.build as build
     from spinal_bidsapp.cli import parse_config
-    from spinal_bidsapp.group import _template_builder
 
     asked: list[str] = []
 
@@ -184,12 +184,12 @@ def test_auto_engine_with_contrasts_asks_for_the_builtin_loop(
         asked.append(kind)
         return engines.EngineChoice(name="builtin", version=None, reason="test")
 
-    monkeypatch.setattr(engines, "resolve_template_engine", record)
+    monkeypatch.setattr(build, "resolve_template_engine", record)
     argv = [str(cohort / "bids"), str(cohort / "out"), "group", *GROUP_ARGS]
     for contrasts in (["T2w", "T1w"], ["T2w"]):
-        _template_builder(parse_config([*argv, "--contrasts", *contrasts]))
-    _template_builder(parse_config([*argv, "--template-engine", "builtin",
-                                    "--contrasts", "T2w", "T2starw"]))
+        build.template_builder(parse_config([*argv, "--contrasts", *contrasts]))
+    build.template_builder(parse_config([*argv, "--template-engine", "builtin",
+                                          "--contrasts", "T2w", "T2starw"]))
     assert asked == ["builtin", "auto", "builtin"]
 
 
