@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.synth import generate_demo_cohort
 
 pytestmark = pytest.mark.slow
@@ -176,7 +176,7 @@ def test_auto_engine_with_contrasts_asks_for_the_builtin_loop(
     when there are extra contrasts (and stays ``auto`` without them)."""
     import spinal_bidsapp.engines as engines
     import spinal_bidsapp.group.build as build
-    from spinal_bidsapp.cli import parse_config
+    from spinal_bidsapp.cli.parser import parse_config
 
     asked: list[str] = []
 

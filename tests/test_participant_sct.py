@@ -55,7 +55,7 @@ import pytest
 from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.outputs import OUTPUTS, derivative_path, sidecar_path
 from spinal_bidsapp.bids.validate import find_validator
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.engines.sct import (
     DEEPSEG_MODELS,
     INSTALL_HINT,

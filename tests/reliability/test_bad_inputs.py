@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import make_bids, write_nifti
 
 LABELS = Path("derivatives") / "labels" / "sub-01" / "anat"
