@@ -118,11 +118,11 @@ COPY spinal_bidsapp /src/spinal_bidsapp
 RUN pip install /src \
     && test "$(python -c 'import spinal_bidsapp; print(spinal_bidsapp.__version__)')" = "${SPINAL_BIDSAPP_VERSION}" \
     && python -c 'import ipl.model.generate_nonlinear, scoop, minc2_simple' \
-    && python -c 'import sys; from spinal_bidsapp.templates import PAM50_RELEASE; sys.exit(PAM50_RELEASE != sys.argv[1])' "${PAM50_RELEASE}"
+    && python -c 'import sys; from spinal_bidsapp.templates.pam50 import PAM50_RELEASE; sys.exit(PAM50_RELEASE != sys.argv[1])' "${PAM50_RELEASE}"
 # PAM50: record the checksum of the pinned release in the cache manifest and unpack it into the
 # cache (resolve_pam50 finds it when SCT_DIR is unset, and verifies later downloads against it).
 ADD https://github.com/spinalcordtoolbox/PAM50/releases/download/${PAM50_RELEASE}/PAM50-${PAM50_RELEASE}.zip /tmp/PAM50.zip
-RUN python -c 'import sys; from pathlib import Path; from spinal_bidsapp.templates import install_pam50_archive, record_pam50_checksum; archive, cache = Path(sys.argv[1]), Path(sys.argv[2]); install_pam50_archive(archive, cache_dir=cache, pin=record_pam50_checksum(archive, cache_dir=cache))' \
+RUN python -c 'import sys; from pathlib import Path; from spinal_bidsapp.templates.pam50 import install_pam50_archive, record_pam50_checksum; archive, cache = Path(sys.argv[1]), Path(sys.argv[2]); install_pam50_archive(archive, cache_dir=cache, pin=record_pam50_checksum(archive, cache_dir=cache))' \
         /tmp/PAM50.zip /opt/spinal_bidsapp/cache \
     && rm -f /tmp/PAM50.zip
 

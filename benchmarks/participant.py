@@ -75,7 +75,7 @@ def run_worker(argv: list[str]) -> dict:
     """Run one level of the app in a child process: its wall time and peak RSS (process or
     children)."""
     code = ("import json, resource, sys\n"
-            "from spinal_bidsapp.cli import main\n"
+            "from spinal_bidsapp.cli.main import main\n"
             "rc = main(sys.argv[1:])\n"
             "self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"

@@ -1,5 +1,5 @@
 """Allow ``python -m spinal_bidsapp``."""
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 
 raise SystemExit(main())

@@ -297,7 +297,7 @@ LIST_FIELDS = frozenset({"participant_label", "session_label", "contrast", "cont
 
 
 def _aliases() -> dict[str, tuple[str, bool]]:
-    from spinal_bidsapp.cli import option_aliases
+    from spinal_bidsapp.cli.parser import option_aliases
 
     return option_aliases()
 

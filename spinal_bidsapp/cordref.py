@@ -57,11 +57,11 @@ from spinal_bidsapp.errors import (
     TemporaryFailure,
 )
 from spinal_bidsapp.participant import ParticipantUnit
-from spinal_bidsapp.steps import LEDGER_NAME, StepRecord, run_step
+from spinal_bidsapp.runtime.ledger import LEDGER_NAME, StepRecord, run_step
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.sct import Capability, SctEngine
-    from spinal_bidsapp.templates import Pam50
+    from spinal_bidsapp.templates.pam50 import Pam50
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -19,7 +19,6 @@ from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
-from spinal_bidsapp.files import atomic_path, write_json, write_text
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import (
@@ -38,7 +37,8 @@ from spinal_bidsapp.morphometrics import (
     measure_slices,
     summarise_levels,
 )
-from spinal_bidsapp.templates import Pam50
+from spinal_bidsapp.runtime.files import atomic_path, write_json, write_text
+from spinal_bidsapp.templates.pam50 import Pam50
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.builtin.disclabel import SessionCues
@@ -561,7 +561,7 @@ _LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_m
 def find_template(config: RunConfig) -> Pam50 | None:
     """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
     from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
-    from spinal_bidsapp.templates import resolve_pam50
+    from spinal_bidsapp.templates.pam50 import resolve_pam50
 
     try:
         return resolve_pam50(template_dir=config.participant.template_dir,

@@ -25,7 +25,6 @@ import nibabel as nib
 import numpy as np
 
 from spinal_bidsapp.errors import InputDataError, MissingInputError
-from spinal_bidsapp.files import atomic_path
 from spinal_bidsapp.geometry.fields import (
     RAS_TO_LPS,
     DisplacementField,
@@ -33,6 +32,7 @@ from spinal_bidsapp.geometry.fields import (
     subgrid_offset,
 )
 from spinal_bidsapp.image import best_affine
+from spinal_bidsapp.runtime.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from spinal_bidsapp.errors import InputDataError, MissingInputError
-from spinal_bidsapp.files import atomic_path
+from spinal_bidsapp.runtime.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

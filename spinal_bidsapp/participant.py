@@ -22,7 +22,7 @@ from spinal_bidsapp.bids.dataset import (
 from spinal_bidsapp.bids.labels import ManualLabels, find_manual_labels, labelled_sources
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import NoDataSelectedError, SubjectFailed
-from spinal_bidsapp.parallel import Outcome, map_isolated, plan_workers
+from spinal_bidsapp.runtime.parallel import Outcome, map_isolated, plan_workers
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from spinal_bidsapp import __version__
 from spinal_bidsapp.config import RunConfig, apply_thread_limits, scratch_environment
 from spinal_bidsapp.errors import MissingInputError, OutputNotWritableError, TemporaryFailure
-from spinal_bidsapp.files import write_text
-from spinal_bidsapp.runlog import setup_logging
+from spinal_bidsapp.runtime.files import write_text
+from spinal_bidsapp.runtime.runlog import setup_logging
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.labels import ManualLabels
-from spinal_bidsapp.files import sha256_file, write_json
+from spinal_bidsapp.runtime.files import sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 

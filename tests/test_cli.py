@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

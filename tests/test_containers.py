@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.boutiques import ERROR_CODES, container_image, descriptor
-from spinal_bidsapp.cli import build_parser, main
+from spinal_bidsapp.cli.boutiques import ERROR_CODES, container_image, descriptor
+from spinal_bidsapp.cli.main import main
+from spinal_bidsapp.cli.parser import build_parser
 from spinal_bidsapp.engines.minc import NIST_MNI_PIPELINES_COMMIT
 from spinal_bidsapp.engines.sct import (
     SCT_PINNED_VERSION,
@@ -33,7 +34,7 @@ from spinal_bidsapp.engines.sct import (
     build_segment_cord_argv,
 )
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.templates import PAM50_RELEASE, resolve_pam50
+from spinal_bidsapp.templates.pam50 import PAM50_RELEASE, resolve_pam50
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.synth import generate_demo_cohort
 from tests.conftest import latest_log
 

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.synth import generate_demo_cohort
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_register_to_pam50_lands_the_template_discs_on_pam50(
 
 def test_register_to_a_template_folder_reads_its_info_label(tmp_path: Path) -> None:
     from spinal_bidsapp.config import RunConfig
-    from spinal_bidsapp.group_outputs import resolve_registration_target
+    from spinal_bidsapp.group.target import resolve_registration_target
 
     folder = tmp_path / "Mine" / "template"
     folder.mkdir(parents=True)
@@ -157,7 +157,7 @@ def test_no_disc_alignment_with_discs_aligns_the_common_end_discs(
 
 
 def test_proportional_arc_map_puts_the_span_ends_on_the_template_ends() -> None:
-    from spinal_bidsapp.templatespace import define_length_space, proportional_arc_map
+    from spinal_bidsapp.geometry.template_space import define_length_space, proportional_arc_map
 
     space = define_length_space(80.0, anchors=None, resolution_mm=1.0, xy_half_mm=5.0,
                                 margin_mm=10.0)

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.synth import generate_demo_cohort
 
 pytestmark = pytest.mark.slow
@@ -175,8 +175,8 @@ def test_auto_engine_with_contrasts_asks_for_the_builtin_loop(
     """Even where MINC is installed, ``auto`` asks for the engine that returns per-subject warps
     when there are extra contrasts (and stays ``auto`` without them)."""
     import spinal_bidsapp.engines as engines
-    from spinal_bidsapp.cli import parse_config
-    from spinal_bidsapp.group import _template_builder
+    import spinal_bidsapp.group.build as build
+    from spinal_bidsapp.cli.parser import parse_config
 
     asked: list[str] = []
 
@@ -184,12 +184,12 @@ def test_auto_engine_with_contrasts_asks_for_the_builtin_loop(
         asked.append(kind)
         return engines.EngineChoice(name="builtin", version=None, reason="test")
 
-    monkeypatch.setattr(engines, "resolve_template_engine", record)
+    monkeypatch.setattr(build, "resolve_template_engine", record)
     argv = [str(cohort / "bids"), str(cohort / "out"), "group", *GROUP_ARGS]
     for contrasts in (["T2w", "T1w"], ["T2w"]):
-        _template_builder(parse_config([*argv, "--contrasts", *contrasts]))
-    _template_builder(parse_config([*argv, "--template-engine", "builtin",
-                                    "--contrasts", "T2w", "T2starw"]))
+        build.template_builder(parse_config([*argv, "--contrasts", *contrasts]))
+    build.template_builder(parse_config([*argv, "--template-engine", "builtin",
+                                          "--contrasts", "T2w", "T2starw"]))
     assert asked == ["builtin", "auto", "builtin"]
 
 

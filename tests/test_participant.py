@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spinal_bidsapp.bids.validate import find_validator
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import latest_log
 
 pytestmark = pytest.mark.slow

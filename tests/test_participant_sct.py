@@ -55,7 +55,7 @@ import pytest
 from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.outputs import OUTPUTS, derivative_path, sidecar_path
 from spinal_bidsapp.bids.validate import find_validator
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.engines.sct import (
     DEEPSEG_MODELS,
     INSTALL_HINT,
@@ -69,8 +69,8 @@ from spinal_bidsapp.engines.sct import (
 from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.image import load_mask, reorient
-from spinal_bidsapp.steps import LEDGER_NAME, params_digest
-from spinal_bidsapp.templates import resolve_pam50
+from spinal_bidsapp.runtime.ledger import LEDGER_NAME, params_digest
+from spinal_bidsapp.templates.pam50 import resolve_pam50
 
 REFERENCE = "sct-reference"
 SUBJECT = "sub-errsm30"

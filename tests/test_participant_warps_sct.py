@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_volume
 from tests.conftest import REAL_TOOLS, real_tool_env

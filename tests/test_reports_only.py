@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import latest_log
 
 

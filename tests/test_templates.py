@@ -23,19 +23,17 @@ from spinal_bidsapp.errors import (
     MissingInputError,
     TemporaryFailure,
 )
-from spinal_bidsapp.templates import (
-    INFO_LABEL,
+from spinal_bidsapp.templates.pam50 import (
     PAM50_MANIFEST_NAME,
     PAM50_PIN,
     Pam50Pin,
     install_pam50_archive,
     load_pam50_pin,
-    read_info_label,
     read_pam50_folder,
     record_pam50_checksum,
     resolve_pam50,
-    write_info_label,
 )
+from spinal_bidsapp.templates.sct_layout import INFO_LABEL, read_info_label, write_info_label
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))

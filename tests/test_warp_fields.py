@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.synth import generate_phantom_cohort
 from tests.conftest import latest_log, real_tool_env
@@ -142,7 +142,7 @@ def test_errsm30_participant_warps_on_the_whole_grids(bids_real: Path, pam50_dir
 def test_straighten_warps_on_the_whole_grids(phantom_run: Path, tmp_path: Path) -> None:
     anat = _anat(phantom_run, "01")
     image, cord = anat / "sub-01_desc-preproc_T2w.nii.gz", anat / "sub-01_label-SC_mask.nii.gz"
-    proc = subprocess.run([sys.executable, "-m", "spinal_bidsapp.straighten_cli", "-i",
+    proc = subprocess.run([sys.executable, "-m", "spinal_bidsapp.cli.straighten", "-i",
                            str(image), "-s", str(cord), "-o", str(tmp_path)],
                           capture_output=True, text=True, check=False, timeout=900)
     assert proc.returncode == 0, proc.stderr

@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.dataset import SourceImage
-from spinal_bidsapp.files import write_json, write_text
+from spinal_bidsapp.runtime.files import write_json, write_text
 
 logger = logging.getLogger(__name__)
 

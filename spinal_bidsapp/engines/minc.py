@@ -55,9 +55,9 @@ from spinal_bidsapp.engines.builtin.protocol import (
 )
 from spinal_bidsapp.engines.tools import find_tool, run_tool
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError
-from spinal_bidsapp.files import sha256_file, write_json, write_text
 from spinal_bidsapp.image import Volume, load_volume, reorient, same_grid, save_volume
-from spinal_bidsapp.steps import params_digest
+from spinal_bidsapp.runtime.files import sha256_file, write_json, write_text
+from spinal_bidsapp.runtime.ledger import params_digest
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ release (2026-05-08; 7.4 is still a development version); it has the ``sct_deeps
 (7.0+), the ``spine`` task with the stable ``<out>_totalspineseg_discs.nii.gz`` output (7.2+),
 ``sct_process_segmentation -discfile`` (7.1+) and ``sct_register_to_template -lrootlet`` (7.0+);
 and it predates the sc-crop models that 7.4 downloads at first use (an offline-container hazard).
-It installs PAM50 ``r20250730``, the release :mod:`spinal_bidsapp.templates` pins.
+It installs PAM50 ``r20250730``, the release :mod:`spinal_bidsapp.templates.pam50` pins.
 
 Commands per installed version (all built by the pure ``build_*_argv`` functions below):
 
@@ -663,7 +663,7 @@ def check_sct_template(template_dir: Path, *, contrast: Contrast, rootlets: bool
     InputDataError
         With ``rootlets``: an ``info_label.txt`` SCT cannot parse.
     """
-    from spinal_bidsapp.templates import read_info_label
+    from spinal_bidsapp.templates.sct_layout import read_info_label
 
     folder = Path(template_dir) / "template"
     needed = ["info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",

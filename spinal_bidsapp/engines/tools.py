@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spinal_bidsapp.config import thread_environment
 from spinal_bidsapp.errors import EngineUnavailable, OutputNotWritableError, SpinalBidsAppError
-from spinal_bidsapp.lifetime import start_watchdog, stop_watchdog
+from spinal_bidsapp.runtime.lifetime import start_watchdog, stop_watchdog
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from spinal_bidsapp.files import atomic_path
 from spinal_bidsapp.image import Volume, reorient, same_grid, vox_to_mm
 from spinal_bidsapp.reports.views import (
     BoxMM,
@@ -38,6 +37,7 @@ from spinal_bidsapp.reports.views import (
     spread_labels,
     vertebra_bands,
 )
+from spinal_bidsapp.runtime.files import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

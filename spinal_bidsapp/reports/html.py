@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spinal_bidsapp.files import write_text
 from spinal_bidsapp.reports.model import QcRecord, ReportSection, SubjectReport
+from spinal_bidsapp.runtime.files import write_text
 
 if TYPE_CHECKING:
     import jinja2

@@ -40,7 +40,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from spinal_bidsapp.errors import TemporaryFailure
-from spinal_bidsapp.files import write_text
 from spinal_bidsapp.reports.html import (
     relative_link,
     render_qc_index,
@@ -48,6 +47,7 @@ from spinal_bidsapp.reports.html import (
     section_anchors,
 )
 from spinal_bidsapp.reports.model import QcRecord, QcStep, ReportSection, SubjectReport
+from spinal_bidsapp.runtime.files import write_text
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from spinal_bidsapp.files import write_json, write_text
 from spinal_bidsapp.image import Volume, save_volume
+from spinal_bidsapp.runtime.files import write_json, write_text
 
 BIDS_VERSION = "1.9.0"
 GENERATOR_NAME = "spinal_bidsapp-synth"

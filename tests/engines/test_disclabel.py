@@ -323,7 +323,7 @@ def test_unknown_init_disc_is_an_input_error(template: DiscTemplate, errsm30: tu
 
 @pytest.mark.parametrize("text", ["C3@12", "3", "3@", "31@0", "3@nan"])
 def test_init_disc_option_rejects_malformed_hints(text: str) -> None:
-    from spinal_bidsapp.cli import parse_config
+    from spinal_bidsapp.cli.parser import parse_config
     from spinal_bidsapp.errors import ConfigError
 
     with pytest.raises(ConfigError, match="LABEL@Z_MM"):
@@ -331,7 +331,7 @@ def test_init_disc_option_rejects_malformed_hints(text: str) -> None:
 
 
 def test_init_disc_option_gives_the_hint() -> None:
-    from spinal_bidsapp.cli import parse_config
+    from spinal_bidsapp.cli.parser import parse_config
 
     config = parse_config(["/tmp/bids", "/tmp/out", "participant", "--init-disc", "3@-12.5"])
     assert config.participant.init_disc_hint == (3, -12.5)

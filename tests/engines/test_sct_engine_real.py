@@ -18,7 +18,7 @@ import pytest
 from spinal_bidsapp.engines import resolve_participant_engine
 from spinal_bidsapp.engines.sct import Capability, SctEngine
 from spinal_bidsapp.image import load_mask, load_volume, vox_to_mm
-from spinal_bidsapp.templates import resolve_pam50
+from spinal_bidsapp.templates.pam50 import resolve_pam50
 from tests.conftest import real_tool_env
 
 pytestmark = pytest.mark.sct

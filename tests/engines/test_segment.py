@@ -151,7 +151,7 @@ def pam50_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 def test_participant_without_labels_uses_builtin_and_reports_confidence(
         demo: Path, tmp_path: Path, pam50_dir: Path) -> None:
-    from spinal_bidsapp.cli import main
+    from spinal_bidsapp.cli.main import main
 
     bids = tmp_path / "bids"
     shutil.copytree(demo, bids)
@@ -196,7 +196,7 @@ def test_participant_takes_the_c2_anchor_from_the_session_t1w(
     the session beside it, the C2 seen on the T1w confirms the T2w match: same levels, not
     flagged, the two discs the T2w field cuts (C2/C3, C5/C6) placed on the T1w's bands, C3/C4
     and C4/C5 unchanged, and the report says where the anchor and those discs came from."""
-    from spinal_bidsapp.cli import main
+    from spinal_bidsapp.cli.main import main
 
     bids = _errsm30_without_t2w_labels(bids_real, tmp_path / "bids")
     args = ["participant", "--participant-label", "errsm30", "--engine", "builtin",

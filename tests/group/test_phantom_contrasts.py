@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.synth import generate_phantom_cohort
 
 pytestmark = pytest.mark.slow

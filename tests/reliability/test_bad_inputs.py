@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import make_bids, write_nifti
 
 LABELS = Path("derivatives") / "labels" / "sub-01" / "anat"
@@ -189,7 +189,7 @@ def test_symlinked_images_as_in_datalad_datasets(tmp_path: Path) -> None:
 
 
 def test_partial_files_of_a_killed_writer_are_removed_by_the_rerun(tmp_path: Path) -> None:
-    from spinal_bidsapp.files import atomic_path, remove_stale_temporaries
+    from spinal_bidsapp.runtime.files import atomic_path, remove_stale_temporaries
 
     target = tmp_path / "sub-01_label-SC_mask.nii.gz"
     with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import make_bids, write_nifti
 from tests.reliability.test_bad_inputs import IMAGE, LABELS, error_line
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import make_bids, write_nifti
 from tests.reliability.test_bad_inputs import LABELS, error_line
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spinal_bidsapp.cli import main
+from spinal_bidsapp.cli.main import main
 from tests.conftest import make_bids
 
 

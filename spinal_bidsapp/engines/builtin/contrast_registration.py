@@ -1,6 +1,6 @@
 """Registration of another contrast of a session onto the driving anatomy, on the cord masks.
 
-Used by the group ``--contrasts`` templates (:mod:`spinal_bidsapp.group_contrasts`): both scans
+Used by the group ``--contrasts`` templates (:mod:`spinal_bidsapp.group.contrasts`): both scans
 of a session share scanner coordinates, so the identity is the start and the fallback; rigid,
 affine and a small nonlinear step on the two cord masks (contrast-independent) refine it, each
 kept only when it improves the cord overlap (see :func:`register_contrast`).

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from spinal_bidsapp.files import sha256_file, write_json
+from spinal_bidsapp.runtime.files import sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 

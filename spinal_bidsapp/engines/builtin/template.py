@@ -64,10 +64,10 @@ from spinal_bidsapp.engines.builtin.ledger import Stage, digest, run_stages
 from spinal_bidsapp.engines.builtin.protocol import TemplateOptions, level_pyramid
 from spinal_bidsapp.errors import InputDataError, MissingInputError
 from spinal_bidsapp.fieldio import load_field, save_field
-from spinal_bidsapp.files import sha256_file, write_json
 from spinal_bidsapp.geometry.fields import DisplacementField, invert_field
 from spinal_bidsapp.image import Volume, load_volume, same_grid, save_volume
-from spinal_bidsapp.parallel import map_isolated
+from spinal_bidsapp.runtime.files import sha256_file, write_json
+from spinal_bidsapp.runtime.parallel import map_isolated
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import pytest
 
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.discs import DiscPositions
-from spinal_bidsapp.templatespace import (
+from spinal_bidsapp.geometry.template_space import (
     average_levels,
     define_template_space,
     disc_label_array,

@@ -34,23 +34,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spinal_bidsapp.bids.dataset import choose_anatomy, find_anatomy, index_dataset
+from spinal_bidsapp.bids.labels import find_manual_labels, labelled_sources
 from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.engines.builtin.contrast_registration import (
     REGISTRATION_METHOD,
     register_contrast,
 )
 from spinal_bidsapp.errors import InputDataError, UsageError
-from spinal_bidsapp.files import write_json
-from spinal_bidsapp.steps import run_step
-
-if TYPE_CHECKING:
-    from spinal_bidsapp.engines.base import TemplateBuildResult
-    from spinal_bidsapp.group import GroupSubject, StraightenJob
-    from spinal_bidsapp.templatespace import TemplateSpace
+from spinal_bidsapp.fieldio import load_field, save_field
+from spinal_bidsapp.geometry.fields import apply_field, compose_fields
+from spinal_bidsapp.geometry.metrics import mask_dice
+from spinal_bidsapp.geometry.template_space import TemplateSpace, normalize_intensity
+from spinal_bidsapp.group.straighten import StraightenJob
+from spinal_bidsapp.group.subjects import GroupSubject
+from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+from spinal_bidsapp.runtime.files import write_json
+from spinal_bidsapp.runtime.ledger import run_step
+from spinal_bidsapp.runtime.parallel import map_isolated
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +150,6 @@ def build_contrast_templates(config: RunConfig, space: TemplateSpace,
                              tpl: Path, prefix: str, nprocs: int) -> list[ContrastTemplate]:
     """Every extra contrast of ``--contrasts`` as a template in ``tpl``, from the subjects that
     have it; a contrast that no subject has is skipped with a warning."""
-    from spinal_bidsapp.parallel import map_isolated
-
     extras = (config.group.contrasts or [])[1:]
     work = config.execution.resolved_work_dir / "group" / "contrasts"
     built = []
@@ -169,9 +172,6 @@ def build_contrast_templates(config: RunConfig, space: TemplateSpace,
 def _contrast_jobs(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
                    jobs: Sequence[StraightenJob], contrast: str, work: Path
                    ) -> list[ContrastJob]:
-    from spinal_bidsapp.bids.dataset import choose_anatomy, find_anatomy, index_dataset
-    from spinal_bidsapp.bids.labels import find_manual_labels, labelled_sources
-
     ex = config.execution
     dataset = index_dataset(ex.bids_dir, database_dir=ex.resolved_work_dir / ex.run_uuid
                             / "bids_db")
@@ -211,11 +211,6 @@ def resample_contrast(job: ContrastJob) -> None:
 
 
 def _resample(job: ContrastJob) -> None:
-    from spinal_bidsapp.fieldio import load_field, save_field
-    from spinal_bidsapp.geometry.fields import apply_field, compose_fields
-    from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
-    from spinal_bidsapp.templatespace import normalize_intensity
-
     raw, anat = load_volume(job.image), load_volume(job.anat)
     anat_cord = load_mask(job.anat_cord)
     cord = load_mask(job.cord) if job.cord else None
@@ -250,9 +245,6 @@ def _resample(job: ContrastJob) -> None:
 def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: Path, *,
                      tpl: Path, prefix: str) -> ContrastTemplate:
     """Coverage-weighted mean and SD of the resampled subjects, and the contrast's cord mask."""
-    from spinal_bidsapp.geometry.metrics import mask_dice
-    from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
-
     images = [load_volume(j.outputs["image"]) for j in jobs]
     weights = np.stack([load_volume(j.outputs["weight"]).data for j in jobs]).astype(np.float64)
     stack = np.stack([v.data for v in images]).astype(np.float64)
@@ -334,8 +326,6 @@ def contrasts_record(templates: Sequence[ContrastTemplate], tpl: Path,
     InputDataError
         A contrast template is not on the disc labels' grid.
     """
-    from spinal_bidsapp.image import load_mask, load_volume
-
     reference = load_mask(discs) if discs is not None else None
     record: dict = {"Registration": REGISTRATION_METHOD}
     for item in templates:

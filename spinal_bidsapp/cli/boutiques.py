@@ -1,7 +1,7 @@
 """Boutiques descriptor of the command line, generated from the argparse parser.
 
 ``spinal_bidsapp --bids-exec-spec`` prints it; nothing is stored in the repository, so the
-descriptor cannot drift from :func:`spinal_bidsapp.cli.build_parser`. The layout follows the
+descriptor cannot drift from :func:`spinal_bidsapp.cli.parser.build_parser`. The layout follows the
 BIDS-App template shipped with Boutiques (``boutiques/templates/bids-app.json``): the command line
 starts ``mkdir -p [OUTPUT_DIR]; spinal_bidsapp [BIDS_DIR] [OUTPUT_DIR] [ANALYSIS_LEVEL]
 [PARTICIPANT_LABEL] [SESSION_LABEL]``, the output folder is offered both as a new name (String)
@@ -77,7 +77,7 @@ def descriptor(parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
         JSON-serialisable descriptor; ``bosh validate`` (and ``--bids``) accepts it.
     """
     if parser is None:
-        from spinal_bidsapp.cli import build_parser
+        from spinal_bidsapp.cli.parser import build_parser
 
         parser = build_parser()
     options = [action for action in parser._actions
@@ -127,7 +127,7 @@ def _positional_inputs(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
     dests = [action.dest for action in parser._actions if not action.option_strings]
     if dests != ["bids_dir", "output_dir", "analysis_level"]:
         raise ValueError(f"expected the BIDS-App positionals, got {dests}")
-    from spinal_bidsapp.cli import ANALYSIS_LEVELS
+    from spinal_bidsapp.cli.parser import ANALYSIS_LEVELS
 
     output_help = _help_of(parser, "output_dir")
     return [

@@ -7,20 +7,19 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
+from spinal_bidsapp.geometry.template_space import TemplateSpace
+from spinal_bidsapp.group.contrasts import ContrastTemplate
+from spinal_bidsapp.group.target import TargetRegistration
 from spinal_bidsapp.image import Volume, load_mask, load_volume
+from spinal_bidsapp.reports import figures
+from spinal_bidsapp.reports.html import render_subject_report
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
-from spinal_bidsapp.templatespace import TemplateSpace
-
-if TYPE_CHECKING:
-    from spinal_bidsapp.group_contrasts import ContrastTemplate
-    from spinal_bidsapp.group_outputs import TargetRegistration
 
 MAX_ITERATION_PANELS = 6
 
@@ -33,9 +32,6 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
     ``registration``, the template registered to PAM50 or another template (``--register-to``);
     ``contrasts``, the templates of the further ``--contrasts``.
     """
-    from spinal_bidsapp.reports import figures
-    from spinal_bidsapp.reports.html import render_subject_report
-
     name = config.group.template_name
     figs = tpl / "figures"
     template = load_volume(result.template)
@@ -111,8 +107,6 @@ def _span_ends(space: TemplateSpace) -> str:
 
 def _registration_section(registration: TargetRegistration, name: str,
                           figs: Path) -> ReportSection:
-    from spinal_bidsapp.reports import figures
-
     other = registration.target.name
     errors = registration.disc_errors_mm
     listing = ", ".join(f"{k}: {max(e):.2f}" for k, e in sorted(errors.items()))
@@ -129,8 +123,6 @@ def _registration_section(registration: TargetRegistration, name: str,
 
 def _contrasts_section(template: Volume, mask: Volume, contrasts: Sequence[ContrastTemplate],
                        name: str, figs: Path) -> ReportSection:
-    from spinal_bidsapp.reports import figures
-
     listing = "; ".join(f"{c.contrast}: {c.dice:.3f} ({len(c.subjects)} subjects, "
                         f"{c.covered_mm:.0f} mm covered)" for c in contrasts)
     return ReportSection(

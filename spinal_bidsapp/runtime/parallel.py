@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.lifetime import worker_initializer
-from spinal_bidsapp.runlog import FILE_ONLY, one_line, progress_bar
+from spinal_bidsapp.runtime.lifetime import worker_initializer
+from spinal_bidsapp.runtime.runlog import FILE_ONLY, one_line, progress_bar
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.files import remove_stale_temporaries, sha256_file, write_json
+from spinal_bidsapp.runtime.files import remove_stale_temporaries, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
