@@ -11,8 +11,11 @@ mirrored copies or not), not only from our record.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -116,3 +119,71 @@ def _check_minc_template(cohort: Path, minc_env: dict[str, str], *, symmetric: b
     assert levels.any() and not (levels & ~cord).any()
     sct_cord = _mask(tpl / "sct" / "template" / f"{name}_cord.nii.gz")
     assert np.array_equal(sct_cord, cord)
+
+
+def _process_tree(root: int) -> dict[int, str]:
+    """Every descendant of ``root`` (pid -> command name), read from /proc."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        head, tail = text.rsplit(")", 1)
+        fields = tail.split()
+        if fields[0] in ("Z", "X"):
+            continue
+        pid = int(stat.parent.name)
+        names[pid] = head.split("(", 1)[1]
+        children.setdefault(int(fields[1]), []).append(pid)
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = names[child]
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_killing_the_app_kills_scoop_and_minctracc(cohort: Path, minc_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    """Issue 22, item 2, with the real MINC engine: scoop runs in a session of its own, so a
+    SIGKILL of the app's whole process group used to leave scoop and minctracc running for as
+    long as the template took. Now the tool's watchdog takes its tree down with the app."""
+    argv = [sys.executable, "-m", "spinal_bidsapp", str(cohort / "bids"),
+            str(tmp_path / "out"), "group", *GROUP_ARGS, "--template-engine", "minc",
+            "--template-name", "Killed", "-w", str(tmp_path / "work")]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        app = subprocess.Popen(argv, env=minc_env, stdout=subprocess.DEVNULL, stderr=stderr,
+                               start_new_session=True)
+    tree: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 600
+        while "minctracc" not in tree.values():
+            assert app.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
+            assert time.monotonic() < deadline, f"no minctracc within 600 s: {tree}"
+            time.sleep(0.2)
+            tree = _process_tree(app.pid)
+        tree.update(_process_tree(app.pid))
+        assert any("scoop" in name or "python" in name for name in tree.values()), tree
+        os.killpg(app.pid, signal.SIGKILL)  # the app's whole group; scoop has its own session
+        app.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(map(_alive, tree)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: name for pid, name in tree.items() if _alive(pid)}
+        assert left == {}, f"still running after the app was killed: {left}"
+    finally:
+        for pid in tree:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
