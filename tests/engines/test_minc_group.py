@@ -161,7 +161,7 @@ def test_killing_the_app_kills_scoop_and_minctracc(cohort: Path, minc_env: dict[
     SIGKILL of the app's whole process group used to leave scoop and minctracc running for as
     long as the template took. Now the tool's watchdog takes its tree down with the app."""
     argv = [sys.executable, "-m", "spinal_bidsapp", str(cohort / "bids"),
-            str(tmp_path / "out"), "group", *GROUP_ARGS, "--template-engine", "minc",
+            str(cohort / "out"), "group", *GROUP_ARGS, "--template-engine", "minc",
             "--template-name", "Killed", "-w", str(tmp_path / "work")]
     with open(tmp_path / "stderr.txt", "w") as stderr:
         app = subprocess.Popen(argv, env=minc_env, stdout=subprocess.DEVNULL, stderr=stderr,
