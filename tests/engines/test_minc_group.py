@@ -183,7 +183,11 @@ def test_killing_the_app_kills_scoop_and_minctracc(cohort: Path, minc_env: dict[
             time.sleep(0.2)
         left = {pid: name for pid, name in tree.items() if _alive(pid)}
         assert left == {}, f"still running after the app was killed: {left}"
-    finally:
+    finally:  # on failure, take down the groups the tree ran in (later children included)
         for pid in tree:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            try:
+                group = os.getpgid(pid)
+                if group != os.getpgrp():
+                    os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
