@@ -58,6 +58,7 @@ from spinal_bidsapp.errors import (
 )
 from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, StepRecord, run_step
+from spinal_bidsapp.templates.pam50 import find_template
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.sct import Capability, SctEngine
@@ -134,12 +135,12 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
 
 def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Path, *,
                   threads: int) -> UnitSummary:
-    """Run the pipeline, recording its state for the group level (``unitstatus``); a failed
+    """Run the pipeline, recording its state for the group level (``bids.status``); a failed
     unit's files leave the outputs and the QC index lists it as failed."""
-    from spinal_bidsapp import unitstatus
+    from spinal_bidsapp.bids import status
 
     key, run_uuid = unit.label, config.execution.run_uuid
-    unitstatus.record_running(out, key, run_uuid=run_uuid)
+    status.record_running(out, key, run_uuid=run_uuid)
     try:
         summary = _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
                             threads=threads).run()
@@ -147,15 +148,15 @@ def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Pat
         code = exc.exit_code if isinstance(exc, SpinalBidsAppError) else 1
         error = str(exc) if isinstance(exc, SpinalBidsAppError) else \
             f"unexpected {exc.__class__.__name__}: {exc}"
-        unitstatus.record_failure(out, key, run_uuid=run_uuid, exit_code=code, error=error)
-        unitstatus.quarantine_outputs(out, unit.source, work / "failed-outputs")
+        status.record_failure(out, key, run_uuid=run_uuid, exit_code=code, error=error)
+        status.quarantine_outputs(out, unit.source, work / "failed-outputs")
         _publish_failure(unit, config, out, error)
         raise
-    unitstatus.record_success(
+    status.record_success(
         out, key, run_uuid=run_uuid,
-        inputs=unitstatus.unit_inputs(unit.source, unit.labels),
+        inputs=status.unit_inputs(unit.source, unit.labels),
         outputs={kind: derivative_path(out, kind, unit.source)
-                 for kind in unitstatus.GROUP_OUTPUTS})
+                 for kind in status.GROUP_OUTPUTS})
     return summary
 
 
@@ -377,7 +378,7 @@ class _Pipeline:
         from spinal_bidsapp.morphometrics_pam50 import find_normative_database
 
         what = "CSA in PAM50 space"
-        template = steps.find_template(self.config)
+        template = find_template(self.config)
         sct_root = (self.engine.sct.sct_dir if self.engine.sct is not None
                     else sct_dir_from_environment())
         reason = ("no disc labels" if discs is None else
@@ -543,7 +544,7 @@ class _Pipeline:
             return discs
 
         def by_builtin(fallback: str | None) -> Path | None:
-            template = steps.find_template(self.config)
+            template = find_template(self.config)
             if template is None or template.t2 is None:
                 return None
             companions = [steps.Companion(c.path, find_manual_labels(
@@ -573,7 +574,7 @@ class _Pipeline:
             automatic = self._automatic_discs(cord, spine)
             if automatic is not None:
                 return automatic
-            template = steps.find_template(self.config)
+            template = find_template(self.config)
             if self._uses_builtin() and (template is None or template.t2 is None):
                 self.warnings.append(
                     "PAM50 is not available, so the discs could not be labelled automatically, "
@@ -603,7 +604,7 @@ class _Pipeline:
                   rootlets: Path | None) -> steps.RegistrationPaths | None:
         if discs is None:
             return None
-        template = steps.find_template(self.config)
+        template = find_template(self.config)
         if template is None:
             self.warnings.append(
                 "PAM50 not available (pass --template-dir or pre-fetch it): registration skipped")

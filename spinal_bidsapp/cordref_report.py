@@ -18,7 +18,6 @@ from spinal_bidsapp.cordref_steps import (
     RegistrationPaths,
     SpinePaths,
     disc_review_advice,
-    find_template,
     read_quality,
     read_slice_table,
 )
@@ -27,6 +26,7 @@ from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume
 from spinal_bidsapp.participant import ParticipantUnit
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
+from spinal_bidsapp.templates.pam50 import find_template
 
 
 @dataclass(frozen=True)

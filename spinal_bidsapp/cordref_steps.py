@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Literal, cast
 import numpy as np
 
 from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
-from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
-from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
+from spinal_bidsapp.geometry.centerline import Centerline
 from spinal_bidsapp.geometry.coordinates import locate_points
 from spinal_bidsapp.geometry.discs import (
     DISC_NAMES,
@@ -31,7 +30,15 @@ from spinal_bidsapp.geometry.discs import (
     project_discs,
 )
 from spinal_bidsapp.geometry.metrics import mask_dice
-from spinal_bidsapp.image import Volume, load_mask, load_volume, reorient, save_volume
+from spinal_bidsapp.image import (
+    Volume,
+    load_centerline,
+    load_mask,
+    load_volume,
+    read_discs,
+    reorient,
+    save_volume,
+)
 from spinal_bidsapp.morphometrics import (
     cord_volume_mm3,
     measure_slices,
@@ -400,11 +407,6 @@ def disc_review_advice(quality: dict[str, object], *, subject: str, labels_path:
             f"reading or {other}@{z} for the other, {fix}")
 
 
-def load_centerline(cord: Path) -> tuple[Volume, Centerline]:
-    vol = load_mask(cord)
-    return vol, centerline_from_mask(vol.data, vol.affine)
-
-
 def centerline(cord: Path, mask_out: Path, table_out: Path, *, min_coverage_mm: float,
                image_name: str) -> None:
     """Dense centerline; refuses cords shorter than ``min_coverage_mm`` (exit 66)."""
@@ -425,12 +427,6 @@ def centerline(cord: Path, mask_out: Path, table_out: Path, *, min_coverage_mm: 
         f"{s:.3f}\t{x:.3f}\t{y:.3f}\t{z:.3f}"
         for s, (x, y, z) in zip(line.arc_mm, line.points_mm, strict=True)]
     write_text(table_out, "\n".join(rows) + "\n")
-
-
-def read_discs(path: Path, line: Centerline) -> tuple[dict[int, np.ndarray], DiscPositions]:
-    vol = load_mask(path)
-    points = discs_from_label_array(vol.data, vol.affine)
-    return points, project_discs(points, line)
 
 
 def import_discs(image: Path, manual: Path, cord: Path, discs_out: Path, lut_out: Path,
@@ -556,21 +552,6 @@ def read_slice_table(path: Path) -> SliceTable:
 
 _LEVEL_KEYS = ("level", "name", "n_slices", "csa_mean_mm2", "csa_sd_mm2", "csa_min_mm2",
                "csa_max_mm2")
-
-
-def find_template(config: RunConfig) -> Pam50 | None:
-    """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
-    from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
-    from spinal_bidsapp.templates.pam50 import resolve_pam50
-
-    try:
-        return resolve_pam50(template_dir=config.participant.template_dir,
-                             sct_dir=sct_dir_from_environment(), cache_dir=user_cache_dir(),
-                             allow_download=False, progress=False)
-    except MissingInputError:
-        if config.participant.template_dir is not None:
-            raise
-        return None
 
 
 @dataclass(frozen=True)

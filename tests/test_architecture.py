@@ -8,8 +8,8 @@ never of a higher rank or of another package of the same rank)::
       ->  config  ->  errors
 
 The participant level is not a package yet: ``participant``, ``cordref``, ``cordref_steps``,
-``cordref_report``, ``unitstatus`` and ``morphometrics_pam50`` form one layer here. ``group``
-may import ``participant`` (unit planning) and ``unitstatus``; ``engines`` import no level.
+``cordref_report`` and ``morphometrics_pam50`` form one layer here. ``group`` may import
+``participant`` (unit planning); ``engines`` import no level.
 Every import counts, at the top of a file or inside a function, so a lazy import cannot hide a
 wrong direction or a cycle.
 """
@@ -30,7 +30,7 @@ RANKS = {
     "fieldio": 4,
     "bids": 5, "templates": 5,
     "engines": 6, "reports": 6,
-    "participant": 7, "cordref": 7, "cordref_steps": 7, "cordref_report": 7, "unitstatus": 7,
+    "participant": 7, "cordref": 7, "cordref_steps": 7, "cordref_report": 7,
     "morphometrics_pam50": 7, "group": 7,
     "run": 8,
     "cli": 9, "synth": 9,
@@ -38,16 +38,12 @@ RANKS = {
 }
 """Rank of each top-level module or package under ``spinal_bidsapp``."""
 
-PARTICIPANT_LAYER = {"participant", "cordref", "cordref_steps", "cordref_report", "unitstatus",
+PARTICIPANT_LAYER = {"participant", "cordref", "cordref_steps", "cordref_report",
                      "morphometrics_pam50"}
 """The participant level until it becomes a package: its modules may import one another."""
 
 ALLOWED_ACROSS = {
     ("group", "participant"),  # plan_units: the group level selects the same units
-    ("group", "unitstatus"),  # skips units whose latest participant run failed or is stale
-    # Known, to remove when cordref_steps is split: load_centerline / read_discs belong to
-    # geometry + image, find_template to templates.pam50.
-    ("group", "cordref_steps"),
     # Known: config resolves long option names (config files, SPINAL_BIDSAPP_<OPTION>) through
     # cli.parser.option_aliases; the option table belongs in config.
     ("config", "cli"),
