@@ -16,7 +16,7 @@ from spinal_bidsapp.bids.status import (
 )
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.participant import plan_units
+from spinal_bidsapp.participant.units import plan_units
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ outputs are current (``steps.run_step``):
    ``sct_register_to_template``), warps both ways; images and labels are carried across, and the
    registration scored, by the same code for both engines. Under ``--engine auto`` the builtin
    registration is computed too (``register_builtin``) and the better-scoring of the two is
-   primary (``cordref_steps.choose_engine_registration``).
+   primary (``registration.choose_engine_registration``).
 7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
 
 The engine is resolved once per unit; the engine-run steps (``segment``, ``label_discs``,
@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Literal, TypeVar, cast
 import numpy as np
 from filelock import FileLock, Timeout
 
-from spinal_bidsapp import cordref_steps as steps
 from spinal_bidsapp.bids.labels import find_manual_labels, manual_label_path
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
@@ -56,7 +55,16 @@ from spinal_bidsapp.errors import (
     SpinalBidsAppError,
     TemporaryFailure,
 )
-from spinal_bidsapp.participant import ParticipantUnit
+from spinal_bidsapp.participant import steps
+from spinal_bidsapp.participant.registration import (
+    RegistrationLabels,
+    RegistrationPaths,
+    builtin_candidate_paths,
+    register,
+    register_sct_path,
+    select_sct_registration,
+)
+from spinal_bidsapp.participant.units import ParticipantUnit
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, StepRecord, run_step
 from spinal_bidsapp.templates.pam50 import find_template
 
@@ -375,7 +383,7 @@ class _Pipeline:
         against SCT's norms when installed; omitted with a note when the levels or PAM50's
         levels are missing."""
         from spinal_bidsapp.config import sct_dir_from_environment
-        from spinal_bidsapp.morphometrics_pam50 import find_normative_database
+        from spinal_bidsapp.participant.morphometrics_pam50 import find_normative_database
 
         what = "CSA in PAM50 space"
         template = find_template(self.config)
@@ -601,7 +609,7 @@ class _Pipeline:
         return discs
 
     def _register(self, anat: Path, cord: Path, discs: Path | None,
-                  rootlets: Path | None) -> steps.RegistrationPaths | None:
+                  rootlets: Path | None) -> RegistrationPaths | None:
         if discs is None:
             return None
         template = find_template(self.config)
@@ -611,7 +619,7 @@ class _Pipeline:
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
             return None
         name = "PAM50"
-        paths = steps.RegistrationPaths(
+        paths = RegistrationPaths(
             to_template=self.path("xfm_to_template", template=name),
             from_template=self.path("xfm_from_template", template=name),
             anat_in_template=self.path("anat_in_template", template=name),
@@ -622,8 +630,8 @@ class _Pipeline:
         inputs = [anat, cord, discs, template.cord, template.label_disc]
         inputs += [p for p in (template.levels, template.t2) if p is not None]
 
-        def by_builtin(fallback: str | None) -> steps.RegistrationPaths:
-            self.step("register", lambda: steps.register(anat, cord, discs, template, paths,
+        def by_builtin(fallback: str | None) -> RegistrationPaths:
+            self.step("register", lambda: register(anat, cord, discs, template, paths,
                                                          fallback_reason=fallback),
                       inputs=inputs, outputs=list(paths.all()),
                       params=self._builtin_params(template.provenance(), fallback))
@@ -635,8 +643,8 @@ class _Pipeline:
                                                   inputs))
 
     def _register_sct(self, anat: Path, cord: Path, discs: Path, rootlets: Path | None,
-                      template: Pam50, paths: steps.RegistrationPaths,
-                      inputs: list[Path]) -> steps.RegistrationPaths:
+                      template: Pam50, paths: RegistrationPaths,
+                      inputs: list[Path]) -> RegistrationPaths:
         """SCT registrations (discs, and rootlets when segmented), the primary one chosen; under
         ``--engine auto`` the builtin registration competes too (:meth:`_register_builtin`)."""
         name = "PAM50"
@@ -673,9 +681,9 @@ class _Pipeline:
             chosen_inputs += [rootlet_dir / "metrics.json"]
         select_params = {**params, "rootlets": rootlet_dir is not None}
         if builtin_dir is not None:
-            chosen_inputs += [steps.builtin_candidate_paths(builtin_dir).metrics]
+            chosen_inputs += [builtin_candidate_paths(builtin_dir).metrics]
             select_params["candidates"] = ["sct", "builtin"]
-        self.step("register", lambda: steps.select_sct_registration(
+        self.step("register", lambda: select_sct_registration(
             anat, cord, discs, template, paths, alternates,
             disc_dir=self.work / "register_discs", rootlet_dir=rootlet_dir,
             rootlets=rootlets if rootlet_dir is not None else None, builtin_dir=builtin_dir),
@@ -691,9 +699,9 @@ class _Pipeline:
         if self.config.participant.engine != "auto":
             return None  # --engine sct: the user asked for SCT's registration
         folder = self.work / "register_builtin"
-        candidate = steps.builtin_candidate_paths(folder)
+        candidate = builtin_candidate_paths(folder)
         try:
-            self.step("register_builtin", lambda: steps.register(anat, cord, discs, template,
+            self.step("register_builtin", lambda: register(anat, cord, discs, template,
                                                                  candidate),
                       inputs=inputs, outputs=list(candidate.all()),
                       params=self._builtin_params(template.provenance(), None))
@@ -707,7 +715,7 @@ class _Pipeline:
             "against SCT's")
         return folder
 
-    def _register_sct_path(self, labels: steps.RegistrationLabels, labels_file: Path,
+    def _register_sct_path(self, labels: RegistrationLabels, labels_file: Path,
                            discs: Path, template: Pam50, inputs: list[Path],
                            params: dict[str, object]) -> None:
         """``register_discs`` / ``register_rootlets``: one SCT registration and its scores."""
@@ -715,7 +723,7 @@ class _Pipeline:
 
         contrast = cast(Contrast, self.unit.source.suffix)
         folder = self.work / f"register_{labels}"
-        self.step(f"register_{labels}", lambda: steps.register_sct_path(
+        self.step(f"register_{labels}", lambda: register_sct_path(
             self._sct(), self.path("anat_preproc"), self.path("cord_mask"), labels_file, discs,
             template, work_dir=folder / "sct", contrast=contrast, labels=labels,
             metrics_out=folder / "metrics.json"),
@@ -724,10 +732,10 @@ class _Pipeline:
                      folder / "metrics.json"])
 
     def _report(self, anat: Path, cord: Path, discs: Path | None, morph_json: Path,
-                registration: steps.RegistrationPaths | None, *,
+                registration: RegistrationPaths | None, *,
                 spine: steps.SpinePaths | None, rootlets: Path | None,
                 csa_pam50: Path | None) -> None:
-        from spinal_bidsapp.cordref_report import ReportInputs, build_report
+        from spinal_bidsapp.participant.report import ReportInputs, build_report
 
         page = subject_report_path(self.out, self.unit.source)
         figure = lambda name: self.path("figure", figure=name)  # noqa: E731
