@@ -18,6 +18,8 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from spinal_bidsapp.errors import InputDataError, MissingInputError
+from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
+from spinal_bidsapp.geometry.discs import DiscPositions, discs_from_label_array, project_discs
 from spinal_bidsapp.runtime.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -290,3 +292,14 @@ def mm_to_vox(affine: Affine, xyz: NDArray) -> NDArray[np.float64]:
     xyz = np.atleast_2d(np.asarray(xyz, dtype=np.float64))
     inv = np.linalg.inv(affine)
     return xyz @ inv[:3, :3].T + inv[:3, 3]
+
+
+def load_centerline(cord: Path) -> tuple[Volume, Centerline]:
+    vol = load_mask(cord)
+    return vol, centerline_from_mask(vol.data, vol.affine)
+
+
+def read_discs(path: Path, line: Centerline) -> tuple[dict[int, np.ndarray], DiscPositions]:
+    vol = load_mask(path)
+    points = discs_from_label_array(vol.data, vol.affine)
+    return points, project_discs(points, line)

@@ -3,13 +3,12 @@
 Allowed direction (a module may import modules of its own package and of lower ranks only,
 never of a higher rank or of another package of the same rank)::
 
-    cli, synth (programs)  ->  run  ->  participant level, group  ->  engines, reports
+    cli, synth (programs)  ->  run  ->  participant, group  ->  engines, reports
       ->  bids, templates  ->  fieldio  ->  image, morphometrics  ->  runtime, geometry
       ->  config  ->  errors
 
-The participant level is not a package yet: ``participant``, ``cordref``, ``cordref_steps``,
-``cordref_report``, ``unitstatus`` and ``morphometrics_pam50`` form one layer here. ``group``
-may import ``participant`` (unit planning) and ``unitstatus``; ``engines`` import no level.
+``group`` may import ``participant.units`` (unit planning, a leaf of the participant level) and
+no other part of the participant level; ``engines`` import no level.
 Every import counts, at the top of a file or inside a function, so a lazy import cannot hide a
 wrong direction or a cycle.
 """
@@ -30,35 +29,24 @@ RANKS = {
     "fieldio": 4,
     "bids": 5, "templates": 5,
     "engines": 6, "reports": 6,
-    "participant": 7, "cordref": 7, "cordref_steps": 7, "cordref_report": 7, "unitstatus": 7,
-    "morphometrics_pam50": 7, "group": 7,
+    "participant": 7, "group": 7,
     "run": 8,
     "cli": 9, "synth": 9,
     "__main__": 10,
 }
 """Rank of each top-level module or package under ``spinal_bidsapp``."""
 
-PARTICIPANT_LAYER = {"participant", "cordref", "cordref_steps", "cordref_report", "unitstatus",
-                     "morphometrics_pam50"}
-"""The participant level until it becomes a package: its modules may import one another."""
-
 ALLOWED_ACROSS = {
-    ("group", "participant"),  # plan_units: the group level selects the same units
-    ("group", "unitstatus"),  # skips units whose latest participant run failed or is stale
-    # Known, to remove when cordref_steps is split: load_centerline / read_discs belong to
-    # geometry + image, find_template to templates.pam50.
-    ("group", "cordref_steps"),
+    # plan_units: the group level selects the same units (participant.units only, a leaf)
+    ("group", "spinal_bidsapp.participant.units"),
     # Known: config resolves long option names (config files, SPINAL_BIDSAPP_<OPTION>) through
     # cli.parser.option_aliases; the option table belongs in config.
     ("config", "cli"),
 }
-"""Imports against the direction that exist today, each with its reason (a new one fails)."""
+"""Imports against the direction that exist today, each with its reason (a new one fails): a
+(package, package) pair, or a (package, module) pair that allows that one module only."""
 
 KNOWN_CYCLES = [
-    # The participant level's circle: cordref runs units planned by participant, whose report
-    # step (cordref_report) reads participant's unit records. To break when participant/
-    # becomes a package (units.py a leaf).
-    {"spinal_bidsapp.cordref", "spinal_bidsapp.cordref_report", "spinal_bidsapp.participant"},
     # --bids-exec-spec: the parser's action prints the descriptor built from the parser.
     {"spinal_bidsapp.cli.boutiques", "spinal_bidsapp.cli.parser"},
 ]
@@ -109,13 +97,17 @@ def test_imports_follow_the_allowed_direction() -> None:
         src = _top(module)
         for target in targets:
             dst = _top(target)
-            if src == dst or (src, dst) in ALLOWED_ACROSS:
-                continue
-            if src in PARTICIPANT_LAYER and dst in PARTICIPANT_LAYER:
+            if src == dst or (src, dst) in ALLOWED_ACROSS or (src, target) in ALLOWED_ACROSS:
                 continue
             if RANKS[dst] >= RANKS[src]:
                 wrong.append(f"{module} -> {target}")
     assert not wrong, "imports against the direction:\n" + "\n".join(sorted(wrong))
+
+
+def test_participant_units_is_a_leaf() -> None:
+    """The group level may import it: it must not pull in the rest of the participant level."""
+    level = {m for m in _graph()["spinal_bidsapp.participant.units"] if _top(m) == "participant"}
+    assert not level, f"participant.units imports the participant level: {sorted(level)}"
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:

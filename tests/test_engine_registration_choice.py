@@ -3,8 +3,8 @@ the report shows it."""
 
 from __future__ import annotations
 
-from spinal_bidsapp.cordref_report import _registration_rows
-from spinal_bidsapp.cordref_steps import choose_engine_registration
+from spinal_bidsapp.participant.registration import choose_engine_registration
+from spinal_bidsapp.participant.report import _registration_rows
 
 
 def _scores(template: float, native: float, *unmapped: str) -> dict[str, object]:

@@ -11,7 +11,7 @@ import pytest
 
 from spinal_bidsapp.engines.sct_outputs import read_morphometrics_csv
 from spinal_bidsapp.errors import InputDataError, MissingInputError
-from spinal_bidsapp.morphometrics_pam50 import (
+from spinal_bidsapp.participant.morphometrics_pam50 import (
     Pam50LevelCsa,
     compare_to_normative,
     find_normative_database,

@@ -136,7 +136,7 @@ def _write_pam50_csa_csv(discs: Path, out: Path, pam50_levels: Path) -> None:
     """SCT's per-PAM50-slice CSV for the levels SCT derives from ``discs`` (disc N-1 above the
     top disc N, M below the last disc M), with **made-up** areas 50 + level: the double tests
     the wiring (which rows, which columns), not a measure."""
-    from spinal_bidsapp.morphometrics_pam50 import read_pam50_slice_levels
+    from spinal_bidsapp.participant.morphometrics_pam50 import read_pam50_slice_levels
 
     values = sorted(int(v) for v in np.unique(np.asanyarray(nib.load(str(discs)).dataobj)) if v)
     levels = read_pam50_slice_levels(pam50_levels)
@@ -444,7 +444,7 @@ def rootlet_run(sct_double: SctDouble, unlabelled_bids: Path, rootlet_template: 
 
 def test_both_registrations_run_and_the_rule_picks_the_primary(rootlet_run: Run,
                                                                rootlet_template: Path) -> None:
-    from spinal_bidsapp.cordref_steps import choose_registration
+    from spinal_bidsapp.participant.registration import choose_registration
 
     run = rootlet_run
     assert run.code == 0

@@ -12,11 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.cordref_report import _registration_rows
-from spinal_bidsapp.cordref_steps import choose_registration, score_registration
 from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
 from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.image import Volume
+from spinal_bidsapp.participant.registration import choose_registration, score_registration
+from spinal_bidsapp.participant.report import _registration_rows
 
 
 def _warp_file(path: Path, sentinel: float) -> Path:

@@ -30,7 +30,7 @@ wrong. ``sct_label_vertebrae`` can also be chosen explicitly (``disc_method="lab
 
 The tests marked ``sct`` run the real SCT 7.3 that ``make real-tools`` installs without its
 deep-learning models; :meth:`SctEngine.unavailable` and :func:`environment_failure` say when a
-capability cannot run here, so the pipeline falls back per step (``cordref._Pipeline``). The
+capability cannot run here, so the pipeline falls back per step (``participant.pipeline``). The
 models themselves run only in the container. SCT's "opposite-letter" orientation strings (its
 ``RPI`` is nibabel ``LAS``) appear only in this module.
 """

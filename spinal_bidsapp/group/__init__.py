@@ -5,7 +5,7 @@ Every stage is called from :func:`run_group_level`, in this order:
 1. ``subjects``: collect each subject's participant outputs (anatomy, cord mask, discs; with
    ``--no-disc-alignment`` the discs are optional); subjects without them, or whose latest
    participant run failed or did not finish, or whose inputs or outputs changed since
-   (``unitstatus``), are skipped with a warning naming the reason, and fewer than two usable
+   (``bids.status``), are skipped with a warning naming the reason, and fewer than two usable
    subjects is an error. ``--contrasts`` and ``--register-to`` are checked here, before any work.
 2. ``space``: mean arc length of every vertebral level, a straight line with the discs at those
    distances, a grid around it (``geometry.template_space``); without disc alignment, a line as

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.cordref_steps import load_centerline, read_discs
 from spinal_bidsapp.geometry.template_space import (
     TemplateSpace,
     average_levels,
@@ -23,6 +22,7 @@ from spinal_bidsapp.geometry.template_space import (
     subject_span,
 )
 from spinal_bidsapp.group.subjects import GroupSubject, subject_discs
+from spinal_bidsapp.image import load_centerline, read_discs
 from spinal_bidsapp.runtime.files import write_json
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.cordref_steps import read_discs
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.fieldio import save_field
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
@@ -26,7 +25,7 @@ from spinal_bidsapp.geometry.template_space import (
     subject_span,
 )
 from spinal_bidsapp.group.subjects import GroupSubject, subject_discs
-from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+from spinal_bidsapp.image import Volume, load_mask, load_volume, read_discs, save_volume
 from spinal_bidsapp.runtime.ledger import run_step
 from spinal_bidsapp.runtime.parallel import map_isolated
 

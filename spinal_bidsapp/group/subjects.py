@@ -8,15 +8,15 @@ from pathlib import Path
 
 from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.outputs import derivative_path
-from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.participant import plan_units
-from spinal_bidsapp.unitstatus import (
+from spinal_bidsapp.bids.status import (
     GROUP_OUTPUTS,
     stale_reason,
     unfinished_reason,
     unit_inputs,
 )
+from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.participant.units import plan_units
 
 logger = logging.getLogger(__name__)
 

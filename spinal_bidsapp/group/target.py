@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.cordref_steps import find_template
 from spinal_bidsapp.engines.builtin.registration import (
     RefinementOptions,
     disc_errors_mm,
@@ -23,7 +22,7 @@ from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import apply_field
 from spinal_bidsapp.geometry.template_space import TemplateSpace
 from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
-from spinal_bidsapp.templates.pam50 import read_pam50_folder
+from spinal_bidsapp.templates.pam50 import find_template, read_pam50_folder
 from spinal_bidsapp.templates.sct_layout import (
     INFO_LABEL,
     INFO_LABEL_IDS,

@@ -42,7 +42,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from spinal_bidsapp.errors import (
     ConfigError,
@@ -52,6 +52,9 @@ from spinal_bidsapp.errors import (
     TemporaryFailure,
 )
 from spinal_bidsapp.runtime.files import sha256_file, write_json
+
+if TYPE_CHECKING:
+    from spinal_bidsapp.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -430,3 +433,17 @@ def _recorded_version(folder: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         logger.warning("unreadable PAM50 source record %s", record)
         return "unknown"
+
+
+def find_template(config: RunConfig) -> Pam50 | None:
+    """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
+    from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
+
+    try:
+        return resolve_pam50(template_dir=config.participant.template_dir,
+                             sct_dir=sct_dir_from_environment(), cache_dir=user_cache_dir(),
+                             allow_download=False, progress=False)
+    except MissingInputError:
+        if config.participant.template_dir is not None:
+            raise
+        return None

@@ -13,20 +13,20 @@ import numpy as np
 from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.cordref_steps import (
-    EngineStep,
-    RegistrationPaths,
-    SpinePaths,
-    disc_review_advice,
-    find_template,
-    read_quality,
-    read_slice_table,
-)
 from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume
-from spinal_bidsapp.participant import ParticipantUnit
+from spinal_bidsapp.participant.registration import RegistrationPaths
+from spinal_bidsapp.participant.steps import (
+    EngineStep,
+    SpinePaths,
+    disc_review_advice,
+    read_quality,
+    read_slice_table,
+)
+from spinal_bidsapp.participant.units import ParticipantUnit
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
+from spinal_bidsapp.templates.pam50 import find_template
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ outputs are current (``steps.run_step``):
    ``sct_register_to_template``), warps both ways; images and labels are carried across, and the
    registration scored, by the same code for both engines. Under ``--engine auto`` the builtin
    registration is computed too (``register_builtin``) and the better-scoring of the two is
-   primary (``cordref_steps.choose_engine_registration``).
+   primary (``registration.choose_engine_registration``).
 7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
 
 The engine is resolved once per unit; the engine-run steps (``segment``, ``label_discs``,
@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Literal, TypeVar, cast
 import numpy as np
 from filelock import FileLock, Timeout
 
-from spinal_bidsapp import cordref_steps as steps
 from spinal_bidsapp.bids.labels import find_manual_labels, manual_label_path
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
 from spinal_bidsapp.config import RunConfig, apply_thread_limits
@@ -56,8 +55,18 @@ from spinal_bidsapp.errors import (
     SpinalBidsAppError,
     TemporaryFailure,
 )
-from spinal_bidsapp.participant import ParticipantUnit
+from spinal_bidsapp.participant import steps
+from spinal_bidsapp.participant.registration import (
+    RegistrationLabels,
+    RegistrationPaths,
+    builtin_candidate_paths,
+    register,
+    register_sct_path,
+    select_sct_registration,
+)
+from spinal_bidsapp.participant.units import ParticipantUnit
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, StepRecord, run_step
+from spinal_bidsapp.templates.pam50 import find_template
 
 if TYPE_CHECKING:
     from spinal_bidsapp.engines.sct import Capability, SctEngine
@@ -134,12 +143,12 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
 
 def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Path, *,
                   threads: int) -> UnitSummary:
-    """Run the pipeline, recording its state for the group level (``unitstatus``); a failed
+    """Run the pipeline, recording its state for the group level (``bids.status``); a failed
     unit's files leave the outputs and the QC index lists it as failed."""
-    from spinal_bidsapp import unitstatus
+    from spinal_bidsapp.bids import status
 
     key, run_uuid = unit.label, config.execution.run_uuid
-    unitstatus.record_running(out, key, run_uuid=run_uuid)
+    status.record_running(out, key, run_uuid=run_uuid)
     try:
         summary = _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
                             threads=threads).run()
@@ -147,15 +156,15 @@ def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Pat
         code = exc.exit_code if isinstance(exc, SpinalBidsAppError) else 1
         error = str(exc) if isinstance(exc, SpinalBidsAppError) else \
             f"unexpected {exc.__class__.__name__}: {exc}"
-        unitstatus.record_failure(out, key, run_uuid=run_uuid, exit_code=code, error=error)
-        unitstatus.quarantine_outputs(out, unit.source, work / "failed-outputs")
+        status.record_failure(out, key, run_uuid=run_uuid, exit_code=code, error=error)
+        status.quarantine_outputs(out, unit.source, work / "failed-outputs")
         _publish_failure(unit, config, out, error)
         raise
-    unitstatus.record_success(
+    status.record_success(
         out, key, run_uuid=run_uuid,
-        inputs=unitstatus.unit_inputs(unit.source, unit.labels),
+        inputs=status.unit_inputs(unit.source, unit.labels),
         outputs={kind: derivative_path(out, kind, unit.source)
-                 for kind in unitstatus.GROUP_OUTPUTS})
+                 for kind in status.GROUP_OUTPUTS})
     return summary
 
 
@@ -374,10 +383,10 @@ class _Pipeline:
         against SCT's norms when installed; omitted with a note when the levels or PAM50's
         levels are missing."""
         from spinal_bidsapp.config import sct_dir_from_environment
-        from spinal_bidsapp.morphometrics_pam50 import find_normative_database
+        from spinal_bidsapp.participant.morphometrics_pam50 import find_normative_database
 
         what = "CSA in PAM50 space"
-        template = steps.find_template(self.config)
+        template = find_template(self.config)
         sct_root = (self.engine.sct.sct_dir if self.engine.sct is not None
                     else sct_dir_from_environment())
         reason = ("no disc labels" if discs is None else
@@ -543,7 +552,7 @@ class _Pipeline:
             return discs
 
         def by_builtin(fallback: str | None) -> Path | None:
-            template = steps.find_template(self.config)
+            template = find_template(self.config)
             if template is None or template.t2 is None:
                 return None
             companions = [steps.Companion(c.path, find_manual_labels(
@@ -573,7 +582,7 @@ class _Pipeline:
             automatic = self._automatic_discs(cord, spine)
             if automatic is not None:
                 return automatic
-            template = steps.find_template(self.config)
+            template = find_template(self.config)
             if self._uses_builtin() and (template is None or template.t2 is None):
                 self.warnings.append(
                     "PAM50 is not available, so the discs could not be labelled automatically, "
@@ -600,17 +609,17 @@ class _Pipeline:
         return discs
 
     def _register(self, anat: Path, cord: Path, discs: Path | None,
-                  rootlets: Path | None) -> steps.RegistrationPaths | None:
+                  rootlets: Path | None) -> RegistrationPaths | None:
         if discs is None:
             return None
-        template = steps.find_template(self.config)
+        template = find_template(self.config)
         if template is None:
             self.warnings.append(
                 "PAM50 not available (pass --template-dir or pre-fetch it): registration skipped")
             logger.warning("%s: %s", self.unit.label, self.warnings[-1])
             return None
         name = "PAM50"
-        paths = steps.RegistrationPaths(
+        paths = RegistrationPaths(
             to_template=self.path("xfm_to_template", template=name),
             from_template=self.path("xfm_from_template", template=name),
             anat_in_template=self.path("anat_in_template", template=name),
@@ -621,8 +630,8 @@ class _Pipeline:
         inputs = [anat, cord, discs, template.cord, template.label_disc]
         inputs += [p for p in (template.levels, template.t2) if p is not None]
 
-        def by_builtin(fallback: str | None) -> steps.RegistrationPaths:
-            self.step("register", lambda: steps.register(anat, cord, discs, template, paths,
+        def by_builtin(fallback: str | None) -> RegistrationPaths:
+            self.step("register", lambda: register(anat, cord, discs, template, paths,
                                                          fallback_reason=fallback),
                       inputs=inputs, outputs=list(paths.all()),
                       params=self._builtin_params(template.provenance(), fallback))
@@ -634,8 +643,8 @@ class _Pipeline:
                                                   inputs))
 
     def _register_sct(self, anat: Path, cord: Path, discs: Path, rootlets: Path | None,
-                      template: Pam50, paths: steps.RegistrationPaths,
-                      inputs: list[Path]) -> steps.RegistrationPaths:
+                      template: Pam50, paths: RegistrationPaths,
+                      inputs: list[Path]) -> RegistrationPaths:
         """SCT registrations (discs, and rootlets when segmented), the primary one chosen; under
         ``--engine auto`` the builtin registration competes too (:meth:`_register_builtin`)."""
         name = "PAM50"
@@ -672,9 +681,9 @@ class _Pipeline:
             chosen_inputs += [rootlet_dir / "metrics.json"]
         select_params = {**params, "rootlets": rootlet_dir is not None}
         if builtin_dir is not None:
-            chosen_inputs += [steps.builtin_candidate_paths(builtin_dir).metrics]
+            chosen_inputs += [builtin_candidate_paths(builtin_dir).metrics]
             select_params["candidates"] = ["sct", "builtin"]
-        self.step("register", lambda: steps.select_sct_registration(
+        self.step("register", lambda: select_sct_registration(
             anat, cord, discs, template, paths, alternates,
             disc_dir=self.work / "register_discs", rootlet_dir=rootlet_dir,
             rootlets=rootlets if rootlet_dir is not None else None, builtin_dir=builtin_dir),
@@ -690,9 +699,9 @@ class _Pipeline:
         if self.config.participant.engine != "auto":
             return None  # --engine sct: the user asked for SCT's registration
         folder = self.work / "register_builtin"
-        candidate = steps.builtin_candidate_paths(folder)
+        candidate = builtin_candidate_paths(folder)
         try:
-            self.step("register_builtin", lambda: steps.register(anat, cord, discs, template,
+            self.step("register_builtin", lambda: register(anat, cord, discs, template,
                                                                  candidate),
                       inputs=inputs, outputs=list(candidate.all()),
                       params=self._builtin_params(template.provenance(), None))
@@ -706,7 +715,7 @@ class _Pipeline:
             "against SCT's")
         return folder
 
-    def _register_sct_path(self, labels: steps.RegistrationLabels, labels_file: Path,
+    def _register_sct_path(self, labels: RegistrationLabels, labels_file: Path,
                            discs: Path, template: Pam50, inputs: list[Path],
                            params: dict[str, object]) -> None:
         """``register_discs`` / ``register_rootlets``: one SCT registration and its scores."""
@@ -714,7 +723,7 @@ class _Pipeline:
 
         contrast = cast(Contrast, self.unit.source.suffix)
         folder = self.work / f"register_{labels}"
-        self.step(f"register_{labels}", lambda: steps.register_sct_path(
+        self.step(f"register_{labels}", lambda: register_sct_path(
             self._sct(), self.path("anat_preproc"), self.path("cord_mask"), labels_file, discs,
             template, work_dir=folder / "sct", contrast=contrast, labels=labels,
             metrics_out=folder / "metrics.json"),
@@ -723,10 +732,10 @@ class _Pipeline:
                      folder / "metrics.json"])
 
     def _report(self, anat: Path, cord: Path, discs: Path | None, morph_json: Path,
-                registration: steps.RegistrationPaths | None, *,
+                registration: RegistrationPaths | None, *,
                 spine: steps.SpinePaths | None, rootlets: Path | None,
                 csa_pam50: Path | None) -> None:
-        from spinal_bidsapp.cordref_report import ReportInputs, build_report
+        from spinal_bidsapp.participant.report import ReportInputs, build_report
 
         page = subject_report_path(self.out, self.unit.source)
         figure = lambda name: self.path("figure", figure=name)  # noqa: E731

@@ -1,15 +1,14 @@
-"""Participant level: plan the work units, run them in parallel, summarise failures.
+"""The participant level's units of work: one (subject, session) with its chosen anatomy, its
+manual labels and the session's companion images.
 
-A unit is one (subject, session) with its chosen anatomy and manual labels; the per-unit pipeline
-(``cordref.process_unit``) is an ordered list of resumable steps. Units never touch each other's
-files, so several processes (or SLURM array tasks) can share one output folder.
+A leaf of the participant level (it imports no other part of it): the group level plans the same
+units from here.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
 
 from spinal_bidsapp.bids.dataset import (
     SourceImage,
@@ -21,19 +20,13 @@ from spinal_bidsapp.bids.dataset import (
 )
 from spinal_bidsapp.bids.labels import ManualLabels, find_manual_labels, labelled_sources
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.errors import NoDataSelectedError, SubjectFailed
-from spinal_bidsapp.runtime.parallel import Outcome, map_isolated, plan_workers
+from spinal_bidsapp.errors import NoDataSelectedError
 
 logger = logging.getLogger(__name__)
 
 ANCHOR_CONTRASTS = ("T2w", "T1w")
 """Contrasts whose session images can lend the disc labelling a C2 anchor (sagittal 3D
 anatomies; the thick-slice T2*w stacks never show C2 with bone above it)."""
-
-PARTICIPANT_GB_PER_WORKER = 1.0
-"""Memory budget of one subject: peak RSS measured at 0.39-0.45 GB (1 mm and 0.5 mm cervical
-images, docs/benchmarks.md), doubled for larger fields of view."""
-
 
 @dataclass(frozen=True)
 class ParticipantUnit:
@@ -116,37 +109,3 @@ def plan_units(config: RunConfig) -> tuple[list[ParticipantUnit], list[UnitProbl
         logger.info("%s: anatomy %s; manual labels: %s", unit.label, unit.source.path.name,
                     ", ".join(kinds) or "none")
     return units, problems
-
-
-def run_participant_level(config: RunConfig, *, engines: dict[str, str]) -> int:
-    """Process every selected unit; exit 0 if all succeeded, else the failure code."""
-    from spinal_bidsapp.cordref import process_unit, resolve_participant_engines
-
-    units, problems = plan_units(config)
-    engines.update(resolve_participant_engines(config))
-    ex = config.execution
-    workers = plan_workers(ex.nprocs, len(units), mem_gb=ex.mem_gb,
-                           gb_per_worker=PARTICIPANT_GB_PER_WORKER)
-    outcomes: list[Outcome[object]] = map_isolated(
-        partial(process_unit, config=config, threads=max(1, (ex.omp_nthreads or
-                                                              ex.nprocs // workers))),
-        units, [u.label for u in units], nprocs=workers,
-        stop_on_first_crash=ex.stop_on_first_crash,
-    )
-    failed = [o for o in outcomes if not o.ok]
-    for problem in problems:
-        logger.error("%s: %s", problem.label, problem.message)
-    for outcome in failed:
-        logger.error("%s failed: %s", outcome.label, outcome.error)
-    done = len(outcomes) - len(failed)
-    logger.info("Participant level finished: %d of %d succeeded", done,
-                len(units) + len(problems))
-    if len(units) + len(problems) == 1:
-        if problems and problems[0].exit_code != NoDataSelectedError.exit_code:
-            raise SubjectFailed(f"{problems[0].label}: {problems[0].message}",
-                                problems[0].exit_code)
-        if problems:
-            raise NoDataSelectedError(f"{problems[0].label}: {problems[0].message}")
-        if failed:
-            raise SubjectFailed(f"{failed[0].label}: {failed[0].error}", failed[0].exit_code)
-    return 1 if failed or problems else 0
