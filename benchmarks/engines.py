@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.participant import run_worker, score_registration  # noqa: E402
+from benchmarks.real_tools import tool_env  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
 from spinal_bidsapp.image import load_mask  # noqa: E402
 from spinal_bidsapp.participant.registration import mm_or_no_mapping  # noqa: E402
@@ -61,12 +61,7 @@ def real_tools_env() -> dict[str, str]:
     if not env_file.is_file():
         raise SystemExit(f"{env_file} not found: run `make real-tools` or set "
                          "SPINAL_BIDSAPP_REAL_TOOLS")
-    env = dict(os.environ)
-    for word in shlex.split(env_file.read_text()):
-        if word != "export" and "=" in word:
-            name, value = word.split("=", 1)
-            env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
-    return env
+    return tool_env(env_file)
 
 
 def subject_copy(data: Path, root: Path) -> Path:

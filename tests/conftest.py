@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from benchmarks.real_tools import tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SPINAL_BIDSAPP_TEST_DATA", str(REPO.parent / "shared" / "data")))
@@ -37,13 +38,7 @@ def real_tool_env(kind: str) -> dict[str, str]:
                         "(set SPINAL_BIDSAPP_SHARED_TOOLS)")
         pytest.fail(f"real {kind} tools not installed in {REAL_TOOLS}: run `make real-tools` "
                     "(make test does it)")
-    env = dict(os.environ)
-    for word in shlex.split(env_file.read_text()):
-        if word == "export" or "=" not in word:
-            continue
-        name, value = word.split("=", 1)
-        env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
-    return env
+    return tool_env(env_file)
 
 
 def _tree_digest(root: Path) -> str:
