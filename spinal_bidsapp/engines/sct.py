@@ -46,8 +46,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from spinal_bidsapp.config import SCT_CONTRAST, Contrast
 from spinal_bidsapp.engines.base import (
-    Contrast,
     DiscLabelResult,
     EngineInfo,
     RegistrationResult,
@@ -95,7 +95,6 @@ REQUIRED_PROGRAMS = ("sct_deepseg", "sct_register_to_template", "sct_label_verte
 
 _SCT_RPI = ("L", "A", "S")
 """SCT's ``RPI`` voxel order, written as nibabel axcodes."""
-_SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
 
 DiscMethod = Literal["auto", "deepseg", "label_vertebrae"]
 
@@ -316,7 +315,7 @@ def build_segment_cord_argv(version: SctVersion, *, image: Path, contrast: Contr
     """Cord segmentation: ``sct_deepseg spinalcord`` (7.0+), else legacy ``sct_deepseg_sc``."""
     if version >= SctVersion(7, 0):
         return ["sct_deepseg", "spinalcord", "-i", str(image), "-o", str(out), *_qc_args(qc)]
-    return ["sct_deepseg_sc", "-i", str(image), "-c", _SCT_CONTRAST[contrast],
+    return ["sct_deepseg_sc", "-i", str(image), "-c", SCT_CONTRAST[contrast],
             "-ofolder", str(out.parent), "-o", str(out), *_qc_args(qc)]
 
 
@@ -388,7 +387,7 @@ def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
     discs = out_dir / f"{stem}_labeled_discs.nii.gz"
     return DiscCommand(
         argv=["sct_label_vertebrae", "-i", str(image), "-s", str(cord_mask), "-c",
-              _SCT_CONTRAST[contrast], "-ofolder", str(out_dir), *_qc_args(qc)],
+              SCT_CONTRAST[contrast], "-ofolder", str(out_dir), *_qc_args(qc)],
         discs=discs, outputs=(discs, out_dir / f"{stem}_labeled.nii.gz"))
 
 
@@ -439,7 +438,7 @@ def build_register_argv(version: SctVersion, *, image: Path, cord_mask: Path,
             f"rootlet-based registration needs SCT 7.0 or newer, SCT {version} is installed"))
     labels = ["-ldisc", str(discs)] if discs is not None else ["-lrootlet", str(rootlets)]
     return ["sct_register_to_template", "-i", str(image), "-s", str(cord_mask), *labels,
-            "-c", _SCT_CONTRAST[contrast], "-t", str(template_dir), "-ofolder", str(out_dir),
+            "-c", SCT_CONTRAST[contrast], "-t", str(template_dir), "-ofolder", str(out_dir),
             *_qc_args(qc)]
 
 
@@ -667,7 +666,7 @@ def check_sct_template(template_dir: Path, *, contrast: Contrast, rootlets: bool
 
     folder = Path(template_dir) / "template"
     needed = ["info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",
-              f"PAM50_{_SCT_CONTRAST[contrast]}.nii.gz"]
+              f"PAM50_{SCT_CONTRAST[contrast]}.nii.gz"]
     if rootlets and (folder / "info_label.txt").is_file():
         listed = read_info_label(folder / "info_label.txt")
         needed += [listed.get(i, f"info_label.txt ID {i}") for i in ROOTLET_LABEL_IDS]

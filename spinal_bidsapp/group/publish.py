@@ -43,7 +43,7 @@ from spinal_bidsapp.bids.outputs import (
     write_lut,
     write_sidecar,
 )
-from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.config import SCT_CONTRAST, RunConfig
 from spinal_bidsapp.engines.base import SubjectWarps, TemplateBuildResult
 from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
@@ -59,7 +59,7 @@ from spinal_bidsapp.group.straighten import StraightenJob
 from spinal_bidsapp.group.target import TargetRegistration, registration_record
 from spinal_bidsapp.image import Volume, load_volume, save_volume
 from spinal_bidsapp.runtime.files import atomic_path, write_json
-from spinal_bidsapp.templates.sct_layout import INFO_LABEL_IDS, SCT_CONTRAST, write_info_label
+from spinal_bidsapp.templates.sct_layout import INFO_LABEL_IDS, write_info_label
 
 logger = logging.getLogger(__name__)
 

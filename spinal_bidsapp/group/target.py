@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp.bids.outputs import template_id, template_path
-from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.config import SCT_CONTRAST, RunConfig
 from spinal_bidsapp.engines.builtin.registration import (
     RefinementOptions,
     disc_errors_mm,
@@ -27,7 +27,6 @@ from spinal_bidsapp.templates.pam50 import find_template, read_pam50_folder
 from spinal_bidsapp.templates.sct_layout import (
     INFO_LABEL,
     INFO_LABEL_IDS,
-    SCT_CONTRAST,
     read_info_label,
 )
 
