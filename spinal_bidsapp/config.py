@@ -40,6 +40,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 Contrast = Literal["T2w", "T1w", "T2starw"]
+"""BIDS suffix of an anatomy the package reads (the one definition: engines, levels, options)."""
+SCT_CONTRAST: dict[str, str] = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
+"""BIDS suffix -> SCT's contrast name: ``-c`` of SCT's tools, the ``info_label.txt`` key of a
+template's image, the ``contrast`` of the neuropoly template ``configuration.json``. Here, the
+lowest layer that needs it (:func:`map_seed_configuration`); engines and templates import it."""
 ParticipantEngine = Literal["auto", "builtin", "sct"]
 TemplateEngine = Literal["auto", "builtin", "minc"]
 
@@ -259,7 +264,7 @@ FIELD_SECTION: dict[str, str] = {
     name: section for section, model in SECTIONS.items() for name in model.model_fields
 }
 
-SEED_CONTRASTS = {"t1": "T1w", "t2": "T2w", "t2s": "T2starw"}
+SEED_CONTRASTS = {sct: bids for bids, sct in SCT_CONTRAST.items()}
 """``contrast`` values of the neuropoly template ``configuration.json`` (SCT contrast names)."""
 
 

@@ -1,9 +1,11 @@
 """The one place that names outputs: a table of output kinds and one path function.
 
-Every derivative path under OUTPUT_DIR comes from :func:`derivative_path`; writers, the resume
-logic, the group level (reading participant outputs), the reports and ``.bidsignore`` all use the
-same table, so a name is defined exactly once. Names follow BIDS Derivatives; kinds the BIDS schema
-does not know yet (transforms, morphometrics, centerline tables) are listed in ``.bidsignore``.
+Every derivative path under OUTPUT_DIR comes from :func:`derivative_path` (per subject) or
+:func:`template_path` (a group template's TemplateFlow-style ``tpl-<name>`` folder); writers, the
+resume logic, the group level (reading participant outputs), the reports and ``.bidsignore`` all
+use the same tables, so a name is defined exactly once. Names follow BIDS Derivatives; kinds the
+BIDS schema does not know yet (transforms, morphometrics, centerline tables) are listed
+in ``.bidsignore``.
 """
 
 from __future__ import annotations
@@ -148,6 +150,111 @@ def derivative_path(root: Path, kind: str, source: SourceImage, *, template: str
     parts += [f"{key}-{added[key]}" for key in ENTITY_ORDER if key in added]
     name = "_".join(parts) + f"_{spec.suffix.format(**fill)}{spec.extension}"
     return root / source.subject_dir / spec.datatype / name
+
+
+TEMPLATE_RES = "01"
+"""The resolution label of a group template's files (one grid: ``--template-resolution``)."""
+
+TEMPLATE_ENTITY_ORDER = ("res", "from", "to", "space", "label", "desc", "mode")
+"""TemplateFlow entity order of a template's file names (after ``tpl-<name>``)."""
+
+_RES = ("res", TEMPLATE_RES)
+
+TEMPLATE_OUTPUTS: dict[str, OutputKind] = {
+    "template": OutputKind((_RES,), "{contrast}", ".nii.gz", datatype="",
+                           description="the template (mean of the straightened subjects)"),
+    "template_sd": OutputKind((_RES, ("desc", "sd")), "{contrast}", ".nii.gz", datatype="",
+                              description="SD across subjects"),
+    "template_mask": OutputKind((_RES, ("label", "SC")), "mask", ".nii.gz", datatype=""),
+    "template_probseg": OutputKind((_RES, ("label", "SC")), "probseg", ".nii.gz", datatype="",
+                                   description="cord probability"),
+    "template_centerline": OutputKind((_RES, ("desc", "centerline")), "mask", ".nii.gz",
+                                      datatype=""),
+    "template_discs": OutputKind((_RES, ("desc", "discs")), "dseg", ".nii.gz", datatype=""),
+    "template_discs_lut": OutputKind((_RES, ("desc", "discs")), "dseg", ".tsv", datatype=""),
+    "template_levels": OutputKind((_RES, ("desc", "levels")), "dseg", ".nii.gz", datatype=""),
+    "template_levels_lut": OutputKind((_RES, ("desc", "levels")), "dseg", ".tsv", datatype=""),
+    "template_iteration": OutputKind((_RES, ("desc", "iter{iteration}")), "{contrast}",
+                                     ".nii.gz", datatype="iterations"),
+    "template_iteration_sd": OutputKind((_RES, ("desc", "iter{iteration}sd")), "{contrast}",
+                                        ".nii.gz", datatype="iterations"),
+    "contrast_mask": OutputKind((_RES, ("label", "SC"), ("desc", "{contrast}")), "mask",
+                                ".nii.gz", datatype="",
+                                description="cord mask of a --contrasts template"),
+    "contrast_probseg": OutputKind((_RES, ("label", "SC"), ("desc", "{contrast}")), "probseg",
+                                   ".nii.gz", datatype=""),
+    "xfm_to_target": OutputKind((("from", "{name}"), ("to", "{target}"), ("mode", "image")),
+                                "xfm", ".nii.gz", datatype="",
+                                description="--register-to: template -> target field"),
+    "xfm_from_target": OutputKind((("from", "{target}"), ("to", "{name}"), ("mode", "image")),
+                                  "xfm", ".nii.gz", datatype=""),
+    "template_in_target": OutputKind((("space", "{target}"),), "{contrast}", ".nii.gz",
+                                     datatype="", description="the template in the target"),
+    "template_mask_in_target": OutputKind((("space", "{target}"), ("label", "SC")), "mask",
+                                          ".nii.gz", datatype=""),
+}
+"""A group template's files, named as TemplateFlow does; ``datatype`` is the subfolder of
+``tpl-<name>`` (empty: the folder itself). ``{contrast}``, ``{iteration}``, ``{name}`` and
+``{target}`` are filled per call."""
+
+
+def template_id(name: str) -> str:
+    """TemplateFlow identifier of template ``name``: its folder, its page and its files' start.
+
+    >>> template_id("SpinalCord")
+    'tpl-SpinalCord'
+    """
+    return f"tpl-{name}"
+
+
+def template_folder(root: Path, name: str) -> Path:
+    """``OUTPUT_DIR/tpl-<name>``, the folder of every file of template ``name``."""
+    return root / template_id(name)
+
+
+def template_report_path(root: Path, name: str) -> Path:
+    """``OUTPUT_DIR/tpl-<name>.html``, the group QC page."""
+    return root / f"{template_id(name)}.html"
+
+
+def template_path(root: Path, kind: str, name: str, *, contrast: str | None = None,
+                  target: str | None = None, iteration: int | None = None) -> Path:
+    """Absolute path of template file ``kind`` of template ``name`` under OUTPUT_DIR ``root``.
+
+    >>> template_path(Path("/out"), "template_sd", "SC", contrast="T2w").as_posix()
+    '/out/tpl-SC/tpl-SC_res-01_desc-sd_T2w.nii.gz'
+    >>> template_path(Path("/out"), "template_iteration", "SC", contrast="T2w",
+    ...               iteration=3).as_posix()
+    '/out/tpl-SC/iterations/tpl-SC_res-01_desc-iter03_T2w.nii.gz'
+    >>> template_path(Path("/out"), "xfm_to_target", "SC", target="PAM50").name
+    'tpl-SC_from-SC_to-PAM50_mode-image_xfm.nii.gz'
+    """
+    spec = TEMPLATE_OUTPUTS[kind]
+    fill = {"contrast": contrast or "", "target": target or "", "name": name,
+            "iteration": "" if iteration is None else f"{iteration:02d}"}
+    added = dict((key, value.format(**fill)) for key, value in spec.entities)
+    suffix = spec.suffix.format(**fill)
+    if not suffix or any(not value for value in added.values()):
+        raise ValueError(f"template file kind {kind!r} needs contrast= / target= / iteration=")
+    parts = [template_id(name)]
+    parts += [f"{key}-{added[key]}" for key in TEMPLATE_ENTITY_ORDER if key in added]
+    folder = template_folder(root, name)
+    return (folder / spec.datatype if spec.datatype else folder) / (
+        "_".join(parts) + f"_{suffix}{spec.extension}")
+
+
+def sct_template_folder(root: Path, name: str) -> Path:
+    """``tpl-<name>/sct``: template ``name`` in SCT's layout (``sct_register_to_template -t``)."""
+    return template_folder(root, name) / "sct"
+
+
+def sct_template_file(root: Path, name: str, key: str) -> Path:
+    """``tpl-<name>/sct/template/<name>_<key>.nii.gz``, ``key`` an ``info_label.txt`` name.
+
+    >>> sct_template_file(Path("/out"), "SC", "t2").as_posix()
+    '/out/tpl-SC/sct/template/SC_t2.nii.gz'
+    """
+    return sct_template_folder(root, name) / "template" / f"{name}_{key}.nii.gz"
 
 
 def sidecar_path(path: Path) -> Path:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from spinal_bidsapp import __version__
+from spinal_bidsapp.config import Contrast
 from spinal_bidsapp.errors import (
     UnknownAnalysisLevel,
     UsageError,
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help='JSON of PyBIDS filters per contrast, e.g. {"T2w": {"acquisition": '
                           '"sag"}}')
     sel.add_argument("--contrast", "--suffix", dest="contrast", nargs="+",
-                     choices=["T2w", "T1w", "T2starw"],
+                     choices=list(get_args(Contrast)),
                      help="anatomy driving the pipeline, in order of preference "
                           "(default: T2w T1w)")
     sel.add_argument("--data-type", dest="data_type", help="BIDS datatype folder (default: anat)")
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="register the new template to PAM50 (found like --template-dir) or "
                            "to a template folder in SCT's layout")
     proc.add_argument("--contrasts", dest="contrasts", nargs="+",
-                      choices=["T2w", "T1w", "T2starw"], metavar="CONTRAST",
+                      choices=list(get_args(Contrast)), metavar="CONTRAST",
                       help="group: template contrasts, the first the participant outputs' "
                            "(driving) one, e.g. T2w T1w T2starw (default: the driving one only)")
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
-Contrast = Literal["T2w", "T1w", "T2starw"]
-"""BIDS suffix of the anatomy that drives a step."""
+from spinal_bidsapp.config import Contrast
 
 
 @dataclass(frozen=True)

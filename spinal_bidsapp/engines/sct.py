@@ -43,11 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from numpy.typing import NDArray
-
+from spinal_bidsapp.config import SCT_CONTRAST, Contrast
 from spinal_bidsapp.engines.base import (
-    Contrast,
     DiscLabelResult,
     EngineInfo,
     RegistrationResult,
@@ -64,7 +61,7 @@ from spinal_bidsapp.engines.tools import (
     run_tool,
 )
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError, MissingInputError
-from spinal_bidsapp.image import load_volume, nifti_stem, reorient, vox_to_mm
+from spinal_bidsapp.image import nifti_stem
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +90,8 @@ REQUIRED_PROGRAMS = ("sct_deepseg", "sct_register_to_template", "sct_label_verte
                      "sct_process_segmentation")
 """Programs every supported release must provide (6.x also needs ``sct_deepseg_sc``)."""
 
-_SCT_RPI = ("L", "A", "S")
-"""SCT's ``RPI`` voxel order, written as nibabel axcodes."""
-_SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
 
 DiscMethod = Literal["auto", "deepseg", "label_vertebrae"]
-
-
-@dataclass(frozen=True)
-class SctQc:
-    """Where SCT writes its own QC report, and how the entries are labelled."""
-
-    folder: Path
-    dataset: str
-    subject: str
-    """Subject (and session) label shown in the report, e.g. ``sub-01_ses-02``."""
 
 
 def parse_sct_version(text: str) -> SctVersion:
@@ -305,19 +289,13 @@ def environment_failure(log_text: str) -> str | None:
 # ------------------------------------------------------------------------- command builders
 
 
-def _qc_args(qc: SctQc | None) -> list[str]:
-    if qc is None:
-        return []
-    return ["-qc", str(qc.folder), "-qc-dataset", qc.dataset, "-qc-subject", qc.subject]
-
-
-def build_segment_cord_argv(version: SctVersion, *, image: Path, contrast: Contrast, out: Path,
-                            qc: SctQc | None = None) -> list[str]:
+def build_segment_cord_argv(version: SctVersion, *, image: Path, contrast: Contrast,
+                            out: Path) -> list[str]:
     """Cord segmentation: ``sct_deepseg spinalcord`` (7.0+), else legacy ``sct_deepseg_sc``."""
     if version >= SctVersion(7, 0):
-        return ["sct_deepseg", "spinalcord", "-i", str(image), "-o", str(out), *_qc_args(qc)]
-    return ["sct_deepseg_sc", "-i", str(image), "-c", _SCT_CONTRAST[contrast],
-            "-ofolder", str(out.parent), "-o", str(out), *_qc_args(qc)]
+        return ["sct_deepseg", "spinalcord", "-i", str(image), "-o", str(out)]
+    return ["sct_deepseg_sc", "-i", str(image), "-c", SCT_CONTRAST[contrast],
+            "-ofolder", str(out.parent), "-o", str(out)]
 
 
 @dataclass(frozen=True)
@@ -354,8 +332,7 @@ class SpineCommand:
     outputs: tuple[Path, ...]
 
 
-def build_spine_argv(version: SctVersion, *, image: Path, out_dir: Path,
-                     qc: SctQc | None = None) -> SpineCommand:
+def build_spine_argv(version: SctVersion, *, image: Path, out_dir: Path) -> SpineCommand:
     """TotalSpineSeg with its second model (individual vertebrae): ``spine -label-vert 1`` (7.2+)
     or ``totalspineseg`` without ``-step1-only`` (7.0-7.1, which writes every intermediate)."""
     tool = disc_method_for(version, "deepseg")
@@ -364,21 +341,21 @@ def build_spine_argv(version: SctVersion, *, image: Path, out_dir: Path,
         discs, labels = (out_dir / "spine_totalspineseg_discs.nii.gz",
                          out_dir / "spine_totalspineseg_all.nii.gz")
         return SpineCommand(argv=["sct_deepseg", "spine", "-i", str(image), "-o", str(base),
-                                  "-label-vert", "1", *_qc_args(qc)],
+                                  "-label-vert", "1"],
                             discs=discs, labels=labels, outputs=(discs, labels))
     base = out_dir / "tss.nii.gz"
     discs, labels = out_dir / "tss_step1_levels.nii.gz", out_dir / "tss_step2_output.nii.gz"
-    return SpineCommand(argv=["sct_deepseg", "totalspineseg", "-i", str(image), "-o", str(base),
-                              *_qc_args(qc)], discs=discs, labels=labels, outputs=(discs, labels))
+    return SpineCommand(argv=["sct_deepseg", "totalspineseg", "-i", str(image), "-o", str(base)],
+                        discs=discs, labels=labels, outputs=(discs, labels))
 
 
 def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
-                           contrast: Contrast, out_dir: Path, method: DiscMethod = "auto",
-                           qc: SctQc | None = None) -> DiscCommand:
+                           contrast: Contrast, out_dir: Path, method: DiscMethod = "auto"
+                           ) -> DiscCommand:
     """Disc labels (value N = disc above vertebra N), by version and method; see module table."""
     tool = disc_method_for(version, method)
     if tool != "label_vertebrae":
-        spine = build_spine_argv(version, image=image, out_dir=out_dir, qc=qc)
+        spine = build_spine_argv(version, image=image, out_dir=out_dir)
         return DiscCommand(argv=spine.argv, discs=spine.discs, outputs=spine.outputs)
     if contrast not in ("T2w", "T1w"):
         raise InputDataError(f"sct_label_vertebrae handles T1w and T2w images only, not "
@@ -388,7 +365,7 @@ def build_label_discs_argv(version: SctVersion, *, image: Path, cord_mask: Path,
     discs = out_dir / f"{stem}_labeled_discs.nii.gz"
     return DiscCommand(
         argv=["sct_label_vertebrae", "-i", str(image), "-s", str(cord_mask), "-c",
-              _SCT_CONTRAST[contrast], "-ofolder", str(out_dir), *_qc_args(qc)],
+              SCT_CONTRAST[contrast], "-ofolder", str(out_dir)],
         discs=discs, outputs=(discs, out_dir / f"{stem}_labeled.nii.gz"))
 
 
@@ -411,13 +388,11 @@ def describe_label_discs(version: SctVersion, method: DiscMethod = "auto") -> st
     return "sct_label_vertebrae" if tool == "label_vertebrae" else f"sct_deepseg {tool}"
 
 
-def build_rootlets_argv(version: SctVersion, *, image: Path, out: Path,
-                        qc: SctQc | None = None) -> list[str]:
+def build_rootlets_argv(version: SctVersion, *, image: Path, out: Path) -> list[str]:
     """Rootlet segmentation (values = spinal levels): task ``rootlets`` (7.0+) or 6.x name."""
     if version >= SctVersion(7, 0):
-        return ["sct_deepseg", "rootlets", "-i", str(image), "-o", str(out), *_qc_args(qc)]
-    return ["sct_deepseg", "-task", "seg_spinal_rootlets_t2w", "-i", str(image), "-o", str(out),
-            *_qc_args(qc)]
+        return ["sct_deepseg", "rootlets", "-i", str(image), "-o", str(out)]
+    return ["sct_deepseg", "-task", "seg_spinal_rootlets_t2w", "-i", str(image), "-o", str(out)]
 
 
 REGISTRATION_OUTPUTS = ("warp_anat2template.nii.gz", "warp_template2anat.nii.gz")
@@ -425,8 +400,7 @@ REGISTRATION_OUTPUTS = ("warp_anat2template.nii.gz", "warp_template2anat.nii.gz"
 
 def build_register_argv(version: SctVersion, *, image: Path, cord_mask: Path,
                         template_dir: Path, contrast: Contrast, out_dir: Path,
-                        discs: Path | None = None, rootlets: Path | None = None,
-                        qc: SctQc | None = None) -> list[str]:
+                        discs: Path | None = None, rootlets: Path | None = None) -> list[str]:
     """``sct_register_to_template`` with disc labels, or with rootlets (7.0+) instead.
 
     Exactly one of ``discs`` / ``rootlets``: SCT 7.x silently ignores ``-ldisc`` when
@@ -439,8 +413,7 @@ def build_register_argv(version: SctVersion, *, image: Path, cord_mask: Path,
             f"rootlet-based registration needs SCT 7.0 or newer, SCT {version} is installed"))
     labels = ["-ldisc", str(discs)] if discs is not None else ["-lrootlet", str(rootlets)]
     return ["sct_register_to_template", "-i", str(image), "-s", str(cord_mask), *labels,
-            "-c", _SCT_CONTRAST[contrast], "-t", str(template_dir), "-ofolder", str(out_dir),
-            *_qc_args(qc)]
+            "-c", SCT_CONTRAST[contrast], "-t", str(template_dir), "-ofolder", str(out_dir)]
 
 
 MorphometryMode = Literal["level", "slice"]
@@ -473,26 +446,6 @@ def build_process_segmentation_argv(version: SctVersion, *, cord_mask: Path, dis
 # --------------------------------------------------------------------------------- readers
 
 
-def read_centerline_csv(csv_path: Path, reference: Path) -> NDArray[np.float64]:
-    """Points of an SCT centerline CSV (``sct_get_centerline``) in world mm (RAS+).
-
-    SCT writes one ``x,y,z`` row per slice in voxel indices of the reference image reoriented
-    to its ``RPI`` order (nibabel ``LAS``); this converts them with that reoriented affine.
-
-    Returns
-    -------
-    (N, 3) float, mm, world
-    """
-    try:
-        points = np.loadtxt(csv_path, delimiter=",", ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise InputDataError(f"cannot read the centerline CSV {csv_path}: {exc}") from exc
-    if points.shape[1] != 3:
-        raise InputDataError(f"{csv_path} has {points.shape[1]} columns; x,y,z expected")
-    rpi = reorient(load_volume(reference), _SCT_RPI)
-    return vox_to_mm(rpi.affine, points)
-
-
 # ---------------------------------------------------------------------------------- engine
 
 
@@ -511,13 +464,12 @@ class SctEngine:
     """
 
     def __init__(self, install: SctInstall, *, threads: int, timeout_s: float = 7200.0,
-                 disc_method: DiscMethod = "auto", qc: SctQc | None = None) -> None:
+                 disc_method: DiscMethod = "auto") -> None:
         self.install = install
         self.info = EngineInfo(name="sct", version=install.version_text)
         self.threads = threads
         self.timeout_s = timeout_s
         self.disc_method: DiscMethod = disc_method
-        self.qc = qc
         disc_method_for(install.version, disc_method)  # fail now, not mid-run
 
     def method(self, capability: Capability) -> str:
@@ -583,7 +535,7 @@ class SctEngine:
         self._check("segment_cord")
         out = out_dir / "cord_seg.nii.gz"
         argv = build_segment_cord_argv(self.install.version, image=image, contrast=contrast,
-                                       out=out, qc=self.qc)
+                                       out=out)
         self._run(argv, step="segment_cord", out_dir=out_dir, outputs=(out,))
         return SegmentationResult(cord_mask=out)
 
@@ -592,15 +544,14 @@ class SctEngine:
         self._check("label_discs")
         command = build_label_discs_argv(self.install.version, image=image, cord_mask=cord_mask,
                                          contrast=contrast, out_dir=out_dir,
-                                         method=self.disc_method, qc=self.qc)
+                                         method=self.disc_method)
         self._run(command.argv, step="label_discs", out_dir=out_dir, outputs=command.outputs)
         return DiscLabelResult(discs=command.discs)
 
     def segment_spine(self, image: Path, *, out_dir: Path) -> SpineResult:
         """Vertebrae, discs, cord and canal (TotalSpineSeg, SCT 7.0+)."""
         self._check("spine")
-        command = build_spine_argv(self.install.version, image=image, out_dir=out_dir,
-                                   qc=self.qc)
+        command = build_spine_argv(self.install.version, image=image, out_dir=out_dir)
         self._run(command.argv, step="segment_spine", out_dir=out_dir, outputs=command.outputs)
         return SpineResult(discs=command.discs, labels=command.labels)
 
@@ -611,7 +562,7 @@ class SctEngine:
                                  f"not {contrast}; skip rootlets for this anatomy")
         self._check("rootlets")
         out = out_dir / "rootlets.nii.gz"
-        argv = build_rootlets_argv(self.install.version, image=image, out=out, qc=self.qc)
+        argv = build_rootlets_argv(self.install.version, image=image, out=out)
         self._run(argv, step="segment_rootlets", out_dir=out_dir, outputs=(out,))
         return RootletResult(rootlets=out)
 
@@ -632,7 +583,7 @@ class SctEngine:
         check_sct_template(template_dir, contrast=contrast, rootlets=rootlets is not None)
         argv = build_register_argv(self.install.version, image=image, cord_mask=cord_mask,
                                    template_dir=template_dir, contrast=contrast,
-                                   out_dir=out_dir, discs=discs, rootlets=rootlets, qc=self.qc)
+                                   out_dir=out_dir, discs=discs, rootlets=rootlets)
         warps = tuple(out_dir / name for name in REGISTRATION_OUTPUTS)
         self._run(argv, step="register_to_template", out_dir=out_dir, outputs=warps)
         return RegistrationResult(anat_to_template=warps[0], template_to_anat=warps[1])
@@ -667,7 +618,7 @@ def check_sct_template(template_dir: Path, *, contrast: Contrast, rootlets: bool
 
     folder = Path(template_dir) / "template"
     needed = ["info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",
-              f"PAM50_{_SCT_CONTRAST[contrast]}.nii.gz"]
+              f"PAM50_{SCT_CONTRAST[contrast]}.nii.gz"]
     if rootlets and (folder / "info_label.txt").is_file():
         listed = read_info_label(folder / "info_label.txt")
         needed += [listed.get(i, f"info_label.txt ID {i}") for i in ROOTLET_LABEL_IDS]

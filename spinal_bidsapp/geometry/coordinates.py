@@ -124,30 +124,6 @@ class CordTable:
         return out
 
 
-def refine_arc(centerline: Centerline, points: NDArray[np.float64], arc0: NDArray[np.float64],
-               *, n_iter: int = 4) -> NDArray[np.float64]:
-    """Newton iterations for the foot point: arc s with ``(p - C(s)) . T(s) = 0``.
-
-    Each step linearises around the nearest dense sample (first-order Taylor expansion of the
-    curve and its tangent), so the result is not quantised to the sample spacing.
-
-    Parameters
-    ----------
-    centerline : Centerline
-    points : (M, 3) float, mm, world
-    arc0 : (M,) float, mm
-        Initial guesses (any point on the right branch of the curve).
-
-    Returns
-    -------
-    (M,) float64, mm
-        Arc position of the orthogonal projection of each point (unbounded: points beyond an
-        end project onto the straight extension of the end tangent).
-    """
-    pts = np.ascontiguousarray(np.atleast_2d(np.asarray(points, dtype=np.float64)).T)
-    return CordTable.build(centerline).refine(pts, arc0, n_iter)
-
-
 def cord_coordinates(centerline: Centerline, points_mm: NDArray[np.float64],
                      arc0: NDArray[np.float64], *, n_iter: int = 3
                      ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:

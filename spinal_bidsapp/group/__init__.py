@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 
+from spinal_bidsapp.bids.outputs import sct_template_folder
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import UsageError
 from spinal_bidsapp.group.build import build_template
@@ -83,10 +84,9 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
 
     published = publish_template(config, space, result, jobs)
     registration = None if target is None else register_template(
-        config, target, space, tpl=published.folder, image=published.image,
-        mask=published.mask, contrast=published.contrast)
-    extra = build_contrast_templates(config, space, result, jobs, tpl=published.folder,
-                                     prefix=published.prefix, nprocs=workers)
+        config, target, space, image=published.image, mask=published.mask,
+        contrast=published.contrast)
+    extra = build_contrast_templates(config, space, result, jobs, nprocs=workers)
     write_description(config, space, result, jobs, published, registration=registration,
                       contrasts=extra)
     write_sct_folder(published, extra)
@@ -94,5 +94,5 @@ def run_group_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     page = build_group_report(config, space, result, published.folder, aligned,
                               registration=registration, contrasts=extra)
     logger.info("Template %s written to %s (SCT-ready copy: %s; report: %s)", published.name,
-                published.folder, published.folder / "sct", page)
+                published.folder, sct_template_folder(published.root, published.name), page)
     return 1 if failed else 0

@@ -39,6 +39,7 @@ import numpy as np
 
 from spinal_bidsapp.bids.dataset import choose_anatomy, find_anatomy, index_dataset
 from spinal_bidsapp.bids.labels import find_manual_labels, labelled_sources
+from spinal_bidsapp.bids.outputs import template_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.engines.builtin.contrast_registration import (
@@ -147,9 +148,9 @@ def check_contrasts(contrasts: Sequence[str], subjects: Sequence[GroupSubject]) 
 
 def build_contrast_templates(config: RunConfig, space: TemplateSpace,
                              result: TemplateBuildResult, jobs: Sequence[StraightenJob], *,
-                             tpl: Path, prefix: str, nprocs: int) -> list[ContrastTemplate]:
-    """Every extra contrast of ``--contrasts`` as a template in ``tpl``, from the subjects that
-    have it; a contrast that no subject has is skipped with a warning."""
+                             nprocs: int) -> list[ContrastTemplate]:
+    """Every extra contrast of ``--contrasts`` as a template in ``tpl-<name>``, from the
+    subjects that have it; a contrast that no subject has is skipped with a warning."""
     extras = (config.group.contrasts or [])[1:]
     work = config.execution.resolved_work_dir / "group" / "contrasts"
     built = []
@@ -165,7 +166,9 @@ def build_contrast_templates(config: RunConfig, space: TemplateSpace,
             logger.warning("--contrasts: no subject has a usable %s image; no %s template",
                            contrast, contrast)
             continue
-        built.append(average_contrast(done, contrast, result.mask, tpl=tpl, prefix=prefix))
+        built.append(average_contrast(done, contrast, result.mask,
+                                      root=config.execution.output_dir.resolve(),
+                                      name=config.group.template_name))
     return built
 
 
@@ -243,8 +246,9 @@ def _resample(job: ContrastJob) -> None:
 
 
 def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: Path, *,
-                     tpl: Path, prefix: str) -> ContrastTemplate:
-    """Coverage-weighted mean and SD of the resampled subjects, and the contrast's cord mask."""
+                     root: Path, name: str) -> ContrastTemplate:
+    """Coverage-weighted mean and SD of the resampled subjects, and the contrast's cord mask,
+    written into template ``name``'s folder under OUTPUT_DIR ``root``."""
     images = [load_volume(j.outputs["image"]) for j in jobs]
     weights = np.stack([load_volume(j.outputs["weight"]).data for j in jobs]).astype(np.float64)
     stack = np.stack([v.data for v in images]).astype(np.float64)
@@ -257,16 +261,17 @@ def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: P
     if reference.shape != images[0].shape or not np.allclose(reference.affine, affine, atol=1e-4):
         raise InputDataError(f"the {contrast} template is not on the driving template's grid")
     image = save_volume(Volume(mean.astype(np.float32), affine),
-                        tpl / f"{prefix}_{contrast}.nii.gz")
+                        template_path(root, "template", name, contrast=contrast))
     sd_path = save_volume(Volume(sd.astype(np.float32), affine),
-                          tpl / f"{prefix}_desc-sd_{contrast}.nii.gz")
+                          template_path(root, "template_sd", name, contrast=contrast))
     cords = np.stack([load_volume(j.outputs["cord"]).data for j in jobs]).astype(np.float64)
     probability = np.where(total > 0, (weights * cords).sum(axis=0) / safe, 0.0)
     save_volume(Volume(probability.astype(np.float32), affine),
-                tpl / f"{prefix}_label-SC_desc-{contrast}_probseg.nii.gz")
+                template_path(root, "contrast_probseg", name, contrast=contrast))
     cord = probability >= 0.5
     mask = save_volume(Volume(cord.astype(np.uint8), affine),
-                       tpl / f"{prefix}_label-SC_desc-{contrast}_mask.nii.gz", dtype=np.uint8)
+                       template_path(root, "contrast_mask", name, contrast=contrast),
+                       dtype=np.uint8)
     manual = sum(j.cord is not None for j in jobs)
     if manual < len(jobs):
         logger.warning("%d of %d subjects have no manual %s cord mask: their driving cord masks "

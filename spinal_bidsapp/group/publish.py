@@ -2,7 +2,8 @@
 per-subject warps (the ``--register-to`` and ``--contrasts`` files are written by
 ``group.target`` and ``group.contrasts`` into the same folder).
 
-Layout under OUTPUT_DIR (``tpl-*`` is listed in ``.bidsignore``)::
+Layout under OUTPUT_DIR (``tpl-*`` is listed in ``.bidsignore``; every name comes from
+``bids.outputs.template_path``, ``sct_template_file`` and ``derivative_path``)::
 
     tpl-<name>/template_description.json
     tpl-<name>/tpl-<name>_res-01_<contrast>.nii.gz            the template
@@ -32,8 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.bids.outputs import derivative_path, write_lut, write_sidecar
-from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.bids.outputs import (
+    TEMPLATE_RES,
+    derivative_path,
+    sct_template_file,
+    template_folder,
+    template_id,
+    template_path,
+    write_lut,
+    write_sidecar,
+)
+from spinal_bidsapp.config import SCT_CONTRAST, RunConfig
 from spinal_bidsapp.engines.base import SubjectWarps, TemplateBuildResult
 from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
@@ -49,11 +59,9 @@ from spinal_bidsapp.group.straighten import StraightenJob
 from spinal_bidsapp.group.target import TargetRegistration, registration_record
 from spinal_bidsapp.image import Volume, load_volume, save_volume
 from spinal_bidsapp.runtime.files import atomic_path, write_json
-from spinal_bidsapp.templates.sct_layout import INFO_LABEL_IDS, SCT_CONTRAST, write_info_label
+from spinal_bidsapp.templates.sct_layout import INFO_LABEL_IDS, write_info_label
 
 logger = logging.getLogger(__name__)
-
-RES = "01"
 
 
 @dataclass(frozen=True)
@@ -64,10 +72,10 @@ class PublishedTemplate:
     ----------
     name : str
         ``--template-name``.
+    root : Path
+        OUTPUT_DIR (resolved), where ``bids.outputs`` places the template's files.
     folder : Path
         ``OUTPUT_DIR/tpl-<name>``.
-    prefix : str
-        ``tpl-<name>_res-01``, the start of every file name in ``folder``.
     contrast : str
         The driving contrast (BIDS suffix).
     image, mask : Path
@@ -77,8 +85,8 @@ class PublishedTemplate:
     """
 
     name: str
+    root: Path
     folder: Path
-    prefix: str
     contrast: str
     image: Path
     mask: Path
@@ -97,22 +105,23 @@ def publish_template(config: RunConfig, space: TemplateSpace, result: TemplateBu
     its centerline, disc and level labels."""
     name = config.group.template_name
     contrast = jobs[0].subject.source.suffix
-    tpl = config.execution.output_dir.resolve() / f"tpl-{name}"
+    out = config.execution.output_dir.resolve()
+    tpl = template_folder(out, name)
     for leftover in tpl.rglob(".*.tmp*") if tpl.is_dir() else []:  # an interrupted publish
         leftover.unlink(missing_ok=True)
-    prefix = f"tpl-{name}_res-{RES}"
-    image = _copy(result.template, tpl / f"{prefix}_{contrast}.nii.gz")
-    _copy(result.sd, tpl / f"{prefix}_desc-sd_{contrast}.nii.gz")
-    mask = _copy(result.mask, tpl / f"{prefix}_label-SC_mask.nii.gz")
+    image = _copy(result.template, template_path(out, "template", name, contrast=contrast))
+    _copy(result.sd, template_path(out, "template_sd", name, contrast=contrast))
+    mask = _copy(result.mask, template_path(out, "template_mask", name))
     if result.cord_probability is not None:
-        _copy(result.cord_probability, tpl / f"{prefix}_label-SC_probseg.nii.gz")
-    labels = _write_labels(space, load_volume(mask).data, tpl, prefix)
+        _copy(result.cord_probability, template_path(out, "template_probseg", name))
+    labels = _write_labels(space, load_volume(mask).data, out, name)
     for iteration in result.iterations:
-        tag = f"iter{iteration.index:02d}"
-        _copy(iteration.average, tpl / "iterations" / f"{prefix}_desc-{tag}_{contrast}.nii.gz")
-        _copy(iteration.sd, tpl / "iterations" / f"{prefix}_desc-{tag}sd_{contrast}.nii.gz")
+        _copy(iteration.average, template_path(out, "template_iteration", name,
+                                               contrast=contrast, iteration=iteration.index))
+        _copy(iteration.sd, template_path(out, "template_iteration_sd", name, contrast=contrast,
+                                          iteration=iteration.index))
     _copy(result.convergence, tpl / "iterations" / "convergence.json")
-    return PublishedTemplate(name, tpl, prefix, contrast, image, mask, labels)
+    return PublishedTemplate(name, out, tpl, contrast, image, mask, labels)
 
 
 def write_description(config: RunConfig, space: TemplateSpace, result: TemplateBuildResult,
@@ -139,14 +148,14 @@ def write_sct_folder(published: PublishedTemplate, contrasts: Sequence[ContrastT
     """``tpl-<name>/sct/template/`` with ``info_label.txt``, as SCT's ``-t`` option expects
     (PAM50's IDs, so ``sct_register_to_template -t <folder>/.. -c t2 -ldisc`` and
     ``sct_warp_template -t`` find the contrast, cord and discs)."""
-    folder = published.folder / "sct" / "template"
     files = {SCT_CONTRAST.get(published.contrast, "t2"): published.image,
              "cord": published.mask, **published.labels,
              **{SCT_CONTRAST[c.contrast]: c.image for c in contrasts}}
     labels = []
     for key, src in sorted(files.items(), key=lambda kv: INFO_LABEL_IDS[kv[0]]):
-        target = _copy(src, folder / f"{published.name}_{key}.nii.gz")
+        target = _copy(src, sct_template_file(published.root, published.name, key))
         labels.append((INFO_LABEL_IDS[key], key, target.name))
+    folder = sct_template_file(published.root, published.name, "t2").parent  # its folder
     write_info_label(folder, labels)
     return folder
 
@@ -167,28 +176,28 @@ def publish_subjects(config: RunConfig, published: PublishedTemplate,
     return aligned
 
 
-def _write_labels(space: TemplateSpace, cord: np.ndarray, tpl: Path, prefix: str
+def _write_labels(space: TemplateSpace, cord: np.ndarray, out: Path, name: str
                   ) -> dict[str, Path]:
     """Centerline, disc labels (when the space has discs) and vertebral levels (when it has
     measured levels); returns them under their SCT ``info_label.txt`` keys."""
     centerline = save_volume(Volume(_centerline_array(space), space.affine),
-                             tpl / f"{prefix}_desc-centerline_mask.nii.gz", dtype=np.uint8)
+                             template_path(out, "template_centerline", name), dtype=np.uint8)
     files = {"centerline": centerline}
-    discs, levels = (tpl / f"{prefix}_desc-{kind}_dseg" for kind in ("discs", "levels"))
+    discs, levels = (template_path(out, f"template_{kind}", name) for kind in ("discs", "levels"))
+    discs_lut, levels_lut = (template_path(out, f"template_{kind}_lut", name)
+                             for kind in ("discs", "levels"))
     if len(space.disc_values):
         files["label_disc"] = save_volume(Volume(disc_label_array(space), space.affine),
-                                          discs.with_suffix(".nii.gz"), dtype=np.uint8)
-        write_lut(discs.with_suffix(".tsv"),
-                  {int(v): DISC_NAMES[int(v)] for v in space.disc_values})
+                                          discs, dtype=np.uint8)
+        write_lut(discs_lut, {int(v): DISC_NAMES[int(v)] for v in space.disc_values})
     if space.levels:
         files["levels"] = save_volume(Volume(level_label_array(space, cord), space.affine),
-                                      levels.with_suffix(".nii.gz"), dtype=np.uint8)
-        write_lut(levels.with_suffix(".tsv"),
-                  {int(v): VERTEBRA_NAMES[int(v)] for v in space.disc_values[:-1]})
-    for stale in (discs, levels):  # left by an earlier run with disc alignment
-        if stale.with_suffix(".nii.gz") not in files.values():
-            stale.with_suffix(".nii.gz").unlink(missing_ok=True)
-            stale.with_suffix(".tsv").unlink(missing_ok=True)
+                                      levels, dtype=np.uint8)
+        write_lut(levels_lut, {int(v): VERTEBRA_NAMES[int(v)] for v in space.disc_values[:-1]})
+    for stale, lut in ((discs, discs_lut), (levels, levels_lut)):  # from a disc-aligned run
+        if stale not in files.values():
+            stale.unlink(missing_ok=True)
+            lut.unlink(missing_ok=True)
     return files
 
 
@@ -209,7 +218,7 @@ def _description(config: RunConfig, space: TemplateSpace, contrast: str,
         "GeneratedBy": [{"Name": "spinal_bidsapp", "Version": __version__}],
         "Contrasts": [contrast],
         "Subjects": [job.subject.label for job in jobs],
-        "res": {RES: {"zooms": [abs(float(v)) for v in np.diag(space.affine)[:3]],
+        "res": {TEMPLATE_RES: {"zooms": [abs(float(v)) for v in np.diag(space.affine)[:3]],
                       "shape": list(space.shape), "origin": space.affine[:3, 3].tolist()}},
         "Discs": {str(int(v)): {"name": DISC_NAMES[int(v)], "z_mm": round(float(z), 3)}
                   for v, z in zip(space.disc_values, space.disc_z_mm, strict=True)},
@@ -257,12 +266,12 @@ def _subject_outputs(out: Path, name: str, job: StraightenJob,
     save_volume(warped, target)
     write_sidecar(target, {"SkullStripped": False,
                            "Description": f"anatomy resampled in the {name} template space",
-                           "SpatialReference": f"tpl-{name}"})
+                           "SpatialReference": template_id(name)})
     cord = load_volume(job.subject.cord)
     cord_in_template = np.asarray(apply_field(cord.data, cord.affine, to_tpl, order=1)) > 0.5
     cord_path = derivative_path(out, "cord_mask_in_template", source, template=name)
     save_volume(Volume(cord_in_template.astype(np.uint8), to_tpl.affine), cord_path,
                 dtype=np.uint8)
     write_sidecar(cord_path, {"Description": f"cord mask resampled in the {name} template space",
-                              "SpatialReference": f"tpl-{name}"})
+                              "SpatialReference": template_id(name)})
     return target, cord_in_template

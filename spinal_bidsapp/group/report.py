@@ -1,5 +1,6 @@
-"""Group QC page ``OUTPUT_DIR/tpl-<name>.html``: the template, its iterations, its convergence,
-and every subject resampled in template space next to it."""
+"""Group QC page ``OUTPUT_DIR/tpl-<name>.html`` (``bids.outputs.template_report_path``): the
+template, its iterations, its convergence, and every subject resampled in template space next to
+it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp import __version__
+from spinal_bidsapp.bids.outputs import template_id, template_path, template_report_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.geometry.template_space import TemplateSpace
@@ -33,15 +35,16 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
     ``contrasts``, the templates of the further ``--contrasts``.
     """
     name = config.group.template_name
+    out = config.execution.output_dir.resolve()
     figs = tpl / "figures"
     template = load_volume(result.template)
     mask = load_mask(result.mask, allow_empty=True)
-    disc_file = tpl / f"tpl-{name}_res-01_desc-discs_dseg.nii.gz"
+    disc_file = template_path(out, "template_discs", name)
     discs = load_mask(disc_file) if len(space.disc_values) else None
     sections = [
         ReportSection("template", "Template", figures.plot_sagittal(
             template, figs / "template_sagittal.png", mask=mask, discs=discs,
-            title=f"tpl-{name}"),
+            title=template_id(name)),
             caption="Mid-sagittal slice of the final template with its cord mask and discs"
                     + ("." if space.alignment == "discs" else
                        f" (no disc alignment: arc-length proportional over {space.span_mm:.1f} mm "
@@ -71,7 +74,7 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                                       figures.plot_registration(
                                           template, load_volume(image),
                                           figs / f"{label}_in_template.png", fixed_mask=mask,
-                                          names=(f"tpl-{name}", label)),
+                                          names=(template_id(name), label)),
                                       caption=f"Cord Dice with the template mask: {dice:.3f}."))
     metrics = [MetricRow("subjects", len(subjects)),
                MetricRow("mean cord Dice with the template mask",
@@ -84,7 +87,8 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
                           f"the {c.covered_mm:.0f} mm it covers{same_discs}")
                 for c in contrasts]
     if registration is not None:
-        metrics.append(MetricRow(f"max disc error, tpl-{name} to {registration.target.name}",
+        metrics.append(MetricRow(f"max disc error, {template_id(name)} to "
+                                 f"{registration.target.name}",
                                  registration.max_disc_error_mm, "mm",
                                  f"over discs {sorted(registration.disc_errors_mm)}"))
     metrics += [MetricRow(f"level {lv.upper}-{lv.upper + 1} length", lv.mean_mm, "mm",
@@ -95,8 +99,8 @@ def build_group_report(config: RunConfig, space: TemplateSpace, result: Template
         provenance=Provenance(version=__version__, engine=config.group.template_engine,
                               run_uuid=config.execution.run_uuid,
                               generated=datetime.now(timezone.utc).isoformat(timespec="seconds")))
-    page = config.execution.output_dir.resolve() / f"tpl-{name}.html"
-    return render_subject_report(report, page, heading=f"Group template tpl-{name}")
+    page = template_report_path(out, name)
+    return render_subject_report(report, page, heading=f"Group template {template_id(name)}")
 
 
 def _span_ends(space: TemplateSpace) -> str:
@@ -111,11 +115,11 @@ def _registration_section(registration: TargetRegistration, name: str,
     errors = registration.disc_errors_mm
     listing = ", ".join(f"{k}: {max(e):.2f}" for k, e in sorted(errors.items()))
     return ReportSection(
-        "registration", f"tpl-{name} in {other} space", figures.plot_registration(
+        "registration", f"{template_id(name)} in {other} space", figures.plot_registration(
             registration.target_slab, load_volume(registration.image_in_target),
             figs / f"template_in_{other}.png", fixed_mask=registration.target_cord_slab,
             moving_mask=load_mask(registration.cord_in_target, allow_empty=True),
-            names=(other, f"tpl-{name}")),
+            names=(other, template_id(name))),
         caption=f"The template registered to {other} (disc-matched straightening and in-plane "
                 f"refinement). Disc errors (mm), template discs mapped to {other} vs its discs: "
                 f"{listing}; maximum {registration.max_disc_error_mm:.2f} mm.")
@@ -128,7 +132,7 @@ def _contrasts_section(template: Volume, mask: Volume, contrasts: Sequence[Contr
     return ReportSection(
         "template", "Contrast templates", figures.plot_sagittal_series(
             [template, *(load_volume(c.image) for c in contrasts)], figs / "contrasts.png",
-            titles=[f"tpl-{name} (driving)", *(c.contrast for c in contrasts)], mask=mask,
+            titles=[f"{template_id(name)} (driving)", *(c.contrast for c in contrasts)], mask=mask,
             title="contrast templates"),
         caption="Each contrast registered to the driving anatomy per subject and resampled once "
                 "through the composed warps, on the same grid (discs identical by "

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.bids.outputs import template_id, template_path
+from spinal_bidsapp.config import SCT_CONTRAST, RunConfig
 from spinal_bidsapp.engines.builtin.registration import (
     RefinementOptions,
     disc_errors_mm,
@@ -26,7 +27,6 @@ from spinal_bidsapp.templates.pam50 import find_template, read_pam50_folder
 from spinal_bidsapp.templates.sct_layout import (
     INFO_LABEL,
     INFO_LABEL_IDS,
-    SCT_CONTRAST,
     read_info_label,
 )
 
@@ -132,10 +132,11 @@ def _read_sct_template(folder: Path, key: str) -> RegistrationTarget:
 
 
 def register_template(config: RunConfig, target: RegistrationTarget, space: TemplateSpace, *,
-                      tpl: Path, image: Path, mask: Path, contrast: str) -> TargetRegistration:
+                      image: Path, mask: Path, contrast: str) -> TargetRegistration:
     """Register the new template to ``target`` (builtin: disc-matched straightening + in-plane
     SyN), write the fields both ways and the template resampled in the target's space."""
     name, other = config.group.template_name, target.name
+    out = config.execution.output_dir.resolve()
     template, cord = load_volume(image), load_mask(mask)
     target_cord, target_labels = load_mask(target.cord), load_mask(target.discs)
     discs = space.disc_points_mm()
@@ -144,17 +145,19 @@ def register_template(config: RunConfig, target: RegistrationTarget, space: Temp
         template, cord, discs, target_cord, target_discs,
         options=RefinementOptions(random_seed=config.seeds.random_seed))
     to_target = save_field(result.anat_to_template,
-                           tpl / f"tpl-{name}_from-{name}_to-{other}_mode-image_xfm.nii.gz",
+                           template_path(out, "xfm_to_target", name, target=other),
                            reference=(target_cord.shape, target_cord.affine))
     from_target = save_field(result.template_to_anat,
-                             tpl / f"tpl-{name}_from-{other}_to-{name}_mode-image_xfm.nii.gz")
+                             template_path(out, "xfm_from_target", name, target=other))
     field = result.anat_to_template
     warped = Volume(np.asarray(apply_field(template.data, template.affine, field, order=3),
                                np.float32), field.affine)
-    image_in_target = save_volume(warped, tpl / f"tpl-{name}_space-{other}_{contrast}.nii.gz")
+    image_in_target = save_volume(warped, template_path(out, "template_in_target", name,
+                                                        target=other, contrast=contrast))
     warped_cord = apply_field(cord.data.astype(np.float32), cord.affine, field, order=1) > 0.5
     cord_in_target = save_volume(Volume(warped_cord.astype(np.uint8), field.affine),
-                                 tpl / f"tpl-{name}_space-{other}_label-SC_mask.nii.gz",
+                                 template_path(out, "template_mask_in_target", name,
+                                               target=other),
                                  dtype=np.uint8)
     reference = load_volume(target.image) if target.image else target_cord
     target_slab = Volume(_crop_to(reference, field.affine, field.shape), field.affine)
@@ -162,7 +165,8 @@ def register_template(config: RunConfig, target: RegistrationTarget, space: Temp
     errors = disc_errors_mm(result, discs, target_discs)
     registration = TargetRegistration(target, to_target, from_target, image_in_target,
                                       cord_in_target, target_slab, cord_slab, errors)
-    logger.info("tpl-%s registered to %s: max disc error %.2f mm over discs %s", name, other,
+    logger.info("%s registered to %s: max disc error %.2f mm over discs %s", template_id(name),
+                other,
                 registration.max_disc_error_mm, sorted(errors))
     return registration
 

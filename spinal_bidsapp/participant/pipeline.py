@@ -44,9 +44,8 @@ from filelock import FileLock, Timeout
 
 from spinal_bidsapp.bids.labels import find_manual_labels, manual_label_path
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
-from spinal_bidsapp.config import RunConfig, apply_thread_limits
+from spinal_bidsapp.config import SCT_CONTRAST, Contrast, RunConfig, apply_thread_limits
 from spinal_bidsapp.engines import EngineChoice
-from spinal_bidsapp.engines.base import Contrast
 from spinal_bidsapp.engines.tools import ExternalToolError
 from spinal_bidsapp.errors import (
     EngineUnavailable,
@@ -651,7 +650,7 @@ class _Pipeline:
         builtin_inputs = inputs
         params: dict[str, object] = {**self.engine_params, **template.provenance()}
         contrast = cast(Contrast, self.unit.source.suffix)
-        image = {"T2w": template.t2, "T1w": template.t1, "T2starw": template.t2s}[contrast]
+        image: Path | None = getattr(template, SCT_CONTRAST[contrast])  # Pam50.t2, .t1, .t2s
         if image is not None and image not in inputs:
             inputs = [*inputs, image]
         params = {**params, "contrast": contrast}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import numpy as np
 
 from spinal_bidsapp.bids.outputs import sidecar_path, write_sidecar
-from spinal_bidsapp.engines.base import Contrast
+from spinal_bidsapp.config import Contrast
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.metrics import mask_dice

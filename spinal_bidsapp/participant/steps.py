@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import numpy as np
 
 from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
-from spinal_bidsapp.engines.base import Contrast
+from spinal_bidsapp.config import Contrast
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
 from spinal_bidsapp.geometry.centerline import Centerline
 from spinal_bidsapp.geometry.coordinates import locate_points

@@ -4,6 +4,9 @@ A ledger (``<step work dir>/ledger.json``) records the SHA-256 of every input fi
 (with engine versions) and the SHA-256 of every output. A step is skipped when the ledger matches
 and every output still exists with the recorded hash, so an output edited by hand, a changed
 input or a new parameter value reruns the step.
+
+The template loop's chained stages (``engines.builtin.ledger.run_stages``) build on the same
+digest, file hashes and ledger reader; see that module for why they need their own runner.
 """
 
 from __future__ import annotations
@@ -30,26 +33,36 @@ class StepRecord:
     skipped: bool
 
 
-def params_digest(params: Mapping[str, Any]) -> str:
+def params_digest(params: Any) -> str:
+    """SHA-256 of the JSON form of ``params`` (sorted keys; other objects as ``str``)."""
     text = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _hashes(paths: Sequence[Path]) -> dict[str, str]:
-    return {str(p): sha256_file(p) for p in paths}
+def file_hashes(paths: Sequence[Path], *, root: Path | None = None) -> dict[str, str]:
+    """Path -> SHA-256 of each file, keyed by the path (relative to ``root`` when given)."""
+    return {str(p if root is None else p.relative_to(root)): sha256_file(p) for p in paths}
+
+
+def read_ledger(path: Path) -> dict[str, Any] | None:
+    """A ledger's content, or None when it is missing, unreadable or not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _ledger_matches(ledger_path: Path, inputs: Sequence[Path], digest: str,
                     outputs: Sequence[Path]) -> bool:
     if not ledger_path.is_file() or not all(p.is_file() for p in outputs):
         return False
-    try:
-        ledger = json.loads(ledger_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    ledger = read_ledger(ledger_path)
+    if ledger is None:
         return False
     return (ledger.get("params") == digest
-            and ledger.get("inputs") == _hashes(inputs)
-            and ledger.get("outputs") == _hashes(outputs))
+            and ledger.get("inputs") == file_hashes(inputs)
+            and ledger.get("outputs") == file_hashes(outputs))
 
 
 def run_step(name: str, action: Callable[[], None], *, step_dir: Path, inputs: Sequence[Path],
@@ -74,7 +87,7 @@ def run_step(name: str, action: Callable[[], None], *, step_dir: Path, inputs: S
     missing = [str(p) for p in outputs if not p.is_file()]
     if missing:
         raise SpinalBidsAppError(f"step {name} did not produce {', '.join(missing)}")
-    write_json(ledger_path, {"step": name, "params": digest, "inputs": _hashes(inputs),
-                             "outputs": _hashes(outputs)})
+    write_json(ledger_path, {"step": name, "params": digest, "inputs": file_hashes(inputs),
+                             "outputs": file_hashes(outputs)})
     logger.info("%s%s: done", prefix, name)
     return StepRecord(name=name, skipped=False)

@@ -23,8 +23,6 @@ INFO_LABEL_IDS = {"t1": 0, "t2": 1, "t2s": 2, "cord": 3, "levels": 7, "label_dis
 (0-2, ``-c``), the cord (3, ``-s-template-id``), the disc labels (10, ``-ldisc``), the levels
 (7, ``-l`` body labels), the rootlets and their mid-points (16, 17, ``-lrootlet``);
 ``sct_warp_template`` warps every listed file."""
-SCT_CONTRAST = {"T2w": "t2", "T1w": "t1", "T2starw": "t2s"}
-"""BIDS suffix -> SCT's contrast name (``-c``), also the ``INFO_LABEL_IDS`` key of its image."""
 _INFO_LABEL_SECTION = re.compile(r"^# Keyword=(IndivLabels|CombinedLabels|MAPLabels)\s*(.*)$")
 _INFO_LABEL_ENTRY = re.compile(r"^(\d+), (.*), (.*)$")
 

@@ -16,7 +16,6 @@ from spinal_bidsapp.engines.sct import (
     SCT_PINNED_VERSION,
     SctEngine,
     SctInstall,
-    SctQc,
     SctVersion,
     build_label_discs_argv,
     build_process_segmentation_argv,
@@ -69,12 +68,6 @@ def test_cord_segmentation_before_7_0_is_legacy_deepseg_sc_with_contrast() -> No
     argv = build_segment_cord_argv(V65, image=IMG, contrast="T2starw", out=OUT / "seg.nii.gz")
     assert argv == ["sct_deepseg_sc", "-i", str(IMG), "-c", "t2s", "-ofolder", str(OUT),
                     "-o", str(OUT / "seg.nii.gz")]
-
-
-def test_qc_options_are_appended() -> None:
-    argv = build_segment_cord_argv(V73, image=IMG, contrast="T2w", out=OUT / "seg.nii.gz",
-                                   qc=SctQc(Path("/qc"), "ds", "sub-01"))
-    assert argv[-6:] == ["-qc", "/qc", "-qc-dataset", "ds", "-qc-subject", "sub-01"]
 
 
 @pytest.mark.parametrize("version", [V72, V73, SCT_PINNED_VERSION])

@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.engines.sct import read_centerline_csv
 from spinal_bidsapp.engines.sct_outputs import (
     check_spine_levels,
     disc_voxels_from_levels,
@@ -70,16 +69,6 @@ def test_labeled_segmentation_with_one_level_has_no_disc(tmp_path: Path) -> None
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
     with pytest.raises(InputDataError, match="no two consecutive"):
         write_discs_from_labeled_segmentation(path, tmp_path / "discs.nii.gz")
-
-
-def test_centerline_csv_is_converted_from_sct_voxel_order_to_world(reference: Path) -> None:
-    image = reference / "sub-errsm30_T2w_centerline-optic.nii.gz"
-    points = read_centerline_csv(reference / "sub-errsm30_T2w_centerline-optic.csv", image)
-    mask = load_mask(image)
-    expected = nib.affines.apply_affine(mask.affine, np.argwhere(mask.data))
-    assert points.shape == (55, 3) == expected.shape
-    order = np.argsort(expected[:, 2])
-    assert np.allclose(points[np.argsort(points[:, 2])], expected[order], atol=1e-4)
 
 
 def test_rootlet_segmentation_gives_spinal_levels_top_first(reference: Path) -> None:

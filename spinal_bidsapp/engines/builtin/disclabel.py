@@ -72,7 +72,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from spinal_bidsapp.engines.base import Contrast, DiscLabelResult, EngineInfo
+from spinal_bidsapp.config import Contrast
+from spinal_bidsapp.engines.base import DiscLabelResult, EngineInfo
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.discs import discs_from_label_array, project_discs

@@ -6,18 +6,25 @@ warps, which cleanup may delete). A stage's key is the digest of the previous st
 ledger, the first key the digest of the inputs and options, so a change anywhere reruns
 everything after it. A rerun skips the leading stages whose ledger matches and whose products are
 intact, steps back while the next stage needs state that is gone, and runs the rest in order.
+
+Why not ``runtime.ledger.run_step`` per stage (it provides the digest, the file hashes and the
+ledger reader used here): a stage's validity depends on every stage before it (the chained key,
+not its own inputs' hashes), its outputs are split into products and state that cleanup deletes
+(a missing state file must rerun the *previous* stage, which ``run_step`` cannot express), and
+its ledger (``key``, ``products``, ``state``, paths relative to the work dir) is the on-disk
+format existing work dirs and the resume tests rely on; ``run_step``'s ledger (``step``,
+``params``, ``inputs``, ``outputs``, absolute paths) cannot carry it without a format change.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from spinal_bidsapp.runtime.files import sha256_file, write_json
+from spinal_bidsapp.runtime.ledger import LEDGER_NAME, file_hashes, params_digest, read_ledger
 
 logger = logging.getLogger(__name__)
 
@@ -25,25 +32,16 @@ Stage = tuple[str, Callable[[], tuple[list[Path], list[Path]]]]
 """Name (folder under the work dir) and action returning (products, state)."""
 
 
-def digest(value: Any) -> str:
-    """SHA-256 of the JSON form of ``value`` (sorted keys)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _hashes(root: Path, paths: Sequence[Path]) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p) for p in paths}
+digest = params_digest
+"""SHA-256 of the JSON form of a value (sorted keys): the stage keys."""
 
 
 def _ledger_path(work_dir: Path, name: str) -> Path:
-    return work_dir / name / "ledger.json"
+    return work_dir / name / LEDGER_NAME
 
 
 def _read_ledger(work_dir: Path, name: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(_ledger_path(work_dir, name).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_ledger(_ledger_path(work_dir, name))
 
 
 def _files_match(root: Path, recorded: dict[str, str]) -> bool:
@@ -85,7 +83,7 @@ def run_stages(work_dir: Path, stages: Sequence[Stage], key0: str, *,
         logger.info("template %s: running", name)
         _ledger_path(work_dir, name).unlink(missing_ok=True)
         products, state = action()
-        ledger = {"key": keys[-1], "products": _hashes(work_dir, products),
-                  "state": _hashes(work_dir, state)}
+        ledger = {"key": keys[-1], "products": file_hashes(products, root=work_dir),
+                  "state": file_hashes(state, root=work_dir)}
         write_json(_ledger_path(work_dir, name), ledger)
         keys.append(digest([keys[-1], ledger]))

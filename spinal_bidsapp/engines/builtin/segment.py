@@ -56,7 +56,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
-from spinal_bidsapp.engines.base import Contrast, EngineInfo, SegmentationResult
+from spinal_bidsapp.config import Contrast
+from spinal_bidsapp.engines.base import EngineInfo, SegmentationResult
 from spinal_bidsapp.image import Volume, load_volume, reorient, save_volume
 
 logger = logging.getLogger(__name__)
