@@ -24,16 +24,13 @@ MINC: ipl's last ``_corr`` transforms, what the MINC engine publishes as its cor
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import resource
 import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +41,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.template import (  # noqa: E402
     AFFINE,
-    SHAPE,
-    VOXEL_MM,
     _load,
     evaluate,
     make_cohort,
+    write_record,
 )
 
 
@@ -125,17 +121,9 @@ def main() -> None:
                         **evaluate(run["template"], run["masks"])}
     a, b = runs["builtin"]["template"], runs["minc"]["template"]
     agreement = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
-               "python": platform.python_version(), "load_average": os.getloadavg()}
-    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
-              "grid": {"shape": SHAPE, "voxel_mm": VOXEL_MM},
-              "protocols": {e: r["protocol"] for e, r in runs.items()},
-              "results": rows, "template_correlation_minc_vs_builtin": agreement}
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"engines-minc-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json"
-    out.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    print(f"results: {out}\n")
+    write_record(args, "engines-minc", {
+        "protocols": {e: r["protocol"] for e, r in runs.items()}, "results": rows,
+        "template_correlation_minc_vs_builtin": agreement})
     print("| engine | build wall s | build CPU s | corr. with truth | sharpness / truth | "
           "mean Dice subj. vs tpl mask | Dice tpl mask vs true cord |")
     print("|---|---|---|---|---|---|---|")

@@ -158,6 +158,21 @@ def in_fresh_process(threads: int, fn_name: str, *args: Any) -> dict:
         return pool.submit(_child, threads, fn_name, *args).result()
 
 
+def write_record(args: argparse.Namespace, kind: str, fields: dict[str, Any]) -> Path:
+    """Save one run's results as ``<args.out>/<kind>-<UTC time>.json`` with what reproduces and
+    qualifies them (date, machine and its load, arguments, template grid); prints the path."""
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
+               "python": platform.python_version(), "load_average": os.getloadavg()}
+    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
+              "grid": {"shape": SHAPE, "voxel_mm": VOXEL_MM}, **fields}
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    print(f"results: {out}\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subjects", type=int, default=8)
@@ -197,18 +212,9 @@ def main() -> None:
         rows[name] = {k: v for k, v in run.items()
                       if k in ("wall_s", "warp_export_s")} | evaluate(run["template"],
                                                                       run["masks"])
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
-               "python": platform.python_version(), "load_average": os.getloadavg()}
-    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine, "args": {k: str(v) for k, v in vars(args).items()},
-              "grid": {"shape": SHAPE, "voxel_mm": VOXEL_MM}, "protocol": protocol,
-              "results": rows,
-              "convergence": {name: runs[name]["convergence"]["iterations"]
-                              for name in variants}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"template-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json"
-    out.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    print(f"results: {out}\n")
+    write_record(args, "template", {
+        "protocol": protocol, "results": rows,
+        "convergence": {name: runs[name]["convergence"]["iterations"] for name in variants}})
     print("| method | build wall s | corr. with truth | RMS error | mean Dice subj. vs tpl mask "
           "| Dice tpl mask vs true cord | sharpness / truth |")
     print("|---|---|---|---|---|---|---|")
