@@ -118,16 +118,19 @@ def score_registration(out: Path, label: str, template_dir: Path, subject_discs:
     native = reorient(load_mask(cord_native))
     warped_tpl_cord = apply_field(tpl_cord.data.astype(np.float32), tpl_cord.affine, to_anat,
                                   order=1) > 0.5
-    subject_in_tpl = load_mask(anat / f"sub-{label}_space-PAM50_label-SC_mask.nii.gz",
-                               allow_empty=True).data > 0
+    in_tpl = load_mask(anat / f"sub-{label}_space-PAM50_label-SC_mask.nii.gz", allow_empty=True)
+    subject_in_tpl = in_tpl.data > 0
+    # the space-PAM50 images stay on the registration's slab; the warp covers the whole template
+    # grid since #18, so the template cord is sampled on the image's own grid
     identity = DisplacementField(np.zeros((*subject_in_tpl.shape, 3), np.float32),
-                                 to_tpl.affine)
+                                 in_tpl.affine)
     tpl_on_slab = apply_field(tpl_cord.data.astype(np.float32), tpl_cord.affine, identity,
                               order=0) > 0.5
     covered = subject_in_tpl.any(axis=(0, 1))
     return {
         "disc_errors": errors,
-        "max_disc_error_mm": max(max(e.values()) for e in errors.values()),
+        "max_disc_error_mm": max((v for e in errors.values() for v in e.values()
+                                  if np.isfinite(v)), default=float("nan")),
         "cord_dice_native": dice(warped_tpl_cord, reorient_like(native, to_anat) > 0),
         "cord_dice_template": dice(subject_in_tpl[:, :, covered], tpl_on_slab[:, :, covered]),
     }
