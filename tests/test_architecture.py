@@ -39,19 +39,9 @@ RANKS = {
 ALLOWED_ACROSS = {
     # plan_units: the group level selects the same units (participant.units only, a leaf)
     ("group", "spinal_bidsapp.participant.units"),
-    # Known: config resolves long option names (config files, SPINAL_BIDSAPP_<OPTION>) through
-    # cli.parser.option_aliases; the option table belongs in config.
-    ("config", "cli"),
 }
 """Imports against the direction that exist today, each with its reason (a new one fails): a
 (package, package) pair, or a (package, module) pair that allows that one module only."""
-
-KNOWN_CYCLES = [
-    # --bids-exec-spec: the parser's action prints the descriptor built from the parser.
-    {"spinal_bidsapp.cli.boutiques", "spinal_bidsapp.cli.parser"},
-]
-"""Import cycles among modules that exist today; any other cycle (or a larger one) fails."""
-
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -152,12 +142,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-def test_no_import_cycle_but_the_known_ones() -> None:
-    graph = _graph()
-    graph["spinal_bidsapp.config"].discard("spinal_bidsapp.cli.parser")  # see ALLOWED_ACROSS
-    cycles = _cycles(graph)
-    new = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
-    assert not new, f"import cycles: {new}"
+def test_no_import_cycle() -> None:
+    cycles = [sorted(c) for c in _cycles(_graph())]
+    assert not cycles, f"import cycles: {cycles}"
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:
