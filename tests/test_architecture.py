@@ -4,7 +4,7 @@ Allowed direction (a module may import modules of its own package and of lower r
 never of a higher rank or of another package of the same rank)::
 
     cli, synth (programs)  ->  run  ->  participant, group  ->  engines, reports
-      ->  bids, templates  ->  fieldio  ->  image, morphometrics  ->  runtime, geometry
+      ->  bids, templates  ->  image, morphometrics  ->  runtime, geometry
       ->  config  ->  errors
 
 ``group`` may import ``participant.units`` (unit planning, a leaf of the participant level) and
@@ -26,7 +26,6 @@ RANKS = {
     "config": 1,
     "runtime": 2, "geometry": 2,
     "image": 3, "morphometrics": 3,
-    "fieldio": 4,
     "bids": 5, "templates": 5,
     "engines": 6, "reports": 6,
     "participant": 7, "group": 7,

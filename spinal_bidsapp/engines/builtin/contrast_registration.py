@@ -105,8 +105,7 @@ def _register_masks(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord
 
     import ants
 
-    from spinal_bidsapp.fieldio import load_field
-    from spinal_bidsapp.image import crop
+    from spinal_bidsapp.image import crop, load_field
 
     fixed, moved = _to_ants(_smooth(anat_cord)), _to_ants(_smooth(moving_cord))
     fields = {}

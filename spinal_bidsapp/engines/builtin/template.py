@@ -63,9 +63,15 @@ from spinal_bidsapp.engines.builtin.jobs import (
 )
 from spinal_bidsapp.engines.builtin.protocol import TemplateOptions, level_pyramid
 from spinal_bidsapp.errors import InputDataError, MissingInputError
-from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.fields import DisplacementField, invert_field
-from spinal_bidsapp.image import Volume, load_volume, same_grid, save_volume
+from spinal_bidsapp.image import (
+    Volume,
+    load_field,
+    load_volume,
+    same_grid,
+    save_field,
+    save_volume,
+)
 from spinal_bidsapp.runtime.files import sha256_file, write_json
 from spinal_bidsapp.runtime.ledger import Step, Written, params_digest, run_steps
 from spinal_bidsapp.runtime.parallel import map_isolated
