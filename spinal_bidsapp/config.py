@@ -18,7 +18,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -667,9 +669,6 @@ def scratch_environment(work_dir: Path, run_dir: Path) -> Iterator[Path]:
     ``<work>/.cache/matplotlib`` (kept, so the font list is built once), temporary files
     (``TMPDIR``, e.g. the builtin SyN's ``spinal_bidsapp_syn_*``) in ``<run>/tmp``, removed at
     the end. Yields the temporary folder; the variables are restored afterwards."""
-    import shutil
-    import tempfile
-
     mpl = work_dir / ".cache" / "matplotlib"
     tmp = run_dir / "tmp"
     for folder in (mpl, tmp):
