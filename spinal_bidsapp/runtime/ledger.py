@@ -146,7 +146,7 @@ def run_steps(steps: Sequence[Step], *, chain_key: str | None = None, root: Path
     keys = [chain_key]
     start = len(steps)
     for index, step in enumerate(steps):
-        ledger = _current_ledger(step, {"key": keys[-1]}, root)
+        ledger = _current_ledger(step, partial(dict, key=keys[-1]), root)
         if ledger is None:
             start = index
             break
@@ -166,13 +166,11 @@ def run_steps(steps: Sequence[Step], *, chain_key: str | None = None, root: Path
 
 
 def _run_independent(step: Step, root: Path | None, prefix: str) -> StepRecord:
-    def identity() -> dict[str, Any]:  # inputs hashed when needed: a fresh run hashes once
+    def identity() -> dict[str, Any]:  # inputs hashed when needed: once in a fresh run
         return {"step": step.name, "params": params_digest(step.params),
                 "inputs": file_hashes(step.inputs, root=root)}
 
-    ledger_path = step.step_dir / LEDGER_NAME
-    if ledger_path.is_file() and all(p.is_file() for p in step.outputs) \
-            and _current_ledger(step, identity(), root) is not None:
+    if _current_ledger(step, identity, root) is not None:
         return _skipped(step, prefix)
     _execute(step, identity, root, prefix)
     return StepRecord(name=step.name, skipped=False)
@@ -183,13 +181,14 @@ def _skipped(step: Step, prefix: str) -> StepRecord:
     return StepRecord(name=step.name, skipped=True)
 
 
-def _current_ledger(step: Step, identity: Mapping[str, Any], root: Path | None
+def _current_ledger(step: Step, identity: Callable[[], dict[str, Any]], root: Path | None
                     ) -> dict[str, Any] | None:
-    """The step's ledger when it matches ``identity`` and its outputs are intact, else None."""
-    if not all(p.is_file() for p in step.outputs):
-        return None
+    """The step's ledger when it matches ``identity()`` and its outputs are intact, else None
+    (``identity`` is called only when there is a ledger to compare it with)."""
     ledger = read_ledger(step.step_dir / LEDGER_NAME)
-    if ledger is None or any(ledger.get(k) != v for k, v in identity.items()):
+    if ledger is None or not all(p.is_file() for p in step.outputs):
+        return None
+    if any(ledger.get(k) != v for k, v in identity().items()):
         return None
     recorded = ledger.get("outputs", ledger.get("products"))
     if not isinstance(recorded, dict):
