@@ -48,6 +48,10 @@ DEFERRED_IMPORTS = {
     # --help, --version and --bids-exec-spec must stay fast: run imports every level, engine
     # and pybids (about 1.5 s measured; the parser and config alone about 0.3 s).
     ("spinal_bidsapp.cli.main", "spinal_bidsapp.run"),
+    # spinal_bidsapp-straighten --help likewise: its run() needs scipy and nibabel
+    *(("spinal_bidsapp.cli.straighten", f"spinal_bidsapp.{module}")
+      for module in ("geometry.centerline", "geometry.discs", "geometry.fields",
+                     "geometry.metrics", "geometry.straighten", "image")),
 }
 """(module, imported module) pairs allowed inside a function body, each with its reason."""
 
