@@ -15,9 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.fields import apply_field
-from spinal_bidsapp.image import Volume, load_volume, save_volume
+from spinal_bidsapp.image import Volume, load_field, load_volume, save_volume
 
 _ORDER = {"nn": 0, "linear": 1, "spline": 3}
 

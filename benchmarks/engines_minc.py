@@ -69,8 +69,8 @@ def run_engine(engine: str, subjects: list[Any], work: Path, preset: Any, symmet
     if engine == "minc":
         masks = [_load(work / "cord" / f"{s.label}_warped.nii.gz") for s in subjects]
     else:
-        from spinal_bidsapp.fieldio import load_field
         from spinal_bidsapp.geometry.fields import apply_field
+        from spinal_bidsapp.image import load_field
 
         masks = [apply_field(_load(s.cord_mask), AFFINE, load_field(w.subject_to_template),
                              order=1) for s, w in zip(subjects, result.warps, strict=True)]

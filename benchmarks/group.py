@@ -43,10 +43,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.participant import _replace_section, run_worker  # noqa: E402
 from benchmarks.scoring import dice, disc_spread_mm, masked_correlation  # noqa: E402
-from spinal_bidsapp.fieldio import load_field  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
 from spinal_bidsapp.geometry.fields import transform_points  # noqa: E402
-from spinal_bidsapp.image import load_mask, load_volume  # noqa: E402
+from spinal_bidsapp.image import (  # noqa: E402
+    load_field,
+    load_mask,
+    load_volume,
+)
 
 RESULTS = REPO / "benchmarks" / "results"
 NAME = "SpinalCord"

@@ -48,14 +48,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.scoring import dice  # noqa: E402
-from spinal_bidsapp.fieldio import load_field  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
 from spinal_bidsapp.geometry.fields import (  # noqa: E402
     DisplacementField,
     apply_field,
     transform_points,
 )
-from spinal_bidsapp.image import load_mask, reorient  # noqa: E402
+from spinal_bidsapp.image import (  # noqa: E402
+    load_field,
+    load_mask,
+    reorient,
+)
 
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -35,7 +35,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "geometry"))  # the tube phantom generator
 
-from spinal_bidsapp.fieldio import load_field, save_field  # noqa: E402
 from spinal_bidsapp.geometry.centerline import centerline_from_mask  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array, identity_arc_map  # noqa: E402
 from spinal_bidsapp.geometry.fields import apply_field  # noqa: E402
@@ -48,7 +47,14 @@ from spinal_bidsapp.geometry.straighten import (  # noqa: E402
     straighten_to_centerline,
     straighten_to_line,
 )
-from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume  # noqa: E402
+from spinal_bidsapp.image import (  # noqa: E402  # noqa: E402
+    Volume,
+    load_field,
+    load_mask,
+    load_volume,
+    save_field,
+    save_volume,
+)
 
 PHANTOMS = [("cervical", 0.5, 0), ("cervical", 1.0, 1), ("sinusoid", 1.0, 2)]
 REFERENCE_SCT = {"errsm30 rms/max mm": "0.22 / 0.37", "errsm30 time s": 1.9,

@@ -106,8 +106,8 @@ def run_builtin(subjects: list[Any], work: Path, options_json: str, nprocs: int)
     import ants  # noqa: F401  (import time excluded, as for ants.build_template)
 
     from spinal_bidsapp.engines.builtin import Stage, TemplateOptions, build_template
-    from spinal_bidsapp.fieldio import load_field
     from spinal_bidsapp.geometry.fields import apply_field
+    from spinal_bidsapp.image import load_field
 
     values = json.loads(options_json)
     values["protocol"] = tuple(Stage(**s) for s in values["protocol"])

@@ -44,8 +44,8 @@ from benchmarks.participant import (  # noqa: E402
     make_template_dir,
     run_worker,
 )
-from spinal_bidsapp.fieldio import load_field, save_field  # noqa: E402
 from spinal_bidsapp.geometry.fields import DisplacementField  # noqa: E402
+from spinal_bidsapp.image import load_field, save_field  # noqa: E402
 from spinal_bidsapp.synth import generate_phantom_cohort  # noqa: E402
 
 

@@ -8,14 +8,24 @@ to itself (``level_lock``): a second group run, or a participant run, fails at o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.config import RunConfig, apply_thread_limits, scratch_environment
+from spinal_bidsapp.bids.outputs import write_dataset_files
+from spinal_bidsapp.bids.validate import validate_dataset
+from spinal_bidsapp.config import (
+    RunConfig,
+    apply_thread_limits,
+    container_from_environment,
+    scratch_environment,
+)
 from spinal_bidsapp.errors import MissingInputError, OutputNotWritableError, TemporaryFailure
+from spinal_bidsapp.group import run_group_level
+from spinal_bidsapp.participant import run_participant_level
 from spinal_bidsapp.runtime.files import write_text
 from spinal_bidsapp.runtime.runlog import setup_logging
 
@@ -47,8 +57,6 @@ holds it exclusive (it reads every subject's outputs and owns ``work/group``).""
 @contextlib.contextmanager
 def level_lock(out: Path, level: str) -> Iterator[None]:
     """Hold the output folder's level lock for the run, or fail at once with exit 75."""
-    import fcntl
-
     path = out / LEVEL_LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
@@ -65,8 +73,6 @@ def level_lock(out: Path, level: str) -> Iterator[None]:
 
 def _lock_holder_message(path: Path, level: str) -> str:
     """Who holds the level lock: a shared lock still granted means participant runs."""
-    import fcntl
-
     participants = False
     if level == "group":
         with open(path, "rb") as probe:
@@ -111,22 +117,13 @@ def _run_level(config: RunConfig, out: Path, run_dir: Path, engines: dict[str, s
     ex = config.execution
     try:
         if not ex.skip_bids_validation:
-            from spinal_bidsapp.bids.validate import validate_dataset
-
             selected = set(ex.participant_label or [])
             ignored = [s for s in _raw_subject_dirs(ex.bids_dir) if selected and s not in selected]
             validate_dataset(ex.bids_dir, work_dir=run_dir, ignore_subjects=ignored)
         if ex.analysis_level == "participant":
-            from spinal_bidsapp.participant import run_participant_level
-
             return run_participant_level(config, engines=engines)
-        from spinal_bidsapp.group import run_group_level
-
         return run_group_level(config, engines=engines)
     finally:
-        from spinal_bidsapp.bids.outputs import write_dataset_files
-        from spinal_bidsapp.config import container_from_environment
-
         write_dataset_files(out, bids_dir=ex.bids_dir, engines=engines,
                             container=container_from_environment())
         write_text(out / "logs" / f"config-{ex.run_uuid}.json", config.to_json())

@@ -100,10 +100,9 @@ def test_real_sct_registers_a_new_subject_to_the_sct_ready_template(
     through ``warp_template2anat`` (points mapped by the fields, no voxel rounding) vs its
     counterpart (mm)."""
     from spinal_bidsapp.engines.builtin.registration import TemplateRegistration, disc_errors_mm
-    from spinal_bidsapp.fieldio import load_field
     from spinal_bidsapp.geometry.discs import discs_from_label_array
     from spinal_bidsapp.geometry.metrics import mask_dice
-    from spinal_bidsapp.image import load_mask
+    from spinal_bidsapp.image import load_field, load_mask
     from tests.conftest import real_tool_env
     from tests.real_sct import binary_on, run_sct
 

@@ -66,9 +66,8 @@ from spinal_bidsapp.engines.sct import (
     build_segment_cord_argv,
     build_spine_argv,
 )
-from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.discs import discs_from_label_array
-from spinal_bidsapp.image import load_mask, reorient
+from spinal_bidsapp.image import load_field, load_mask, reorient
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, params_digest
 from spinal_bidsapp.templates.pam50 import resolve_pam50
 
@@ -151,8 +150,8 @@ def _write_pam50_csa_csv(discs: Path, out: Path, pam50_levels: Path) -> None:
 def _inverse_warp(warp: Path, template_dir: Path, cache: Path) -> Path:
     """The real template->anat warp inverted onto the template grid (computed once)."""
     if not cache.is_file():
-        from spinal_bidsapp.fieldio import save_field
         from spinal_bidsapp.geometry.fields import invert_field
+        from spinal_bidsapp.image import save_field
 
         grid = nib.load(str(template_dir / "template" / "PAM50_cord.nii.gz"))
         save_field(invert_field(load_field(warp), grid.shape[:3], grid.affine), cache)

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp.cli.main import main
-from spinal_bidsapp.fieldio import load_field, save_field
+from spinal_bidsapp.image import load_field, save_field
 from spinal_bidsapp.synth import generate_phantom_cohort
 from tests.conftest import latest_log, real_tool_env
 from tests.warp_tools import ants_apply, check_warp, dice, mapped, on_whole_grid, sct_apply

@@ -11,9 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.fields import apply_field, subgrid_offset
-from spinal_bidsapp.image import load_volume
+from spinal_bidsapp.image import load_field, load_volume
 
 
 def ants_apply(moving: Path, reference: Path, warp: Path) -> np.ndarray:

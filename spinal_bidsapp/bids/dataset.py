@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bids import BIDSLayout, BIDSLayoutIndexer
+
 from spinal_bidsapp.errors import MissingInputError, NoDataSelectedError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,6 @@ def index_dataset(bids_dir: Path, *, database_dir: Path | None = None) -> Datase
             f"{bids_dir} is not a BIDS dataset (no dataset_description.json); "
             "give the dataset root"
         )
-    from bids import BIDSLayout, BIDSLayoutIndexer  # heavy import, kept out of --help
 
     indexer = BIDSLayoutIndexer(validate=False, ignore=["derivatives", "sourcedata", "code",
                                                         "work", ".git", ".datalad"])

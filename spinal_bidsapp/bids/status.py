@@ -24,6 +24,7 @@ from typing import Any
 
 from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.labels import ManualLabels
+from spinal_bidsapp.bids.outputs import subject_report_path
 from spinal_bidsapp.runtime.files import sha256_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,6 @@ def _derived_from(name: str, prefix: str) -> bool:
 
 def quarantine_outputs(out_dir: Path, source: SourceImage, dest: Path) -> list[Path]:
     """Move the unit's derivative files (and its report page) into ``dest``; returns them."""
-    from spinal_bidsapp.bids.outputs import subject_report_path
-
     out_dir = Path(out_dir)
     prefix = f"{source.entity_prefix}_"
     folder = out_dir / source.subject_dir

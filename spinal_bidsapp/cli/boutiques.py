@@ -1,7 +1,8 @@
-"""Boutiques descriptor of the command line, generated from the argparse parser.
+"""Boutiques descriptor of the command line, generated from the option table.
 
 ``spinal_bidsapp --bids-exec-spec`` prints it; nothing is stored in the repository, so the
-descriptor cannot drift from :func:`spinal_bidsapp.cli.parser.build_parser`. The layout follows the
+descriptor cannot drift from the parser: both are built from ``POSITIONALS`` and ``OPTIONS`` in
+:mod:`spinal_bidsapp.config`. The layout follows the
 BIDS-App template shipped with Boutiques (``boutiques/templates/bids-app.json``): the command line
 starts ``mkdir -p [OUTPUT_DIR]; spinal_bidsapp [BIDS_DIR] [OUTPUT_DIR] [ANALYSIS_LEVEL]
 [PARTICIPANT_LABEL] [SESSION_LABEL]``, the output folder is offered both as a new name (String)
@@ -11,28 +12,27 @@ Apps 1.0 interface (levels ``participant``/``group``). The draft execution speci
 ids (``InputDataset``, ``OutputLocation``, ``AnalysisLevel`` with levels such as ``subject`` and
 ``dataset``) describe another interface and are not used; its exit codes are (:data:`ERROR_CODES`).
 
-Mapping of argparse actions (options are always optional; no default values are declared, because
-Boutiques would then pass them on every invocation):
+Mapping of the options (always optional; no default values are declared, because Boutiques
+would then pass them on every invocation):
 
-==============================  =====================================================
-argparse                        Boutiques input
-==============================  =====================================================
-``store_true``/``store_false``  ``Flag``
-``count`` (``-v``)              ``Flag`` (given once)
-``type=int`` / ``float``        ``Number`` (``integer`` for int)
-``type=Path`` (or a validator)  ``File``; ``String`` for folders the app creates
-``choices``                     ``value-choices``
-``nargs='+'``                   ``list`` with at least one entry
-==============================  =====================================================
+=====================================  ==============================================
+``config.Option``                      Boutiques input
+=====================================  ==============================================
+``store_true``/``store_false``         ``Flag``
+``count`` (``-v``)                     ``Flag`` (given once)
+value ``int`` / ``float``              ``Number`` (``integer`` for int)
+value ``path`` / ``existing_file``     ``File``; ``String`` for a ``new_folder``
+``choices``                            ``value-choices``
+``nargs='+'``                          ``list`` with at least one entry
+=====================================  ==============================================
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any
 
 from spinal_bidsapp import __version__
+from spinal_bidsapp.config import ANALYSIS_LEVELS, DESCRIPTION, OPTIONS, POSITIONALS, Option
 
 SCHEMA_VERSION = "0.5"
 BIDS_APP_SPEC_VERSION = "1.0.0"
@@ -56,10 +56,6 @@ ERROR_CODES: dict[int, str] = {
 }
 """Exit codes, as in the table of ``docs/usage.md`` (0 is success)."""
 
-_SKIPPED_DESTS = frozenset({"help", "version", "bids_exec_spec"})
-"""Actions that print something and exit instead of configuring a run."""
-_CREATED_FOLDERS = frozenset({"work_dir"})
-"""Path options naming a folder the app creates: a String, not an existing File."""
 _SPECIAL_KEYS = {"participant_label": "[PARTICIPANT_LABEL]", "session_label": "[SESSION_LABEL]"}
 
 
@@ -68,22 +64,16 @@ def container_image(version: str = __version__) -> str:
     return f"{CONTAINER_REPOSITORY}:{version}"
 
 
-def descriptor(parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
-    """The Boutiques descriptor (schema 0.5) of ``parser``, default the application's own.
+def descriptor() -> dict[str, Any]:
+    """The Boutiques descriptor (schema 0.5) of the command line.
 
     Returns
     -------
     dict
         JSON-serialisable descriptor; ``bosh validate`` (and ``--bids``) accepts it.
     """
-    if parser is None:
-        from spinal_bidsapp.cli.parser import build_parser
-
-        parser = build_parser()
-    options = [action for action in parser._actions
-               if action.option_strings and action.dest not in _SKIPPED_DESTS]
-    inputs = [*_positional_inputs(parser), *(_option_input(action) for action in options)]
-    special = [_SPECIAL_KEYS[a.dest] for a in options if a.dest in _SPECIAL_KEYS]
+    inputs = [*_positional_inputs(), *(_option_input(option) for option in OPTIONS)]
+    special = [_SPECIAL_KEYS[o.dest] for o in OPTIONS if o.dest in _SPECIAL_KEYS]
     others = [entry["value-key"] for entry in inputs
               if entry["value-key"] not in {"[BIDS_DIR]", "[OUTPUT_DIR]", "[ANALYSIS_LEVEL]",
                                             *special}]
@@ -92,7 +82,7 @@ def descriptor(parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
     return {
         "name": "spinal_bidsapp",
         "tool-version": __version__,
-        "description": (parser.description or "") + f" See {CODE_URL}.",
+        "description": DESCRIPTION + f" See {CODE_URL}.",
         "author": "spinal_bidsapp developers",
         "url": CODE_URL,
         "command-line": command,
@@ -123,16 +113,14 @@ def descriptor(parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
     }
 
 
-def _positional_inputs(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
-    dests = [action.dest for action in parser._actions if not action.option_strings]
-    if dests != ["bids_dir", "output_dir", "analysis_level"]:
-        raise ValueError(f"expected the BIDS-App positionals, got {dests}")
-    from spinal_bidsapp.cli.parser import ANALYSIS_LEVELS
-
-    output_help = _help_of(parser, "output_dir")
+def _positional_inputs() -> list[dict[str, Any]]:
+    helps = {positional.dest: positional.help for positional in POSITIONALS}
+    if list(helps) != ["bids_dir", "output_dir", "analysis_level"]:
+        raise ValueError(f"expected the BIDS-App positionals, got {list(helps)}")
+    output_help = helps["output_dir"]
     return [
         {"id": "bids_dir", "name": "BIDS directory", "type": "File",
-         "description": _help_of(parser, "bids_dir"), "value-key": "[BIDS_DIR]",
+         "description": helps["bids_dir"], "value-key": "[BIDS_DIR]",
          "optional": False},
         {"id": "output_dir_name", "name": "Output directory name", "type": "String",
          "description": output_help + " (a new folder)", "value-key": "[OUTPUT_DIR]",
@@ -141,59 +129,44 @@ def _positional_inputs(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
          "type": "File", "description": output_help + " (holding participant-level results)",
          "value-key": "[OUTPUT_DIR]", "optional": True},
         {"id": "analysis_level", "name": "Analysis level", "type": "String",
-         "description": _help_of(parser, "analysis_level"), "value-key": "[ANALYSIS_LEVEL]",
+         "description": helps["analysis_level"], "value-key": "[ANALYSIS_LEVEL]",
          "value-choices": list(ANALYSIS_LEVELS), "optional": False},
     ]
 
 
-def _help_of(parser: argparse.ArgumentParser, dest: str) -> str:
-    action = next(a for a in parser._actions if a.dest == dest)
-    return action.help or dest.replace("_", " ")
-
-
-def _option_input(action: argparse.Action) -> dict[str, Any]:
-    long_flags = [flag for flag in action.option_strings if flag.startswith("--")]
-    flag = (long_flags or action.option_strings)[0]
+def _option_input(option: Option) -> dict[str, Any]:
+    long_flags = [flag for flag in option.flags if flag.startswith("--")]
+    flag = (long_flags or list(option.flags))[0]
     # A store_false flag (--no-symmetric) is named after the flag, not the field it clears.
-    ident = (flag.lstrip("-").replace("-", "_") if isinstance(action, argparse._StoreFalseAction)
-             else action.dest)
+    ident = (flag.lstrip("-").replace("-", "_") if option.kind == "store_false"
+             else option.dest)
     entry: dict[str, Any] = {
         "id": ident,
         "name": ident.replace("_", " ").capitalize(),
-        "type": _input_type(action),
-        "description": action.help or ident.replace("_", " "),
+        "type": _input_type(option),
+        "description": option.help,
         "value-key": _SPECIAL_KEYS.get(ident, f"[{ident.upper()}]"),
         "command-line-flag": flag,
         "optional": True,
     }
-    if action.type is int:
+    if option.value == "int":
         entry["integer"] = True
-    if action.choices is not None:
-        entry["value-choices"] = list(action.choices)
-    if action.nargs in ("+", "*"):
+    if option.choices is not None:
+        entry["value-choices"] = list(option.choices)
+    if option.nargs == "+":
         entry["list"] = True
-        if action.nargs == "+":
-            entry["min-list-entries"] = 1
+        entry["min-list-entries"] = 1
     return entry
 
 
-def _input_type(action: argparse.Action) -> str:
-    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction
-                  | argparse._CountAction):
+def _input_type(option: Option) -> str:
+    if option.kind != "value":
         return "Flag"
-    if action.type in (int, float):
+    if option.value in ("int", "float"):
         return "Number"
-    if action.dest in _CREATED_FOLDERS:
-        return "String"
-    if action.type is Path or _returns_path(action):
+    if option.value in ("path", "existing_file"):
         return "File"
     return "String"
-
-
-def _returns_path(action: argparse.Action) -> bool:
-    """A validator such as ``cli._existing_file`` whose return annotation is ``Path``."""
-    annotations = getattr(action.type, "__annotations__", {})
-    return annotations.get("return") in (Path, "Path")
 
 
 __all__ = ["BIDS_APP_SPEC_VERSION", "CONTAINER_REPOSITORY", "ERROR_CODES", "container_image",

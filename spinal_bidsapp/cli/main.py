@@ -8,6 +8,7 @@ nothing, 64 usage error, 65 unusable input, 66 required input missing, 73 cannot
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 
 from spinal_bidsapp.cli.parser import parse_config
 from spinal_bidsapp.errors import SpinalBidsAppError, Terminated
+from spinal_bidsapp.runtime.lifetime import sigterm_as_interrupt
+from spinal_bidsapp.runtime.runlog import FILE_ONLY, one_line, setup_logging
 
 logger = logging.getLogger("spinal_bidsapp")
 
@@ -32,9 +35,6 @@ def _verbosity(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbosity(argv)
-    from spinal_bidsapp.runtime.lifetime import sigterm_as_interrupt
-    from spinal_bidsapp.runtime.runlog import setup_logging
-
     setup_logging(None, verbose=verbose)  # the console, until run() knows the log file
     with sigterm_as_interrupt():
         return _main(argv, verbose)
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: list[str], verbose: int) -> int:
     try:
         config = parse_config(argv)
+        # The one deferred import of the package's own code: run pulls in every level, engine
+        # and pybids (about 1.5 s), which --help, --version and --bids-exec-spec do not need.
         from spinal_bidsapp.run import run
 
         return run(config)
@@ -64,8 +66,6 @@ def _main(argv: list[str], verbose: int) -> int:
         print("spinal_bidsapp: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from spinal_bidsapp.runtime.runlog import FILE_ONLY, one_line
-
         logger.error("unexpected error", exc_info=True, extra=FILE_ONLY)  # console too with -v
         denied = _permission_error(exc)
         if denied is not None:
@@ -98,8 +98,6 @@ def _permission_error(exc: BaseException) -> str | None:
 def _disk_error(exc: BaseException) -> str | None:
     """The no-space / file-too-large cause of ``exc``, if any (also SQLite's "disk I/O error"
     from the BIDS index, which hides the errno)."""
-    import errno
-
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:

@@ -34,6 +34,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,8 @@ from spinal_bidsapp.engines.builtin.protocol import (
 from spinal_bidsapp.engines.tools import find_tool, run_tool
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError
 from spinal_bidsapp.image import Volume, load_volume, reorient, same_grid, save_volume
-from spinal_bidsapp.runtime.files import sha256_file, write_json, write_text
-from spinal_bidsapp.runtime.ledger import params_digest
+from spinal_bidsapp.runtime.files import write_json, write_text
+from spinal_bidsapp.runtime.ledger import run_step
 
 logger = logging.getLogger(__name__)
 
@@ -268,8 +269,10 @@ class MincTemplateBuilder:
                        nprocs: int) -> TemplateBuildResult:
         """Convert, run ipl, carry the cord masks through its final transforms, convert back.
 
-        A rerun resumes: ipl skips every output that exists (its own rule), unless the inputs
-        or options changed since the last run, in which case its folder is cleared first.
+        A rerun resumes (:func:`~spinal_bidsapp.runtime.ledger.run_step`): a finished ipl run
+        is skipped; an interrupted one resumes, ipl skipping every output that exists (its own
+        rule), unless the images or options changed since, in which case its folder is cleared
+        first.
         """
         work_dir = Path(work_dir).absolute()
         if len(subjects) < 2 or any(not _LABEL.match(s.label) for s in subjects):
@@ -277,10 +280,32 @@ class MincTemplateBuilder:
                                  "labels")
         reference = load_volume(subjects[0].image)
         shift = centre_x_shift(reference.affine, reference.shape)
+        for subject in subjects:
+            for path in (subject.image, subject.cord_mask):
+                if not same_grid(load_volume(path), reference):
+                    raise InputDataError(f"{path} is not on the template grid of "
+                                         f"{subjects[0].image}")
+        prefix = work_dir / "model_nl_all"
+        n = self.options.n_iterations
+        outputs = [prefix / f"avg.{n:03d}.mnc", prefix / f"sd.{n:03d}.mnc",
+                   prefix / f"avg.{n:03d}_mask.mnc"]
+        outputs += [path for s in subjects for path in self._final_transforms(prefix, s.label)]
+        run_step("ipl", partial(self._run_ipl, subjects, work_dir, prefix, outputs, reference,
+                                shift, nprocs),
+                 step_dir=work_dir, inputs=[Path(s.image) for s in subjects],
+                 params={"options": ipl_options(self.options), "version": self.info.version,
+                         "labels": [s.label for s in subjects]},
+                 outputs=outputs, label="MINC template", resumes_in=prefix)
+        cords = self._warp_cord_masks(subjects, prefix, work_dir, reference, shift)
+        return self._convert_outputs(prefix, work_dir, reference, shift, cords)
+
+    def _run_ipl(self, subjects: Sequence[TemplateSubject], work_dir: Path, prefix: Path,
+                 outputs: Sequence[Path], reference: Volume, shift: Sequence[float],
+                 nprocs: int) -> None:
+        """MINC copies of the images, ipl's CSV and driver, ``python -m scoop`` (``outputs``
+        checked: scoop exits 0 when ipl raised)."""
         logs = work_dir / "logs"
         mnc = work_dir / "mnc"
-        prefix = work_dir / "model_nl_all"
-        self._forget_stale_run(subjects, work_dir, prefix)
         mask = mnc / "mask_all.mnc"
         ones = Volume(np.ones(reference.shape, np.float32), reference.affine)
         save_volume(ones, work_dir / "mask_all.nii.gz")
@@ -288,10 +313,6 @@ class MincTemplateBuilder:
                       shift_mm=shift)
         rows = []
         for subject in subjects:
-            for path in (subject.image, subject.cord_mask):
-                if not same_grid(load_volume(path), reference):
-                    raise InputDataError(f"{path} is not on the template grid of "
-                                         f"{subjects[0].image}")
             scan = mnc / f"{subject.label}.mnc"
             nifti_to_minc(subject.image, scan, log_file=logs / f"nii2mnc_{subject.label}.log",
                           timeout_s=self.options.conversion_timeout_s, shift_mm=shift)
@@ -301,15 +322,9 @@ class MincTemplateBuilder:
         driver = work_dir / "generate_template.py"
         write_text(driver, driver_source(subjects_csv=csv, work_prefix=prefix,
                                          options=self.options))
-        n = self.options.n_iterations
-        outputs = [prefix / f"avg.{n:03d}.mnc", prefix / f"sd.{n:03d}.mnc",
-                   prefix / f"avg.{n:03d}_mask.mnc"]
-        outputs += [path for s in subjects for path in self._final_transforms(prefix, s.label)]
         run_tool(scoop_argv(driver, nprocs=nprocs), log_file=logs / "ipl_generate_model.log",
                  expected_outputs=outputs, threads=1, timeout_s=self.options.timeout_s,
                  cwd=work_dir, extra_env=MINC_ENVIRONMENT)
-        cords = self._warp_cord_masks(subjects, prefix, work_dir, reference, shift)
-        return self._convert_outputs(prefix, work_dir, reference, shift, cords)
 
     def _final_transforms(self, prefix: Path, label: str) -> list[Path]:
         """ipl's last corrected subject -> template transforms (and the mirror's, symmetric).
@@ -361,18 +376,6 @@ class MincTemplateBuilder:
                                             timeout_s=self.options.conversion_timeout_s,
                                             shift_mm=shift))
         return warped
-
-    def _forget_stale_run(self, subjects: Sequence[TemplateSubject], work_dir: Path,
-                          prefix: Path) -> None:
-        """ipl resumes by file existence only: drop its folder when inputs or options changed."""
-        digest = params_digest({
-            "options": ipl_options(self.options), "version": self.info.version,
-            "subjects": [[s.label, sha256_file(Path(s.image))] for s in subjects]})
-        marker = work_dir / "inputs.sha256"
-        if marker.is_file() and marker.read_text(encoding="utf-8").strip() != digest:
-            logger.info("MINC template inputs changed; restarting ipl from scratch")
-            shutil.rmtree(prefix, ignore_errors=True)
-        write_text(marker, digest + "\n")
 
     def _convert_outputs(self, prefix: Path, work_dir: Path, reference: Volume,
                          shift: Sequence[float], cords: Sequence[Path]) -> TemplateBuildResult:

@@ -1,7 +1,7 @@
 """Embedded spinal cord geometry: centerlines, disc matching, straightening fields (issue #3).
 
 Pure functions on arrays and affines (world RAS+ mm); file I/O lives in
-:mod:`spinal_bidsapp.image` and :mod:`spinal_bidsapp.fieldio`.
+:mod:`spinal_bidsapp.image`.
 
 Public API::
 

@@ -2,14 +2,14 @@
 
 A field lives on a reference grid and says where each reference point comes from:
 ``out(p) = in(p + u(p))`` (ANTs "pull" semantics). Inside the package ``u`` is stored as RAS+ mm
-vectors; on disk (see :mod:`spinal_bidsapp.fieldio`) it is a 5-D NIfTI ``(nx, ny, nz, 1, 3)``
+vectors; on disk (see :mod:`spinal_bidsapp.image`) it is a 5-D NIfTI ``(nx, ny, nz, 1, 3)``
 float32 of LPS vectors ``(-ux, -uy, +uz)`` with intent ``vector`` (1007).
 
 Interpolation follows ITK's resampler: a sample is valid when its continuous voxel index lies in
 ``[-0.5, n - 0.5]`` on every axis (neighbours clamped at the border), otherwise it gets ``cval``.
 
 **No mapping.** A reference point the registration does not cover has the displacement NaN in
-memory (on disk, ANTs's own float32-max, see :mod:`spinal_bidsapp.fieldio`). NaN propagates: a
+memory (on disk, ANTs's own float32-max, see :mod:`spinal_bidsapp.image`). NaN propagates: a
 sample of a field next to such a point is NaN, a composed or inverted field is NaN there, a
 resampled image gets ``cval``, a transformed point is NaN. Nothing falls back to the identity.
 """

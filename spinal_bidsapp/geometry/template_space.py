@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.centerline import Centerline, straight_centerline
@@ -273,8 +274,6 @@ def normalize_intensity(image: NDArray, cord: NDArray, *, voxel_z_mm: float,
     Slices without cord take the profile of the nearest slice with cord (as the seed pipeline
     does); the profile is Gaussian-smoothed with ``sigma = smooth_mm`` along z.
     """
-    from scipy import ndimage
-
     data = np.asarray(image, dtype=np.float32)
     inside = np.asarray(cord) > 0.5
     profile = np.full(data.shape[2], np.nan)

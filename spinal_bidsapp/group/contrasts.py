@@ -47,13 +47,19 @@ from spinal_bidsapp.engines.builtin.contrast_registration import (
     register_contrast,
 )
 from spinal_bidsapp.errors import InputDataError, UsageError
-from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.fields import apply_field, compose_fields
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.geometry.template_space import TemplateSpace, normalize_intensity
 from spinal_bidsapp.group.straighten import StraightenJob
 from spinal_bidsapp.group.subjects import GroupSubject
-from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+from spinal_bidsapp.image import (
+    Volume,
+    load_field,
+    load_mask,
+    load_volume,
+    save_field,
+    save_volume,
+)
 from spinal_bidsapp.runtime.files import write_json
 from spinal_bidsapp.runtime.ledger import run_step
 from spinal_bidsapp.runtime.parallel import map_isolated

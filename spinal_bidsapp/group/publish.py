@@ -45,7 +45,6 @@ from spinal_bidsapp.bids.outputs import (
 )
 from spinal_bidsapp.config import SCT_CONTRAST, RunConfig
 from spinal_bidsapp.engines.base import SubjectWarps, TemplateBuildResult
-from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.geometry.fields import apply_field, compose_fields
 from spinal_bidsapp.geometry.metrics import mask_dice
@@ -57,7 +56,7 @@ from spinal_bidsapp.geometry.template_space import (
 from spinal_bidsapp.group.contrasts import ContrastTemplate, contrasts_record
 from spinal_bidsapp.group.straighten import StraightenJob
 from spinal_bidsapp.group.target import TargetRegistration, registration_record
-from spinal_bidsapp.image import Volume, load_volume, save_volume
+from spinal_bidsapp.image import Volume, load_field, load_volume, save_field, save_volume
 from spinal_bidsapp.runtime.files import atomic_path, write_json
 from spinal_bidsapp.templates.sct_layout import INFO_LABEL_IDS, write_info_label
 

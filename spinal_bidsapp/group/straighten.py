@@ -13,7 +13,6 @@ import numpy as np
 
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.fieldio import save_field
 from spinal_bidsapp.geometry.centerline import Centerline, centerline_from_mask
 from spinal_bidsapp.geometry.discs import ArcMap, discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
@@ -25,7 +24,14 @@ from spinal_bidsapp.geometry.template_space import (
     subject_span,
 )
 from spinal_bidsapp.group.subjects import GroupSubject, subject_discs
-from spinal_bidsapp.image import Volume, load_mask, load_volume, read_discs, save_volume
+from spinal_bidsapp.image import (
+    Volume,
+    load_mask,
+    load_volume,
+    read_discs,
+    save_field,
+    save_volume,
+)
 from spinal_bidsapp.runtime.ledger import run_step
 from spinal_bidsapp.runtime.parallel import map_isolated
 

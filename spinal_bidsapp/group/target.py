@@ -18,11 +18,10 @@ from spinal_bidsapp.engines.builtin.registration import (
     register_to_template,
 )
 from spinal_bidsapp.errors import InputDataError, MissingInputError
-from spinal_bidsapp.fieldio import save_field
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import apply_field
 from spinal_bidsapp.geometry.template_space import TemplateSpace
-from spinal_bidsapp.image import Volume, load_mask, load_volume, save_volume
+from spinal_bidsapp.image import Volume, load_mask, load_volume, save_field, save_volume
 from spinal_bidsapp.templates.pam50 import find_template, read_pam50_folder
 from spinal_bidsapp.templates.sct_layout import (
     INFO_LABEL,

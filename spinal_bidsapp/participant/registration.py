@@ -79,7 +79,7 @@ def run_sct_registration(engine: SctEngine, anat: Path, cord: Path, labels_file:
     (the builtin engine uses a slab of it). They are read and rewritten, not resampled.
     """
     from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
-    from spinal_bidsapp.fieldio import load_field
+    from spinal_bidsapp.image import load_field
 
     if labels == "discs":
         result = engine.register_to_template(anat, cord, labels_file,
@@ -185,7 +185,7 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
     from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
     from spinal_bidsapp.engines.sct import REGISTRATION_OUTPUTS
     from spinal_bidsapp.engines.sct_outputs import read_rootlet_levels
-    from spinal_bidsapp.fieldio import load_field, save_field
+    from spinal_bidsapp.image import load_field, save_field
 
     scores: dict[RegistrationLabels, dict[str, object]] = {
         "discs": json.loads((disc_dir / "metrics.json").read_text(encoding="utf-8"))}
@@ -344,8 +344,8 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
     scores it (:func:`score_registration`), unless ``scores`` (that function's result for the
     same registration) are given. ``sidecar``: fields added to the images' sidecars.
     """
-    from spinal_bidsapp.fieldio import save_field
     from spinal_bidsapp.geometry.fields import apply_field
+    from spinal_bidsapp.image import save_field
 
     to_tpl, back = registration.anat_to_template, registration.template_to_anat
     tpl_cord = load_mask(template.cord)

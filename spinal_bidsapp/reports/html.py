@@ -10,20 +10,17 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import jinja2
 
 from spinal_bidsapp.reports.model import QcRecord, ReportSection, SubjectReport
 from spinal_bidsapp.runtime.files import write_text
-
-if TYPE_CHECKING:
-    import jinja2
 
 logger = logging.getLogger(__name__)
 
 
 def _environment() -> jinja2.Environment:
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("spinal_bidsapp.reports", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),

@@ -10,6 +10,7 @@ flagged. The shared drawing (figure, panel, outlines, disc markers, atomic save)
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,8 +130,6 @@ def _banner_text(flagged: Sequence[str], width_in: float) -> str:
     >>> _banner_text(["missing C4", "discs out of order"], 6.0)
     '⚠ CHECK: missing C4; discs out of order'
     """
-    import textwrap
-
     text = "⚠ CHECK: " + "; ".join(flagged)
     return "\n".join(textwrap.wrap(text, width=max(20, int(width_in * 11))))
 

@@ -37,6 +37,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from spinal_bidsapp.errors import TemporaryFailure
@@ -115,8 +116,6 @@ def rebuild_qc_index(out_dir: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Pat
     TemporaryFailure
         Another process held the lock for longer than ``timeout_s``.
     """
-    from filelock import FileLock, Timeout
-
     qc_dir = Path(out_dir) / QC_DIR
     qc_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tqdm import tqdm
+
 FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 
@@ -108,7 +110,6 @@ def progress_bar(total: int, *, desc: str, unit: str = "it") -> Iterator[Callabl
     if not sys.stderr.isatty() or total <= 1:
         yield _ignore
         return
-    from tqdm import tqdm
 
     with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False) as bar:
         yield bar.update

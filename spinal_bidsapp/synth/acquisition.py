@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
@@ -30,8 +31,6 @@ class Grid:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
 
     def to_dict(self) -> dict[str, object]:
-        import nibabel as nib
-
         return {"shape": list(self.shape), "affine": self.affine.tolist(),
                 "voxel_mm": self.voxel_mm.round(6).tolist(),
                 "axcodes": "".join(nib.aff2axcodes(self.affine))}

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from spinal_bidsapp import __version__
+from spinal_bidsapp.config import data_dir_from_environment
 from spinal_bidsapp.errors import SpinalBidsAppError, UsageError
+from spinal_bidsapp.synth.cohort import generate_demo_cohort, generate_phantom_cohort
 
 logger = logging.getLogger("spinal_bidsapp")
 
@@ -67,15 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_data_dir() -> Path:
-    from spinal_bidsapp.config import data_dir_from_environment
-
     return data_dir_from_environment(Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def run(args: argparse.Namespace) -> Path:
     """Generate the cohort described by parsed ``args``; returns ``OUT_DIR``."""
-    from spinal_bidsapp.synth.cohort import generate_demo_cohort, generate_phantom_cohort
-
     if args.cohort == "demo":
         result = generate_demo_cohort(args.out_dir, n_subjects=args.n_subjects, seed=args.seed,
                                       t1w=args.t1w, straight_reference=args.straight_reference,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.image import load_volume
@@ -105,8 +106,6 @@ def _disc_points(path: Path) -> dict[int, NDArray[np.float64]]:
 
 def _csf_level(t2: NDArray, t2_affine: NDArray, csf: NDArray, csf_affine: NDArray) -> float:
     """Median T2 over the cervical CSF (used to scale the template intensities)."""
-    from scipy import ndimage
-
     ijk = np.argwhere(csf[:, :, ::4] > 0.5) * np.array([1, 1, 4])
     world = ijk @ csf_affine[:3, :3].T + csf_affine[:3, 3] + PAM50_SMALL_OFFSET_MM
     inverse = np.linalg.inv(t2_affine)
@@ -210,8 +209,6 @@ def render_phantom_subject(spec: PhantomSubjectSpec, anatomy: Pam50Anatomy, *,
 
 def _sample_template(anatomy: Pam50Anatomy, template_mm: NDArray) -> dict[str, NDArray]:
     """Trilinear samples of the masks and the T2 at PAM50 world points ``(N, 3)``."""
-    from scipy import ndimage
-
     inverse = np.linalg.inv(anatomy.mask_affine)
     vox = (template_mm @ inverse[:3, :3].T + inverse[:3, 3]).T
     values = {name: ndimage.map_coordinates(mask, vox, order=1, mode="constant", cval=0.0,

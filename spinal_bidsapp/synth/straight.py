@@ -16,18 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from spinal_bidsapp.engines.base import TemplateSubject
 from spinal_bidsapp.image import vox_to_mm
 from spinal_bidsapp.synth.acquisition import Grid
-
-if TYPE_CHECKING:
-    from spinal_bidsapp.engines.base import TemplateSubject
 
 
 @dataclass(frozen=True)
@@ -189,8 +186,6 @@ def write_straight_cohort(root: Path, subjects: list[StraightSubject],
     Plain nibabel headers, not :func:`~spinal_bidsapp.image.save_volume`'s (qform, units): the
     benchmark's inputs keep the exact files its figures were made from.
     """
-    from spinal_bidsapp.engines.base import TemplateSubject  # engines/ imports are not light
-
     root.mkdir(parents=True, exist_ok=True)
     written = []
     for i, subject in enumerate(subjects):

@@ -42,8 +42,12 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
+from filelock import FileLock, Timeout
+from tqdm import tqdm
+
+from spinal_bidsapp.config import RunConfig, sct_dir_from_environment, user_cache_dir
 from spinal_bidsapp.errors import (
     ConfigError,
     InputDataError,
@@ -52,9 +56,6 @@ from spinal_bidsapp.errors import (
     TemporaryFailure,
 )
 from spinal_bidsapp.runtime.files import sha256_file, write_json
-
-if TYPE_CHECKING:
-    from spinal_bidsapp.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -329,8 +330,6 @@ def record_pam50_checksum(archive: Path, *, cache_dir: Path, pin: Pam50Pin = PAM
 @contextlib.contextmanager
 def _cache_lock(cache_dir: Path, *, lock_timeout_s: float) -> Iterator[None]:
     """Create ``cache_dir`` and hold its PAM50 lock (one writer across processes)."""
-    from filelock import FileLock, Timeout
-
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -368,8 +367,6 @@ def _fetch_verified(pin: Pam50Pin, *, cache_dir: Path, progress: bool, timeout_s
 
 def _stream(url: str, out: BinaryIO, *, progress: bool, timeout_s: float) -> str:
     """Copy ``url`` into ``out``; return the SHA-256 of the bytes; refuse a short transfer."""
-    from tqdm import tqdm
-
     digest = hashlib.sha256()
     offline = (f"cannot download PAM50 from {url}: {{reason}}; if this machine is offline, pass "
                f"--template-dir DIR or {PREFETCH_HINT}")
@@ -437,8 +434,6 @@ def _recorded_version(folder: Path) -> str:
 
 def find_template(config: RunConfig) -> Pam50 | None:
     """PAM50 from --template-dir, $SCT_DIR, or the cache; None when none is available offline."""
-    from spinal_bidsapp.config import sct_dir_from_environment, user_cache_dir
-
     try:
         return resolve_pam50(template_dir=config.participant.template_dir,
                              sct_dir=sct_dir_from_environment(), cache_dir=user_cache_dir(),

@@ -21,9 +21,8 @@ from spinal_bidsapp.engines.builtin.protocol import (
 )
 from spinal_bidsapp.engines.builtin.template import iteration_dir
 from spinal_bidsapp.errors import InputDataError
-from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.fields import compose_fields
-from spinal_bidsapp.image import load_volume
+from spinal_bidsapp.image import load_field, load_volume
 from spinal_bidsapp.synth.acquisition import Grid
 from spinal_bidsapp.synth.straight import (
     StraightAnatomy,

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.fields import (
     DisplacementField,
     apply_field,
@@ -20,6 +19,7 @@ from spinal_bidsapp.geometry.fields import (
     invert_points,
     transform_points,
 )
+from spinal_bidsapp.image import load_field, save_field
 
 sitk = pytest.importorskip("SimpleITK")
 

@@ -10,9 +10,8 @@ import pytest
 from geometry_phantoms import make_tube_phantom
 
 from spinal_bidsapp.cli.straighten import main
-from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.geometry.fields import apply_field
-from spinal_bidsapp.image import Volume, save_volume
+from spinal_bidsapp.image import Volume, load_field, save_volume
 
 OUTPUTS = {"img_straight.nii.gz", "straight_ref.nii.gz", "warp_curve2straight.nii.gz",
            "warp_straight2curve.nii.gz"}

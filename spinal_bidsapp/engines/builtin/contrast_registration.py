@@ -9,17 +9,21 @@ kept only when it improves the cord overlap (see :func:`register_contrast`).
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
+
+from spinal_bidsapp.engines.builtin.registration import set_ants_geometry
+from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
+from spinal_bidsapp.geometry.metrics import mask_dice
+from spinal_bidsapp.image import Volume, crop, index_range, load_field
 
 if TYPE_CHECKING:
     import ants
-
-    from spinal_bidsapp.geometry.fields import DisplacementField
-    from spinal_bidsapp.image import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +83,6 @@ def register_contrast(anat: Volume, anat_cord: Volume, moving: Volume, moving_co
     overlap above the stage kept so far. Intensity mutual information alone at full field of view
     was tried first and diverged on real T1w/T2*w scans of one session (cord Dice 0.85 -> 0.0).
     """
-    from spinal_bidsapp.geometry.fields import DisplacementField
-
     identity = DisplacementField(np.zeros((*anat.shape, 3), np.float32), anat.affine)
     if moving_cord is None:
         return ContrastRegistration({"scanner": identity}, {}, "scanner")
@@ -101,12 +103,7 @@ def register_contrast(anat: Volume, anat_cord: Volume, moving: Volume, moving_co
 def _register_masks(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord: Volume, *,
                     seed: int, nonlinear: bool) -> dict[str, DisplacementField]:
     """The affine and (``nonlinear``) affine-plus-SyN fields, each on ``anat``'s grid."""
-    import tempfile
-
     import ants
-
-    from spinal_bidsapp.fieldio import load_field
-    from spinal_bidsapp.image import crop
 
     fixed, moved = _to_ants(_smooth(anat_cord)), _to_ants(_smooth(moving_cord))
     fields = {}
@@ -142,16 +139,11 @@ def _register_masks(anat: Volume, anat_cord: Volume, moving: Volume, moving_cord
 
 def _box_slices(mask: Volume, margin_mm: float) -> tuple[slice, ...]:
     """``mask``'s bounding box dilated ``margin_mm``, clipped to the grid."""
-    from spinal_bidsapp.image import index_range
-
     return tuple(slice(*index_range(mask, axis, margin_mm=margin_mm)) for axis in range(3))
 
 
 def _cord_overlap(field: DisplacementField, anat_cord: Volume, moving_cord: Volume) -> float:
     """Cord Dice on the anatomy grid, on the slices the moved mask covers."""
-    from spinal_bidsapp.geometry.fields import apply_field
-    from spinal_bidsapp.geometry.metrics import mask_dice
-
     moved = np.asarray(apply_field(moving_cord.data.astype(np.float32), moving_cord.affine,
                                    field, order=1))
     covered = np.asarray(apply_field(np.ones(moving_cord.shape, np.float32),
@@ -161,10 +153,6 @@ def _cord_overlap(field: DisplacementField, anat_cord: Volume, moving_cord: Volu
 
 
 def _smooth(mask: Volume) -> Volume:
-    from scipy import ndimage
-
-    from spinal_bidsapp.image import Volume
-
     spacing = np.sqrt((mask.affine[:3, :3] ** 2).sum(axis=0))
     data = ndimage.gaussian_filter((np.asarray(mask.data) > 0).astype(np.float32),
                                    sigma=MASK_SMOOTHING_MM / spacing)
@@ -173,8 +161,6 @@ def _smooth(mask: Volume) -> Volume:
 
 def _to_ants(volume: Volume) -> ants.ANTsImage:
     import ants
-
-    from spinal_bidsapp.engines.builtin.registration import set_ants_geometry
 
     img = ants.from_numpy(np.asarray(volume.data, np.float32))
     set_ants_geometry(img, volume.affine)

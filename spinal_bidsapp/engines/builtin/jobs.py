@@ -18,9 +18,8 @@ import numpy as np
 from spinal_bidsapp.config import apply_thread_limits
 from spinal_bidsapp.engines.builtin.protocol import Pyramid, TemplateOptions, registration_argv
 from spinal_bidsapp.errors import SpinalBidsAppError
-from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.fields import apply_field, compose_fields, invert_field
-from spinal_bidsapp.image import Volume, load_volume, save_volume
+from spinal_bidsapp.image import Volume, load_field, load_volume, save_field, save_volume
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from spinal_bidsapp.geometry.fields import (
     transform_points,
 )
 from spinal_bidsapp.geometry.straighten import compute_displacement
-from spinal_bidsapp.image import Volume
+from spinal_bidsapp.image import Volume, load_field
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,6 @@ def _inplane_syn(fixed: NDArray, moving: NDArray, affine: NDArray[np.float64],
     """SyN restricted to the first two voxel axes; returns (forward, inverse) on the same grid."""
     import ants
 
-    from spinal_bidsapp.fieldio import load_field
 
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     sigma = options.mask_smoothing_mm / spacing

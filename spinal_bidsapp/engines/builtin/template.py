@@ -19,10 +19,11 @@ one template grid:
    the mean of the warped cord masks (cord probability) and the mask ``probability >= 0.5`` are
    the iteration's outputs (mirrored copies enter through symmetrised first and second moments).
 
-Resume: every stage (inputs, iter-000 ... iter-NNN, final) leaves a ledger with a key chained
-from the previous stage's ledger and the hashes of its outputs; a rerun skips every stage whose
-ledger matches, so a run interrupted at any point and restarted with the same inputs gives the
-same result as an uninterrupted one. Determinism: registrations use a fixed ``--random-seed``
+Resume (:func:`~spinal_bidsapp.runtime.ledger.run_steps`, chained): every stage (inputs,
+iter-000 ... iter-NNN, final) leaves a ledger with a key chained from the previous stage's ledger
+and the hashes of its outputs; a rerun skips every stage whose ledger matches, so a run
+interrupted at any point and restarted with the same inputs gives the same result as an
+uninterrupted one. Determinism: registrations use a fixed ``--random-seed``
 and dense metric sampling; averages are float64 sums in a fixed order. Results do not depend
 on ``nprocs``; ITK's multi-threaded metric sums could in principle depend on
 ``threads_per_worker`` (not observed on the test grids).
@@ -60,13 +61,19 @@ from spinal_bidsapp.engines.builtin.jobs import (
     register_item,
     resample_item,
 )
-from spinal_bidsapp.engines.builtin.ledger import Stage, digest, run_stages
 from spinal_bidsapp.engines.builtin.protocol import TemplateOptions, level_pyramid
 from spinal_bidsapp.errors import InputDataError, MissingInputError
-from spinal_bidsapp.fieldio import load_field, save_field
 from spinal_bidsapp.geometry.fields import DisplacementField, invert_field
-from spinal_bidsapp.image import Volume, load_volume, same_grid, save_volume
+from spinal_bidsapp.image import (
+    Volume,
+    load_field,
+    load_volume,
+    same_grid,
+    save_field,
+    save_volume,
+)
 from spinal_bidsapp.runtime.files import sha256_file, write_json
+from spinal_bidsapp.runtime.ledger import Step, Written, params_digest, run_steps
 from spinal_bidsapp.runtime.parallel import map_isolated
 
 logger = logging.getLogger(__name__)
@@ -141,17 +148,20 @@ def build_template(subjects: Sequence[TemplateSubject], *, work_dir: Path,
     work_dir = Path(work_dir).absolute()
     build = _Build(work_dir=work_dir, options=options, nprocs=max(1, nprocs),
                    items=_items(subjects, work_dir), subjects=tuple(subjects))
-    stages: list[Stage] = [
-        ("inputs", lambda: _prepare_inputs(build)),
-        (iteration_dir(work_dir, 0).name, lambda: _initial_average(build)),
+    actions: list[tuple[str, Callable[[], Written]]] = [
+        ("inputs", partial(_prepare_inputs, build)),
+        (iteration_dir(work_dir, 0).name, partial(_initial_average, build)),
+        *((iteration_dir(work_dir, k).name, partial(_run_iteration, build, k))
+          for k in range(1, options.n_iterations + 1)),
+        ("final", partial(_finalize, build)),
     ]
-    for k in range(1, options.n_iterations + 1):
-        stages.append((iteration_dir(work_dir, k).name, partial(_run_iteration, build, k)))
-    stages.append(("final", lambda: _finalize(build)))
-    key = digest({"engine": ENGINE_VERSION, "options": options.ledger_params(),
+    stages = [Step(name=name, action=action, step_dir=work_dir / name)
+              for name, action in actions]
+    key = params_digest({"engine": ENGINE_VERSION, "options": options.ledger_params(),
                    "subjects": [[s.label, sha256_file(Path(s.image)),
                                  sha256_file(Path(s.cord_mask))] for s in subjects]})
-    run_stages(work_dir, stages, key, needs_state=_state_needs(options))
+    run_steps(stages, chain_key=key, root=work_dir, needs_state=_state_needs(options),
+              prefix="template ")
     return _result(build)
 
 
@@ -191,7 +201,7 @@ def _map(fn: Callable[[J], R], jobs: Sequence[J], labels: Sequence[str], nprocs:
 
 # ---------------------------------------------------------------- stages
 
-def _prepare_inputs(build: _Build) -> tuple[list[Path], list[Path]]:
+def _prepare_inputs(build: _Build) -> Written:
     """Copy the inputs under stable names (float32 image, cord mask clipped to 0-1)."""
     reference = load_volume(build.subjects[0].image)
     if build.options.symmetric:
@@ -211,7 +221,7 @@ def _prepare_inputs(build: _Build) -> tuple[list[Path], list[Path]]:
         save_volume(Volume(image_data, reference.affine), item.image, dtype=np.float32)
         save_volume(Volume(mask_data, reference.affine), item.cord_mask, dtype=np.float32)
         outputs += [item.image, item.cord_mask]
-    return outputs, []
+    return Written(products=outputs)
 
 
 def _products(directory: Path) -> dict[str, Path]:
@@ -265,19 +275,19 @@ def _stats(build: _Build, directory: Path, index: int, extra: dict[str, float]) 
     return path
 
 
-def _initial_average(build: _Build) -> tuple[list[Path], list[Path]]:
+def _initial_average(build: _Build) -> Written:
     directory = iteration_dir(build.work_dir, 0)
     _write_average(build, directory, [i.image for i in build.items],
                    [i.cord_mask for i in build.items])
     stats = _stats(build, directory, 0, {})
-    return [*_products(directory).values(), stats], []
+    return Written(products=[*_products(directory).values(), stats])
 
 
 def _warp(directory: Path, item: _Item) -> Path:
     return directory / "warps" / f"{item.label}_warp.nii"
 
 
-def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
+def _run_iteration(build: _Build, k: int) -> Written:
     options = build.options
     directory = iteration_dir(build.work_dir, k)
     previous = iteration_dir(build.work_dir, k - 1)
@@ -326,8 +336,8 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
         shutil.rmtree(path, ignore_errors=True)
     if not options.keep_warps and k >= 3:
         shutil.rmtree(iteration_dir(build.work_dir, k - 2) / "warps", ignore_errors=True)
-    return ([*_products(directory).values(), stats],
-            [_warp(directory, item) for item in build.items])
+    return Written(products=[*_products(directory).values(), stats],
+                   state=[_warp(directory, item) for item in build.items])
 
 
 def _mean_field(build: _Build, paths: Sequence[Path], mask: np.ndarray | None
@@ -365,7 +375,7 @@ def _subject_warp_paths(build: _Build, label: str) -> tuple[Path, Path]:
             warps / f"{label}_from-template_to-subject_warp.nii.gz")
 
 
-def _finalize(build: _Build) -> tuple[list[Path], list[Path]]:
+def _finalize(build: _Build) -> Written:
     n = build.options.n_iterations
     last = iteration_dir(build.work_dir, n)
     paths = _final_paths(build)
@@ -392,8 +402,8 @@ def _finalize(build: _Build) -> tuple[list[Path], list[Path]]:
                                       "options": build.options.ledger_params(),
                                       "iterations": records})
     warp_files = [p for j in jobs for p in (j.warp, j.out_inverse)]
-    return [*(paths[k] for k in ("template", "sd", "mask", "prob", "convergence")),
-            *warp_files], []
+    return Written(products=[*(paths[k] for k in ("template", "sd", "mask", "prob",
+                                                  "convergence")), *warp_files])
 
 
 def _result(build: _Build) -> TemplateBuildResult:
