@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from spinal_bidsapp.config import build_config, map_seed_configuration, read_config_file
+from spinal_bidsapp.config import map_seed_configuration
+from spinal_bidsapp.config.reading import build_config, read_config_file
 from spinal_bidsapp.errors import ConfigError
 
 

@@ -2,7 +2,7 @@
 
 ``spinal_bidsapp --bids-exec-spec`` prints it; nothing is stored in the repository, so the
 descriptor cannot drift from the parser: both are built from ``POSITIONALS`` and ``OPTIONS`` in
-:mod:`spinal_bidsapp.config`. The layout follows the
+:mod:`spinal_bidsapp.config.options`. The layout follows the
 BIDS-App template shipped with Boutiques (``boutiques/templates/bids-app.json``): the command line
 starts ``mkdir -p [OUTPUT_DIR]; spinal_bidsapp [BIDS_DIR] [OUTPUT_DIR] [ANALYSIS_LEVEL]
 [PARTICIPANT_LABEL] [SESSION_LABEL]``, the output folder is offered both as a new name (String)
@@ -16,7 +16,7 @@ Mapping of the options (always optional; no default values are declared, because
 would then pass them on every invocation):
 
 =====================================  ==============================================
-``config.Option``                      Boutiques input
+``options.Option``                     Boutiques input
 =====================================  ==============================================
 ``store_true``/``store_false``         ``Flag``
 ``count`` (``-v``)                     ``Flag`` (given once)
@@ -32,7 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.config import ANALYSIS_LEVELS, DESCRIPTION, OPTIONS, POSITIONALS, Option
+from spinal_bidsapp.config import ANALYSIS_LEVELS
+from spinal_bidsapp.config.options import DESCRIPTION, OPTIONS, POSITIONALS, Option
 
 SCHEMA_VERSION = "0.5"
 BIDS_APP_SPEC_VERSION = "1.0.0"

@@ -1,9 +1,9 @@
 """The ``spinal_bidsapp`` argument parser and argv -> ``RunConfig``.
 
 Positionals and options follow the BIDS Apps specification and are defined as data in
-:mod:`spinal_bidsapp.config` (``POSITIONALS``, ``OPTIONS``), which the Boutiques descriptor and
-config files read too; bad usage raises ``UsageError`` (exit 64), an unknown analysis level
-``UnknownAnalysisLevel`` (exit 17).
+:mod:`spinal_bidsapp.config.options` (``POSITIONALS``, ``OPTIONS``), which the Boutiques
+descriptor and config files read too; bad usage raises ``UsageError`` (exit 64), an unknown
+analysis level ``UnknownAnalysisLevel`` (exit 17).
 """
 from __future__ import annotations
 
@@ -15,16 +15,9 @@ from typing import Any, NoReturn
 
 from spinal_bidsapp import __version__
 from spinal_bidsapp.cli.boutiques import descriptor
-from spinal_bidsapp.config import (
-    ANALYSIS_LEVELS,
-    DESCRIPTION,
-    OPTIONS,
-    POSITIONALS,
-    Option,
-    build_config,
-    derivative_pair,
-    read_filter_file,
-)
+from spinal_bidsapp.config import ANALYSIS_LEVELS
+from spinal_bidsapp.config.options import DESCRIPTION, OPTIONS, POSITIONALS, Option
+from spinal_bidsapp.config.reading import build_config, derivative_pair, read_filter_file
 from spinal_bidsapp.errors import (
     UnknownAnalysisLevel,
     UsageError,
