@@ -142,8 +142,8 @@ def _spine_section(anat: Volume, cord: Volume, discs: Volume | None, spine: Spin
 def _rootlet_section(anat: Volume, cord: Volume, rootlets: Path, out: Path, *,
                      source: Path) -> tuple[ReportSection, list[MetricRow]]:
     from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
+    from spinal_bidsapp.geometry.discs import spinal_level_name
     from spinal_bidsapp.reports import label_figures
-    from spinal_bidsapp.reports.views import spinal_level_name
 
     vol = load_mask(rootlets)
     levels = spinal_levels_from_rootlets(vol.data, vol.affine)

@@ -342,7 +342,7 @@ def rootlets_sct(engine: SctEngine, anat: Path, rootlets_out: Path, lut_out: Pat
                  work_dir: Path, source: Path, bids_dir: Path) -> None:
     """Dorsal rootlets (value = spinal level) on the standardized anatomy."""
     from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
-    from spinal_bidsapp.reports.views import spinal_level_name
+    from spinal_bidsapp.geometry.discs import spinal_level_name
 
     result = engine.segment_rootlets(anat, contrast="T2w", out_dir=work_dir)
     reference = load_volume(anat)
@@ -582,10 +582,10 @@ def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: 
     SCT's own PAM50 levels (so ``pam50_levels_file`` must be that file); without, the same
     interpolation (:mod:`spinal_bidsapp.participant.morphometrics_pam50`) of our per-slice CSA.
     """
+    from spinal_bidsapp.engines.sct_outputs import pam50_csa_from_sct_csv
     from spinal_bidsapp.participant.morphometrics_pam50 import (
         compare_to_normative,
         load_normative_csa,
-        pam50_csa_from_sct_csv,
         read_pam50_slice_levels,
         resample_to_pam50,
         summarise_pam50_levels,
