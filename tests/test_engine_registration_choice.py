@@ -3,7 +3,7 @@ the report shows it."""
 
 from __future__ import annotations
 
-from spinal_bidsapp.participant.registration import choose_engine_registration
+from spinal_bidsapp.engines.registration import choose_engine_registration
 from spinal_bidsapp.participant.report import _registration_rows
 
 

@@ -444,7 +444,7 @@ def rootlet_run(sct_double: SctDouble, unlabelled_bids: Path, rootlet_template: 
 
 def test_both_registrations_run_and_the_rule_picks_the_primary(rootlet_run: Run,
                                                                rootlet_template: Path) -> None:
-    from spinal_bidsapp.participant.registration import choose_registration
+    from spinal_bidsapp.engines.sct_participant import choose_registration
 
     run = rootlet_run
     assert run.code == 0

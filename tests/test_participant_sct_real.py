@@ -198,7 +198,7 @@ def test_auto_registration_is_never_worse_than_builtin(auto_run: CliRun,
     """#19: auto's primary registration scores at least the builtin engine's on every subject
     (fewer discs without a mapping, else at least its mean cord Dice), the choice is recorded
     with both candidates' scores, and the loser's warps are kept under their ``desc-`` names."""
-    from spinal_bidsapp.participant.registration import choose_engine_registration
+    from spinal_bidsapp.engines.registration import choose_engine_registration
 
     scores = ("cord_dice_in_template", "cord_dice_native", "disc_error_mm")
     registered = [s for s in sorted(builtin_run.completed())

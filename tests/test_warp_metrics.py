@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
+from spinal_bidsapp.engines.registration import score_registration
+from spinal_bidsapp.engines.sct_participant import choose_registration
 from spinal_bidsapp.fieldio import load_field
 from spinal_bidsapp.image import Volume
-from spinal_bidsapp.participant.registration import choose_registration, score_registration
 from spinal_bidsapp.participant.report import _registration_rows
 
 

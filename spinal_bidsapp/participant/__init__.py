@@ -1,8 +1,9 @@
 """Participant level: plan the work units, run them in parallel, summarise failures.
 
 A unit is one (subject, session) with its chosen anatomy and manual labels (``units``); the
-per-unit pipeline (``pipeline.process_unit``) is an ordered list of resumable steps (``steps``,
-``registration``, ``report``). Units never touch each other's files, so several processes (or
+per-unit pipeline (``pipeline.process_unit``) is an ordered list of resumable steps calling the
+engine object (``engines.participant_engine``; engine-independent steps in ``steps``, the page in
+``report``). Units never touch each other's files, so several processes (or
 SLURM array tasks) can share one output folder.
 """
 
