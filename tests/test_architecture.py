@@ -11,6 +11,10 @@ never of a higher rank or of another package of the same rank)::
 no other part of the participant level; ``engines`` import no level.
 Every import counts, at the top of a file or inside a function, so a lazy import cannot hide a
 wrong direction or a cycle.
+
+The levels never branch on an engine's name: no comparison with ``"sct"``, ``"builtin"`` or
+``"minc"`` in ``participant`` or ``group`` (the pipeline asks the engine object what it can do;
+``engines`` decides names, once).
 """
 
 from __future__ import annotations
@@ -108,6 +112,53 @@ def test_participant_units_is_a_leaf() -> None:
     """The group level may import it: it must not pull in the rest of the participant level."""
     level = {m for m in _graph()["spinal_bidsapp.participant.units"] if _top(m) == "participant"}
     assert not level, f"participant.units imports the participant level: {sorted(level)}"
+
+
+LEVELS = ("participant", "group", "run", "cli")
+ENGINE_NAMES = frozenset({"sct", "builtin", "minc"})
+
+
+def test_engines_import_no_level() -> None:
+    wrong = sorted(f"{module} -> {target}" for module, targets in _graph().items()
+                   if _top(module) == "engines" for target in targets if _top(target) in LEVELS)
+    assert not wrong, "engines import a level:\n" + "\n".join(wrong)
+
+
+def _engine_name_comparisons(source: str) -> list[int]:
+    """Lines comparing something with an engine name (``==``, ``!=``, ``in`` a literal of
+    names, or a ``match`` case)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for operand in operands:
+                literal = isinstance(operand, (ast.Tuple, ast.List, ast.Set))
+                strings = ([operand] if isinstance(operand, ast.Constant) else
+                           list(operand.elts) if literal else [])
+                if any(isinstance(s, ast.Constant) and s.value in ENGINE_NAMES for s in strings):
+                    lines.append(node.lineno)
+                    break
+        elif isinstance(node, ast.MatchValue) and isinstance(node.value, ast.Constant) \
+                and node.value.value in ENGINE_NAMES:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_levels_do_not_compare_engine_names() -> None:
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}"
+             for level in ("participant", "group")
+             for path in sorted((PACKAGE / level).rglob("*.py"))
+             for line in _engine_name_comparisons(path.read_text(encoding="utf-8"))]
+    assert not found, "engine-name branching in a level (ask the engine object):\n" + \
+        "\n".join(found)
+
+
+def test_the_engine_name_check_finds_comparisons() -> None:
+    source = ("if engine.name == 'sct': pass\n"
+              "ok = kind != 'auto'\n"
+              "x = name in ('builtin', 'other')\n"
+              "match name:\n    case 'minc': pass\n")
+    assert _engine_name_comparisons(source) == [1, 3, 5]
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
