@@ -170,8 +170,9 @@ class DiscLabelling:
 
 
 @dataclass(frozen=True)
-class SpineCheck(Record):
-    """The ``spine`` step's consistency check (``spine_check.json``)."""
+class SpineRecord(Record):
+    """The ``spine`` step's record (``spine_check.json``): method, what was found, the consistency
+    check's problems (``sct_outputs.check_spine_levels``)."""
 
     method: str
     vertebrae: list[str]
@@ -180,7 +181,7 @@ class SpineCheck(Record):
     consistent: bool
 
     @classmethod
-    def read(cls, path: Path) -> SpineCheck:
+    def read(cls, path: Path) -> SpineRecord:
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from spinal_bidsapp.engines.base import DiscLabelResult
 from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.image import Affine, Volume, load_mask, save_volume, vox_to_mm
 
 
@@ -326,8 +327,6 @@ def check_spine_levels(vertebrae: NDArray[np.integer], disc_points: Mapping[int,
     SpineCheck
         "Above" and "below" compare world superior coordinates of centroids.
     """
-    from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
-
     problems: list[str] = [f"{name} present (transitional anatomy): check the level names"
                            for name in unnumbered]
     values = sorted(int(v) for v in np.unique(vertebrae) if v > 0)

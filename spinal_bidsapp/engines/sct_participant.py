@@ -30,8 +30,8 @@ from spinal_bidsapp.engines.base import (
     DiscOptions,
     ParticipantEngine,
     RegistrationPaths,
-    SpineCheck,
     SpinePaths,
+    SpineRecord,
     StepRunner,
     UnitFiles,
 )
@@ -290,7 +290,7 @@ def discs_from_spine(spine: SpinePaths) -> tuple[Path, dict[str, object]]:
     """SCT's posterior-tip disc labels (from the ``spine`` step), to be checked and used like
     manual ones; they stay at the posterior tip, where ``sct_register_to_template -ldisc`` wants
     them."""
-    check = SpineCheck.read(spine.check)
+    check = SpineRecord.read(spine.check)
     return spine.discs, {
         "Description": "disc labels (SCT automatic labelling, review the levels)",
         "Method": check.method, "Consistent": check.consistent, "Problems": check.problems}
@@ -324,7 +324,7 @@ def spine_sct(engine: SctEngine, anat: Path, paths: SpinePaths, *, work_dir: Pat
                               "Description": f"{what} (SCT automatic segmentation, review it)",
                               "Method": method})
     shutil.copyfile(result.discs, paths.discs)
-    write_json(paths.check, SpineCheck(
+    write_json(paths.check, SpineRecord(
         method=method, vertebrae=[VERTEBRA_NAMES[v] for v in check.vertebrae],
         discs=[DISC_NAMES[d] for d in sorted(points)], problems=problems,
         consistent=not problems).to_json())

@@ -69,8 +69,8 @@ from spinal_bidsapp.engines.base import (
     DiscOutputs,
     ParticipantEngine,
     RegistrationPaths,
-    SpineCheck,
     SpinePaths,
+    SpineRecord,
     UnitFiles,
 )
 from spinal_bidsapp.engines.tools import ExternalToolError
@@ -326,7 +326,7 @@ class _Pipeline:
         quality: dict[str, object] = {
             "cord_mask": Quality.read(cord).to_json(),
             "discs": Quality.read(discs).to_json() if discs else None,
-            "spine": SpineCheck.read(spine.check).to_json() if spine else None}
+            "spine": SpineRecord.read(spine.check).to_json() if spine else None}
         canal = spine.canal if spine is not None else None
         self.step("morphometrics", lambda: steps.morphometrics(cord, discs, morph, morph_json,
                                                                quality=quality, canal=canal),
@@ -418,7 +418,7 @@ class _Pipeline:
         if self._engine_step("spine", "spine", lambda engine, _: engine.segment_spine(
                 self, unit, paths)) is None:
             return None
-        check = SpineCheck.read(paths.check)
+        check = SpineRecord.read(paths.check)
         if not check.consistent:
             self.warn("SCT vertebra/disc labels are inconsistent (" + "; ".join(check.problems)
                       + "): review them, or add disc labels to derivatives/labels")

@@ -2,7 +2,7 @@
 
 The round-trip is :class:`~spinal_bidsapp.runtime.records.Record`'s; each record writes the JSON
 the steps wrote as dicts before (the on-disk files and ledger parameters are unchanged). The
-``spine`` step's check is an engine output: :class:`~spinal_bidsapp.engines.base.SpineCheck`.
+``spine`` step's check is an engine output: :class:`~spinal_bidsapp.engines.base.SpineRecord`.
 
 >>> q = Quality(source="builtin", method="m", confidence=0.5, threshold=0.6,
 ...             low_confidence=True)

@@ -13,7 +13,7 @@ import numpy as np
 from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.engines.base import RegistrationPaths, SpineCheck, SpinePaths
+from spinal_bidsapp.engines.base import RegistrationPaths, SpinePaths, SpineRecord
 from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
 from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array, spinal_level_name
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
@@ -22,6 +22,7 @@ from spinal_bidsapp.participant.records import EngineStep, Quality
 from spinal_bidsapp.participant.steps import disc_review_advice, read_slice_table
 from spinal_bidsapp.participant.units import ParticipantUnit
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
+from spinal_bidsapp.reports.qc import publish_subject_report
 from spinal_bidsapp.templates.pam50 import find_template
 
 
@@ -59,8 +60,7 @@ class ReportInputs:
 
 def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs, *, page: Path,
                  figure: Callable[[str], Path], warnings: tuple[str, ...]) -> None:
-    from spinal_bidsapp.reports import figures
-    from spinal_bidsapp.reports.qc import publish_subject_report
+    from spinal_bidsapp.reports import figures  # matplotlib: imported when a page is drawn
 
     src = unit.source
     anat_vol, cord_vol = load_volume(inputs.anat), load_mask(inputs.cord)
@@ -117,7 +117,7 @@ def _spine_section(anat: Volume, cord: Volume, discs: Volume | None, spine: Spin
                    out: Path, *, source: Path) -> tuple[ReportSection, list[MetricRow]]:
     from spinal_bidsapp.reports import label_figures
 
-    check = SpineCheck.read(spine.check)
+    check = SpineRecord.read(spine.check)
     problems = [str(p) for p in check.problems]
     image = label_figures.plot_spine_labels(
         anat, out, vertebrae=load_mask(spine.vertebrae, allow_empty=True), discs=discs,
