@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.geometry.metrics import mask_dice
 from spinal_bidsapp.image import Volume, load_mask, save_volume
 from spinal_bidsapp.runtime.files import atomic_path, write_json
+from spinal_bidsapp.runtime.records import Record
 from spinal_bidsapp.templates.pam50 import Pam50
 
 logger = logging.getLogger(__name__)
@@ -40,18 +41,39 @@ def registration_inputs(anat: Path, cord: Path, discs: Path, template: Pam50) ->
 RegistrationWinner = Literal["sct", "builtin"]
 
 
-def _unmapped_discs(scores: Mapping[str, object]) -> int:
-    """Discs the warp does not map in either direction (a ``null`` landing error)."""
-    errors = cast(dict[str, dict[str, float | None]], scores["disc_error_mm"])
-    return sum(1 for e in errors.values() if None in e.values())
+DiscErrors = dict[str, dict[str, float | None]]
+"""Per disc (SCT value as text): landing error in mm ``to_template`` and ``to_anat``; None
+(JSON ``null``) where the warp has no mapping."""
 
 
-def _mean_dice(scores: Mapping[str, object]) -> float:
-    return (float(cast(float, scores["cord_dice_in_template"]))
-            + float(cast(float, scores["cord_dice_native"]))) / 2
+@dataclass(frozen=True)
+class RegistrationScores(Record):
+    """How well one registration to PAM50 maps the subject (:func:`score_registration`), as
+    the registration metrics hold it."""
+
+    cord_dice_in_template: float
+    """The subject's cord carried to PAM50 against PAM50's, over the slices the subject covers."""
+    cord_dice_native: float
+    """PAM50's cord carried to the subject against the subject's cord mask."""
+    disc_error_mm: DiscErrors
+
+    @property
+    def unmapped_discs(self) -> int:
+        """Discs the warp does not map in either direction (a ``null`` landing error)."""
+        return sum(1 for e in self.disc_error_mm.values() if None in e.values())
+
+    @property
+    def mean_dice(self) -> float:
+        return (float(self.cord_dice_in_template) + float(self.cord_dice_native)) / 2
+
+    @property
+    def worst_error_to_template_mm(self) -> float:
+        """Largest measured landing error of a native disc in PAM50 (0 when none is)."""
+        return max((e["to_template"] for e in self.disc_error_mm.values()
+                    if e["to_template"] is not None), default=0.0)
 
 
-def choose_engine_registration(sct: Mapping[str, object], builtin: Mapping[str, object], *,
+def choose_engine_registration(sct: RegistrationScores, builtin: RegistrationScores, *,
                                sct_labels: str = "discs") -> tuple[RegistrationWinner, str]:
     """Under ``--engine auto``: SCT's registration or the builtin one, and why (one sentence).
 
@@ -62,26 +84,24 @@ def choose_engine_registration(sct: Mapping[str, object], builtin: Mapping[str, 
     (PAM50's cord carried to the subject) score the two warps the outputs are made with, and
     neither direction matters more. A tie keeps SCT, the engine ``auto`` prefers.
 
-    >>> sct = {"cord_dice_in_template": 0.967, "cord_dice_native": 0.721,
-    ...        "disc_error_mm": {"3": {"to_template": 0.5, "to_anat": None}}}
-    >>> builtin = {"cord_dice_in_template": 0.983, "cord_dice_native": 0.977,
-    ...            "disc_error_mm": {"3": {"to_template": 0.4, "to_anat": 0.6}}}
+    >>> sct = RegistrationScores(0.967, 0.721, {"3": {"to_template": 0.5, "to_anat": None}})
+    >>> builtin = RegistrationScores(0.983, 0.977, {"3": {"to_template": 0.4, "to_anat": 0.6}})
     >>> choose_engine_registration(sct, builtin)
     ('builtin', 'builtin: 0 unmapped disc(s) against 1 for SCT (disc-based)')
-    >>> choose_engine_registration(sct, {**builtin, "disc_error_mm": sct["disc_error_mm"]})[0]
+    >>> choose_engine_registration(sct, RegistrationScores(0.983, 0.977, sct.disc_error_mm))[0]
     'builtin'
     >>> choose_engine_registration(sct, sct)
     ('sct', 'SCT (disc-based): mean cord Dice 0.844, builtin 0.844 (a tie keeps SCT)')
     """
     what = f"SCT ({sct_labels[:-1]}-based)"
-    unmapped_sct, unmapped_builtin = _unmapped_discs(sct), _unmapped_discs(builtin)
+    unmapped_sct, unmapped_builtin = sct.unmapped_discs, builtin.unmapped_discs
     if unmapped_sct != unmapped_builtin:
         winner: RegistrationWinner = "builtin" if unmapped_builtin < unmapped_sct else "sct"
         return winner, (f"{'builtin' if winner == 'builtin' else what}: "
                         f"{min(unmapped_sct, unmapped_builtin)} unmapped disc(s) against "
                         f"{max(unmapped_sct, unmapped_builtin)} for "
                         f"{what if winner == 'builtin' else 'builtin'}")
-    dice_sct, dice_builtin = _mean_dice(sct), _mean_dice(builtin)
+    dice_sct, dice_builtin = sct.mean_dice, builtin.mean_dice
     if dice_builtin > dice_sct:
         return "builtin", (f"builtin: mean cord Dice {dice_builtin:.3f}, {what} "
                            f"{dice_sct:.3f}")
@@ -120,9 +140,6 @@ def adopt_candidate(candidate: RegistrationPaths, paths: RegistrationPaths, *,
             write_sidecar(target, {**fields, **sidecar})
 
 
-PATH_SCORES = ("cord_dice_in_template", "cord_dice_native", "disc_error_mm")
-
-
 def disc_points(discs: Path, template: Pam50) -> tuple[dict[int, np.ndarray],
                                                          dict[int, np.ndarray]]:
     disc_vol, tpl_discs = load_mask(discs), load_mask(template.label_disc)
@@ -135,7 +152,7 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
                  engine: dict[str, str], subject_points: dict[int, np.ndarray],
                  template_points: dict[int, np.ndarray],
                  extra: dict[str, object] | None = None,
-                 scores: dict[str, object] | None = None,
+                 scores: RegistrationScores | None = None,
                  sidecar: dict[str, object] | None = None) -> None:
     """Save both warps, carry images and labels across them, and score the registration.
 
@@ -174,15 +191,16 @@ def carry_across(anat_vol: Volume, cord_vol: Volume, template: Pam50,
             cord_vol, tpl_cord, registration, subject_points=subject_points,
             template_points=template_points, warped_cord=warped_cord,
             template_cord_native=tpl_cord_native)
-    write_json(paths.metrics, {**engine, "template": template.provenance(), **scores,
-                               **(extra or {})})
+    write_json(paths.metrics, {**engine, "template": template.provenance(),
+                               **scores.to_json(), **(extra or {})})
 
 
 def score_registration(cord_vol: Volume, tpl_cord: Volume, registration: TemplateRegistration,
                        *, subject_points: dict[int, np.ndarray],
                        template_points: dict[int, np.ndarray],
                        warped_cord: np.ndarray | None = None,
-                       template_cord_native: np.ndarray | None = None) -> dict[str, object]:
+                       template_cord_native: np.ndarray | None = None
+                       ) -> RegistrationScores:
     """Cord Dice in template space (over the slices the subject covers), cord Dice in native
     space (template cord carried to the anatomy vs the subject mask) and the landing error of
     every disc common to subject and template, both ways. The two resampled cords are
@@ -207,10 +225,10 @@ def score_registration(cord_vol: Volume, tpl_cord: Volume, registration: Templat
     if unmapped:
         logger.warning("registration to PAM50: no mapping at disc(s) %s (the warp does not "
                        "cover them); no landing error is measured there", unmapped)
-    return {"cord_dice_in_template": round(dice, 4), "cord_dice_native": round(dice_native, 4),
-            "disc_error_mm": {str(k): {"to_template": mm_or_no_mapping(a),
-                                       "to_anat": mm_or_no_mapping(b)}
-                              for k, (a, b) in errors.items()}}
+    return RegistrationScores(
+        cord_dice_in_template=round(dice, 4), cord_dice_native=round(dice_native, 4),
+        disc_error_mm={str(k): {"to_template": mm_or_no_mapping(a), "to_anat": mm_or_no_mapping(b)}
+                       for k, (a, b) in errors.items()})
 
 
 NO_MAPPING = None

@@ -17,7 +17,7 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,7 +38,7 @@ from spinal_bidsapp.engines.base import (
 from spinal_bidsapp.engines.builtin.participant import BuiltinParticipantEngine
 from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
 from spinal_bidsapp.engines.registration import (
-    PATH_SCORES,
+    RegistrationScores,
     RegistrationWinner,
     adopt_candidate,
     builtin_candidate_paths,
@@ -400,7 +400,7 @@ def register_sct_path(engine: SctEngine, anat: Path, cord: Path, labels_file: Pa
     scores = score_registration(load_mask(cord), load_mask(template.cord), registration,
                                 subject_points=subject_points, template_points=template_points)
     write_json(metrics_out, {**_sct_engine_record(engine), "labels": labels,
-                             "template": template.provenance(), **scores})
+                             "template": template.provenance(), **scores.to_json()})
 
 
 ROOTLET_DICE_TOLERANCE = 0.02
@@ -416,7 +416,7 @@ ROOTLET_MIN_LEVELS = 2
 """Fewer spinal levels give SCT a single landmark: a translation, no S-I scaling."""
 
 
-def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | None, *,
+def choose_registration(discs: RegistrationScores, rootlets: RegistrationScores | None, *,
                         rootlet_levels: int) -> tuple[RegistrationLabels, str]:
     """Which warp is primary, and why (one sentence for the report and the metrics JSON).
 
@@ -426,8 +426,8 @@ def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | 
     the disc-based warp, and no disc further than :data:`ROOTLET_MAX_DISC_ERROR_MM` from its
     PAM50 position. Otherwise the disc-based warp.
 
-    >>> discs = {"cord_dice_in_template": 0.95, "disc_error_mm": {"3": {"to_template": 0.4}}}
-    >>> rootlets = {"cord_dice_in_template": 0.94, "disc_error_mm": {"3": {"to_template": 3.0}}}
+    >>> discs = RegistrationScores(0.95, 0.9, {"3": {"to_template": 0.4, "to_anat": 0.5}})
+    >>> rootlets = RegistrationScores(0.94, 0.9, {"3": {"to_template": 3.0, "to_anat": 0.5}})
     >>> choose_registration(discs, rootlets, rootlet_levels=4)[0]
     'rootlets'
     >>> choose_registration(discs, None, rootlet_levels=0)[1]
@@ -438,14 +438,11 @@ def choose_registration(discs: dict[str, object], rootlets: dict[str, object] | 
     if rootlet_levels < ROOTLET_MIN_LEVELS:
         return "discs", (f"disc-based: the rootlets cover {rootlet_levels} spinal level(s), "
                          f"fewer than {ROOTLET_MIN_LEVELS}")
-    loss = float(cast(float, discs["cord_dice_in_template"])) - float(
-        cast(float, rootlets["cord_dice_in_template"]))
+    loss = float(discs.cord_dice_in_template) - float(rootlets.cord_dice_in_template)
     if loss > ROOTLET_DICE_TOLERANCE:
         return "discs", (f"disc-based: the rootlet-based warp loses {loss:.3f} cord Dice "
                          f"(> {ROOTLET_DICE_TOLERANCE})")
-    errors = cast(dict[str, dict[str, float | None]], rootlets["disc_error_mm"])
-    worst = max((e["to_template"] for e in errors.values() if e["to_template"] is not None),
-                default=0.0)
+    worst = rootlets.worst_error_to_template_mm
     if worst > ROOTLET_MAX_DISC_ERROR_MM:
         return "discs", (f"disc-based: a disc lands {worst:.1f} mm from PAM50 with the "
                          f"rootlet-based warp (> {ROOTLET_MAX_DISC_ERROR_MM:g} mm)")
@@ -466,25 +463,26 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
     (:func:`choose_engine_registration`); when it wins its outputs become the primary ones as
     they are (the builtin engine's own outputs, byte for byte), SCT's warps become alternates.
     """
-    scores: dict[RegistrationLabels, dict[str, object]] = {
+    metrics: dict[RegistrationLabels, dict[str, object]] = {
         "discs": json.loads((disc_dir / "metrics.json").read_text(encoding="utf-8"))}
     folders: dict[RegistrationLabels, Path] = {"discs": disc_dir}
     if rootlet_dir is not None:
-        scores["rootlets"] = json.loads((rootlet_dir / "metrics.json").read_text(
+        metrics["rootlets"] = json.loads((rootlet_dir / "metrics.json").read_text(
             encoding="utf-8"))
         folders["rootlets"] = rootlet_dir
+    scores = {labels: RegistrationScores.from_json(m) for labels, m in metrics.items()}
     levels = len(read_rootlet_levels(rootlets)) if rootlets is not None else 0
     chosen, reason = choose_registration(scores["discs"], scores.get("rootlets"),
                                          rootlet_levels=levels)
-    path_scores: dict[str, dict[str, object]] = {
-        k: {m: v[m] for m in PATH_SCORES if m in v} for k, v in scores.items()}
+    path_scores: dict[str, dict[str, object]] = {k: v.to_json() for k, v in scores.items()}
     extra: dict[str, object] = {"labels": chosen, "selection": reason, "paths": path_scores}
     winner: RegistrationWinner = "sct"
     sidecar: dict[str, object] = {}
     if builtin_dir is not None:
         candidate = builtin_candidate_paths(builtin_dir)
-        builtin = json.loads(candidate.metrics.read_text(encoding="utf-8"))
-        path_scores["builtin"] = {m: builtin[m] for m in PATH_SCORES}
+        builtin = RegistrationScores.from_json(json.loads(candidate.metrics.read_text(
+            encoding="utf-8")))
+        path_scores["builtin"] = builtin.to_json()
         winner, why = choose_engine_registration(scores[chosen], builtin, sct_labels=chosen)
         extra = {"primary": "builtin" if winner == "builtin" else chosen,
                  "labels": "discs" if winner == "builtin" else chosen, "selection": why,
@@ -504,11 +502,11 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
             registration = TemplateRegistration(
                 anat_to_template=warps[0], template_to_anat=warps[1],
                 slab_shape=warps[0].shape, slab_affine=warps[0].affine)
-            record = {k: str(v) for k, v in scores[labels].items()
+            record = {k: str(v) for k, v in metrics[labels].items()
                       if k in ("engine", "engine_version", "method")}
             carry_across(anat_vol, cord_vol, template, registration, paths, engine=record,
                          subject_points=subject_points, template_points=template_points,
-                         scores={m: scores[labels][m] for m in PATH_SCORES}, extra=extra,
+                         scores=scores[labels], extra=extra,
                          sidecar=sidecar)
         else:
             for warp, target in zip(warps, alternates[labels], strict=True):

@@ -14,6 +14,7 @@ from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import RegistrationPaths, SpinePaths, SpineRecord
+from spinal_bidsapp.engines.registration import RegistrationScores
 from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
 from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array, spinal_level_name
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
@@ -166,17 +167,18 @@ def _registration_rows(reg: dict) -> list[MetricRow]:
         if "sct_selection" in reg:
             rows.append(MetricRow("SCT's registration", reg["sct_selection"].split(":")[0], "",
                                   reg["sct_selection"]))
-        for labels, scores in reg["paths"].items():
+        for labels, scored in reg["paths"].items():
+            scores = RegistrationScores.from_json(scored)
             name = _OTHER_ENGINE_PATHS.get(labels) or (
                 f"SCT {labels}-based registration" if "sct_selection" in reg
                 else f"{labels}-based registration")
-            errors = [e["to_template"] for e in scores["disc_error_mm"].values()
+            errors = [e["to_template"] for e in scores.disc_error_mm.values()
                       if e["to_template"] is not None]
-            note = _no_mapping_note(scores["disc_error_mm"])
+            note = _no_mapping_note(scores.disc_error_mm)
             rows.append(MetricRow(
                 f"{name}: cord Dice in PAM50 space",
-                scores["cord_dice_in_template"], "",
-                f"native {scores['cord_dice_native']:.3f}; max disc error "
+                scores.cord_dice_in_template, "",
+                f"native {scores.cord_dice_native:.3f}; max disc error "
                 f"{max(errors, default=np.nan):.2f} mm" + (f"; {note}" if note else "")))
     return rows
 
