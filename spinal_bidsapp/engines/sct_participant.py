@@ -459,7 +459,8 @@ def select_sct_registration(anat: Path, cord: Path, discs: Path, template: Pam50
     ``desc-`` names; every path's scores and the choice go into the registration metrics.
 
     ``builtin_dir`` (``--engine auto``): the builtin registration, carried across there by
-    :func:`register` (:func:`builtin_candidate_paths`), competes with SCT's chosen path
+    :func:`~spinal_bidsapp.engines.builtin.participant.register` (:func:`builtin_candidate_paths`),
+    competes with SCT's chosen path
     (:func:`choose_engine_registration`); when it wins its outputs become the primary ones as
     they are (the builtin engine's own outputs, byte for byte), SCT's warps become alternates.
     """

@@ -26,6 +26,8 @@ images, docs/benchmarks.md), doubled for larger fields of view."""
 
 def run_participant_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     """Process every selected unit; exit 0 if all succeeded, else the failure code."""
+    # here, not at the top: the group level imports participant.units (this package's
+    # __init__ runs first) and must not load the participant pipeline and engines with it
     from spinal_bidsapp.participant.pipeline import process_unit, resolve_participant_engines
 
     units, problems = plan_units(config)
