@@ -290,6 +290,12 @@ class ParticipantEngine(Protocol):
         """``rootlets`` capability only."""
         ...
 
+    def rootlets_unsupported(self, contrast: Contrast, disc_values: Sequence[int] | None
+                             ) -> str | None:
+        """``rootlets`` capability: why the engine does not segment rootlets on this image (its
+        contrast, the disc values it shows; None: no labels), or None when it does."""
+        ...
+
     def csa_pam50_levels(self, template: Pam50) -> Path | None:
         """The PAM50 levels file the CSA in PAM50 dimensions is resampled on; None when the
         template has none (raises :class:`~spinal_bidsapp.errors.EngineUnavailable` when this

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -84,6 +84,9 @@ _TOOL_CAPABILITY: dict[Capability, SctCapability] = {
 """The SCT program each step capability runs (``csa_pam50``: ``sct_process_segmentation``)."""
 
 TEMPLATE_NAME = "PAM50"
+ROOTLET_LAST_DISC = 9
+"""T1/T2: an image whose highest disc is below it shows no level SCT's rootlet model covers
+(C2-T1)."""
 
 
 class SctParticipantEngine:
@@ -164,6 +167,15 @@ class SctParticipantEngine:
             inputs=[unit.anat], outputs=[rootlets, sidecar_path(rootlets), lut],
             params=dict(self.params))
         return rootlets
+
+    def rootlets_unsupported(self, contrast: Contrast, disc_values: Sequence[int] | None
+                             ) -> str | None:
+        """SCT's rootlet model: T2w images showing a cervical level."""
+        if contrast != "T2w":
+            return f"SCT's rootlet model is trained on T2w, this anatomy is {contrast}"
+        if disc_values is not None and min(disc_values) > ROOTLET_LAST_DISC:
+            return "the image shows no cervical level (rootlets are segmented from C2 to T1)"
+        return None
 
     def csa_pam50_levels(self, template: Pam50) -> Path | None:
         """SCT's own PAM50 levels: ``-normalize-PAM50`` reads them, not ours."""

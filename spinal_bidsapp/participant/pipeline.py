@@ -101,9 +101,6 @@ HUMAN_VOXEL_MM = (0.1, 6.0)
 HUMAN_CORD_LENGTH_MM = 600.0
 HUMAN_CSA_MM2 = (15.0, 200.0)
 """Mean cord CSA over the imaged levels: about 40-100 mm2 in adults, wide margins."""
-ROOTLET_LAST_DISC = 9
-"""T1/T2: an image whose highest disc is below it shows no level SCT's rootlet model covers
-(C2-T1)."""
 TEMPLATE_NAME = "PAM50"
 
 
@@ -486,17 +483,13 @@ class _Pipeline:
         (step ``rootlets``); a failure here is a warning, and the next run tries again."""
         if "rootlets" not in self.engine.capabilities:
             return None
-        src = self.unit.source
-        if src.suffix != "T2w":
-            self.notes.append(f"rootlets: not segmented, SCT's rootlet model is trained on T2w, "
-                              f"this anatomy is {src.suffix}")
-            return None
-        if discs is not None and min(steps.read_disc_values(discs)) > ROOTLET_LAST_DISC:
-            self.notes.append("rootlets: not segmented, the image shows no cervical level "
-                              "(rootlets are segmented from C2 to T1)")
+        unit = self.unit_files()
+        why_not = self.engine.rootlets_unsupported(
+            unit.contrast, steps.read_disc_values(discs) if discs is not None else None)
+        if why_not is not None:
+            self.notes.append(f"rootlets: not segmented, {why_not}")
             return None
         rootlets, lut = self.path("rootlets"), self.path("rootlets_lut")
-        unit = self.unit_files()
         try:
             return self._engine_step("rootlets", "rootlets", lambda engine, _: (
                 engine.segment_rootlets(self, unit, rootlets, lut)))

@@ -144,6 +144,10 @@ class BuiltinParticipantEngine:
                          lut: Path) -> Path:
         raise NotImplementedError("the builtin engine declares no rootlets capability")
 
+    def rootlets_unsupported(self, contrast: Contrast, disc_values: Sequence[int] | None
+                             ) -> str | None:
+        return "the builtin engine has no rootlet segmentation"
+
     def csa_pam50_levels(self, template: Pam50) -> Path | None:
         """PAM50's own levels, when the folder has them."""
         if template.levels is None or not template.levels.is_file():
