@@ -46,9 +46,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.participant import run_worker, score_registration  # noqa: E402
 from benchmarks.real_tools import tool_env  # noqa: E402
+from spinal_bidsapp.engines.registration import mm_or_no_mapping  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402
 from spinal_bidsapp.image import load_mask  # noqa: E402
-from spinal_bidsapp.participant.registration import mm_or_no_mapping  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 SUBJECT = "errsm30"

@@ -13,6 +13,10 @@ Every import counts, at the top of a file or inside a function, so a lazy import
 wrong direction or a cycle. And the package's own modules are imported at the top of a file,
 where a reader sees them (:data:`DEFERRED_IMPORTS` lists the exceptions); only optional or heavy
 third-party packages (antspyx, matplotlib, scoop) are imported inside functions.
+
+The levels never branch on an engine's name: no comparison with ``"sct"``, ``"builtin"`` or
+``"minc"`` in ``participant`` or ``group`` (the pipeline asks the engine object what it can do;
+``engines`` decides names, once).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ ALLOWED_ACROSS = {
 (package, package) pair, or a (package, module) pair that allows that one module only."""
 
 DEFERRED_IMPORTS = {
+    # the group level imports participant.units, and this package's __init__ runs first: it must
+    # not load the participant pipeline and every engine with it
+    ("spinal_bidsapp.participant", "spinal_bidsapp.participant.pipeline"),
     # --help, --version and --bids-exec-spec must stay fast: run imports every level, engine
     # and pybids (about 1.5 s measured; the parser and config alone about 0.3 s).
     ("spinal_bidsapp.cli.main", "spinal_bidsapp.run"),
@@ -54,13 +61,6 @@ DEFERRED_IMPORTS = {
                      "geometry.metrics", "geometry.straighten", "image")),
 }
 """(module, imported module) pairs allowed inside a function body, each with its reason."""
-
-BEING_REWRITTEN = ("spinal_bidsapp.participant", "spinal_bidsapp.engines.sct",
-                   "spinal_bidsapp.engines.base", "spinal_bidsapp.engines")
-"""Temporary, for the lead to remove: the engine seam (#20) is rewriting these files (the
-``participant`` package, ``engines/sct*.py``, ``engines/base.py``, ``engines/__init__.py``), so
-their function-body imports are not checked yet."""
-
 
 def _imports_of(tree: ast.AST, modules: dict[str, Path]) -> Iterator[str]:
     for node in ast.walk(tree):
@@ -125,6 +125,53 @@ def test_participant_units_is_a_leaf() -> None:
     assert not level, f"participant.units imports the participant level: {sorted(level)}"
 
 
+LEVELS = ("participant", "group", "run", "cli")
+ENGINE_NAMES = frozenset({"sct", "builtin", "minc"})
+
+
+def test_engines_import_no_level() -> None:
+    wrong = sorted(f"{module} -> {target}" for module, targets in _graph().items()
+                   if _top(module) == "engines" for target in targets if _top(target) in LEVELS)
+    assert not wrong, "engines import a level:\n" + "\n".join(wrong)
+
+
+def _engine_name_comparisons(source: str) -> list[int]:
+    """Lines comparing something with an engine name (``==``, ``!=``, ``in`` a literal of
+    names, or a ``match`` case)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for operand in operands:
+                literal = isinstance(operand, (ast.Tuple, ast.List, ast.Set))
+                strings = ([operand] if isinstance(operand, ast.Constant) else
+                           list(operand.elts) if literal else [])
+                if any(isinstance(s, ast.Constant) and s.value in ENGINE_NAMES for s in strings):
+                    lines.append(node.lineno)
+                    break
+        elif isinstance(node, ast.MatchValue) and isinstance(node.value, ast.Constant) \
+                and node.value.value in ENGINE_NAMES:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_levels_do_not_compare_engine_names() -> None:
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}"
+             for level in ("participant", "group")
+             for path in sorted((PACKAGE / level).rglob("*.py"))
+             for line in _engine_name_comparisons(path.read_text(encoding="utf-8"))]
+    assert not found, "engine-name branching in a level (ask the engine object):\n" + \
+        "\n".join(found)
+
+
+def test_the_engine_name_check_finds_comparisons() -> None:
+    source = ("if engine.name == 'sct': pass\n"
+              "ok = kind != 'auto'\n"
+              "x = name in ('builtin', 'other')\n"
+              "match name:\n    case 'minc': pass\n")
+    assert _engine_name_comparisons(source) == [1, 3, 5]
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     """Strongly connected components of more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}
@@ -177,10 +224,6 @@ def test_the_cycle_check_finds_a_cycle() -> None:
     assert _cycles(graph) == [{"a", "b", "c"}]
 
 
-def _being_rewritten(module: str) -> bool:
-    return module in BEING_REWRITTEN or module.startswith(BEING_REWRITTEN[:2])
-
-
 def _function_body_imports(path: Path, modules: dict[str, Path]) -> Iterator[tuple[int, str]]:
     """(line, module) of every import of the package inside a function of ``path``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -197,7 +240,7 @@ def _function_body_imports(path: Path, modules: dict[str, Path]) -> Iterator[tup
 def test_the_package_is_imported_at_the_top_of_files() -> None:
     modules = _modules()
     lazy = [f"{path.relative_to(PACKAGE.parent)}:{line}: {target}"
-            for module, path in modules.items() if not _being_rewritten(module)
+            for module, path in modules.items()
             for line, target in _function_body_imports(path, modules)
             if (module, target) not in DEFERRED_IMPORTS]
     assert not lazy, "imports of the package inside functions:\n" + "\n".join(lazy)

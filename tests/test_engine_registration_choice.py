@@ -3,17 +3,17 @@ the report shows it."""
 
 from __future__ import annotations
 
-from spinal_bidsapp.participant.registration import choose_engine_registration
+from spinal_bidsapp.engines.registration import RegistrationScores, choose_engine_registration
 from spinal_bidsapp.participant.report import _registration_rows
 
 
-def _scores(template: float, native: float, *unmapped: str) -> dict[str, object]:
+def _scores(template: float, native: float, *unmapped: str) -> RegistrationScores:
     errors: dict[str, dict[str, float | None]] = {
         disc: {"to_template": 0.5, "to_anat": 0.7} for disc in ("3", "4", "5", "6")}
     for disc in unmapped:
         errors[disc] = {"to_template": 0.5, "to_anat": None}
-    return {"cord_dice_in_template": template, "cord_dice_native": native,
-            "disc_error_mm": errors}
+    return RegistrationScores(cord_dice_in_template=template, cord_dice_native=native,
+                              disc_error_mm=errors)
 
 
 def test_fewer_unmapped_discs_win_before_any_dice() -> None:
@@ -38,9 +38,9 @@ def test_then_the_mean_of_the_two_cord_dice_and_a_tie_keeps_sct() -> None:
 def test_the_report_shows_the_engine_choice_and_every_candidate() -> None:
     sct, builtin = _scores(0.967, 0.721, "4"), _scores(0.983, 0.977)
     chosen, why = choose_engine_registration(sct, builtin)
-    record = {**builtin, "primary": chosen, "labels": "discs", "selection": why,
+    record = {**builtin.to_json(), "primary": chosen, "labels": "discs", "selection": why,
               "sct_selection": "disc-based: no rootlet-based registration",
-              "paths": {"discs": sct, "builtin": builtin}}
+              "paths": {"discs": sct.to_json(), "builtin": builtin.to_json()}}
     rows = {row.name: row for row in _registration_rows(record)}
     assert rows["primary registration"].value == "builtin"
     assert rows["primary registration"].note == why

@@ -9,14 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.engines.sct_outputs import read_morphometrics_csv
+from spinal_bidsapp.engines.sct_outputs import pam50_csa_from_sct_csv, read_morphometrics_csv
 from spinal_bidsapp.errors import InputDataError, MissingInputError
 from spinal_bidsapp.participant.morphometrics_pam50 import (
     Pam50LevelCsa,
     compare_to_normative,
     find_normative_database,
     load_normative_csa,
-    pam50_csa_from_sct_csv,
     pam50_slice_levels,
     read_pam50_slice_levels,
     resample_to_pam50,

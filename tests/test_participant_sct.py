@@ -443,7 +443,8 @@ def rootlet_run(sct_double: SctDouble, unlabelled_bids: Path, rootlet_template: 
 
 def test_both_registrations_run_and_the_rule_picks_the_primary(rootlet_run: Run,
                                                                rootlet_template: Path) -> None:
-    from spinal_bidsapp.participant.registration import choose_registration
+    from spinal_bidsapp.engines.registration import RegistrationScores
+    from spinal_bidsapp.engines.sct_participant import choose_registration
 
     run = rootlet_run
     assert run.code == 0
@@ -457,7 +458,9 @@ def test_both_registrations_run_and_the_rule_picks_the_primary(rootlet_run: Run,
     metrics = json.loads((run.work("register") / "registration_metrics.json").read_text())
     paths = metrics["paths"]
     assert sorted(paths) == ["discs", "rootlets"]
-    chosen, reason = choose_registration(paths["discs"], paths["rootlets"], rootlet_levels=4)
+    chosen, reason = choose_registration(RegistrationScores.from_json(paths["discs"]),
+                                         RegistrationScores.from_json(paths["rootlets"]),
+                                         rootlet_levels=4)
     assert (metrics["labels"], metrics["selection"]) == (chosen, reason)
     other = "rootlets" if chosen == "discs" else "discs"
     for way in ("to", "from"):

@@ -198,7 +198,7 @@ def test_auto_registration_is_never_worse_than_builtin(auto_run: CliRun,
     """#19: auto's primary registration scores at least the builtin engine's on every subject
     (fewer discs without a mapping, else at least its mean cord Dice), the choice is recorded
     with both candidates' scores, and the loser's warps are kept under their ``desc-`` names."""
-    from spinal_bidsapp.participant.registration import choose_engine_registration
+    from spinal_bidsapp.engines.registration import RegistrationScores, choose_engine_registration
 
     scores = ("cord_dice_in_template", "cord_dice_native", "disc_error_mm")
     registered = [s for s in sorted(builtin_run.completed())
@@ -212,8 +212,9 @@ def test_auto_registration_is_never_worse_than_builtin(auto_run: CliRun,
         assert {sct_labels, "builtin"} <= candidates.keys(), (subject, candidates.keys())
         # the candidate is the builtin engine's registration, scored by the same code
         assert candidates["builtin"] == {k: builtin[k] for k in scores}, subject
-        winner, why = choose_engine_registration(candidates[sct_labels], candidates["builtin"],
-                                                 sct_labels=sct_labels)
+        winner, why = choose_engine_registration(
+            RegistrationScores.from_json(candidates[sct_labels]),
+            RegistrationScores.from_json(candidates["builtin"]), sct_labels=sct_labels)
         assert auto["selection"] == why, subject
         assert auto["primary"] == ("builtin" if winner == "builtin" else sct_labels), subject
         primary = candidates[auto["primary"]]

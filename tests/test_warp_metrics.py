@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
+from spinal_bidsapp.engines.registration import score_registration
+from spinal_bidsapp.engines.sct_participant import choose_registration
 from spinal_bidsapp.image import Volume, load_field
-from spinal_bidsapp.participant.registration import choose_registration, score_registration
 from spinal_bidsapp.participant.report import _registration_rows
 
 
@@ -41,13 +42,13 @@ def test_a_disc_without_mapping_is_null_not_a_distance(
     with caplog.at_level(logging.INFO):
         scores = score_registration(cord_vol, cord_vol, registration, subject_points=points,
                                     template_points=points)
-    assert scores["disc_error_mm"] == {"3": {"to_template": None, "to_anat": None},
+    assert scores.disc_error_mm == {"3": {"to_template": None, "to_anat": None},
                                        "4": {"to_template": 0.0, "to_anat": 0.0}}
-    json.dumps(scores, allow_nan=False)  # valid JSON: no NaN, no 5.89e+38
+    json.dumps(scores.to_json(), allow_nan=False)  # valid JSON: no NaN, no 5.89e+38
     assert "no mapping at disc(s) [3]" in caplog.text
     assert "max disc error 0.00 mm" in caplog.text
-    record = {**scores, "labels": "discs", "selection": "disc-based",
-              "paths": {"discs": scores, "rootlets": scores}}
+    record = {**scores.to_json(), "labels": "discs", "selection": "disc-based",
+              "paths": {"discs": scores.to_json(), "rootlets": scores.to_json()}}
     rows = {row.name: row for row in _registration_rows(record)}
     worst = rows["max disc error after registration"]
     assert worst.value == 0.0 and worst.note == "no mapping at disc(s) 3"

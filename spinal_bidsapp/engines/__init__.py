@@ -2,8 +2,8 @@
 
 :func:`resolve_participant_engine` and :func:`resolve_template_engine` run once, at configuration
 time. They decide which engine a run uses and return an :class:`EngineChoice` (name, version,
-why); the caller constructs the engine itself (``SctEngine(choice.sct, threads=...)`` or the
-builtin engine), so this module stays free of heavy imports.
+why); :func:`participant_engine` turns a participant choice into the engine object the pipeline
+calls (:class:`~spinal_bidsapp.engines.base.ParticipantEngine`).
 
 * participant: ``auto`` = SCT when ``sct_deepseg`` is found (in ``$SCT_DIR/bin`` or on the search
   path) and its version is supported, else builtin; ``sct`` = SCT or :class:`EngineUnavailable`.
@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from spinal_bidsapp.engines.base import ParticipantEngine, TemplateBuilder
+from spinal_bidsapp.engines.builtin.participant import BuiltinParticipantEngine
+from spinal_bidsapp.engines.builtin.protocol import PresetName, preset_options
+from spinal_bidsapp.engines.builtin.template import BuiltinTemplateBuilder
+from spinal_bidsapp.engines.minc import MincTemplateBuilder, minc_options, minctracc_version
 from spinal_bidsapp.engines.sct import SctInstall, locate_sct, sct_unavailable_message
+from spinal_bidsapp.engines.sct_participant import SctParticipantEngine
 from spinal_bidsapp.engines.tools import find_tool
 from spinal_bidsapp.errors import EngineUnavailable
 
@@ -89,28 +94,20 @@ def resolve_participant_engine(kind: ParticipantEngineKind, *, sct_dir: Path | N
     return EngineChoice(name="sct", version=install.version_text, reason=reason, sct=install)
 
 
-def minctracc_version(*, search_path: str | None = None, timeout_s: float = 60.0) -> str:
-    """What ``minctracc -version`` says it was built from ("mni_autoreg 0.99.70"), or "unknown".
+def participant_engine(choice: EngineChoice, *, kind: ParticipantEngineKind,
+                       sct_dir: Path | None, threads: int) -> ParticipantEngine:
+    """The engine object of a participant choice.
 
-    minctracc prints ``The program <minctracc> was built from:`` then the package and version,
-    and exits 255 (its argument parser stops there): that status counts as success, and the
-    last line is the version.
+    SCT comes with the builtin engine as its per-step fallback, and under ``--engine auto`` as
+    the registration candidate that competes with SCT's (so ``auto`` is never worse than the
+    builtin engine); ``--engine sct`` keeps SCT's registration. ``sct_dir``: ``$SCT_DIR`` (the
+    builtin engine still finds SCT's normative database there).
     """
-    path = find_tool("minctracc", search_path=search_path)
-    if path is None:
-        return "unknown"
-    try:
-        done = subprocess.run([str(path), "-version"], capture_output=True, text=True,
-                              timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        logger.warning("%s -version failed: %s; version unknown", path, exc)
-        return "unknown"
-    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()
-             if line.strip()]
-    if done.returncode not in (0, 255) or not lines:
-        logger.warning("%s -version exited with %d; version unknown", path, done.returncode)
-        return "unknown"
-    return lines[-1]
+    builtin = BuiltinParticipantEngine(sct_dir=sct_dir)
+    if choice.sct is None:
+        return builtin
+    return SctParticipantEngine(choice.sct, threads=threads, fallback=builtin,
+                                candidate=builtin if kind == "auto" else None)
 
 
 def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None = None
@@ -145,12 +142,31 @@ def resolve_template_engine(kind: TemplateEngineKind, *, search_path: str | None
                         reason="requested")
 
 
+TEMPLATE_ENGINES_WITHOUT_WARPS = frozenset({"minc"})
+"""Template engines that hand back no per-subject warps (``TemplateBuildResult.warps`` empty):
+the MINC engine (ipl) keeps its transforms in MINC form."""
+
+
+def template_builder(choice: EngineChoice, *, preset: PresetName, symmetric: bool, seed: int,
+                     threads_per_worker: int) -> tuple[TemplateBuilder, str]:
+    """The template builder of a group choice, and its name for ``GeneratedBy``."""
+    if choice.name == "minc":
+        return (MincTemplateBuilder(minc_options(preset, symmetric=symmetric)),
+                "MINC nist_mni_pipelines")
+    options = preset_options(preset, symmetric=symmetric, seed=seed,
+                             threads_per_worker=threads_per_worker)
+    return BuiltinTemplateBuilder(options), "spinal_bidsapp template loop"
+
+
 __all__ = [
+    "TEMPLATE_ENGINES_WITHOUT_WARPS",
     "EngineChoice",
     "EngineName",
     "ParticipantEngineKind",
     "TemplateEngineKind",
     "minctracc_version",
+    "participant_engine",
     "resolve_participant_engine",
     "resolve_template_engine",
+    "template_builder",
 ]

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,6 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from spinal_bidsapp.engines import minctracc_version
 from spinal_bidsapp.engines.base import (
     EngineInfo,
     TemplateBuildResult,
@@ -61,6 +61,30 @@ from spinal_bidsapp.runtime.files import write_json, write_text
 from spinal_bidsapp.runtime.ledger import run_step
 
 logger = logging.getLogger(__name__)
+
+
+def minctracc_version(*, search_path: str | None = None, timeout_s: float = 60.0) -> str:
+    """What ``minctracc -version`` says it was built from ("mni_autoreg 0.99.70"), or "unknown".
+
+    minctracc prints ``The program <minctracc> was built from:`` then the package and version,
+    and exits 255 (its argument parser stops there): that status counts as success, and the
+    last line is the version.
+    """
+    path = find_tool("minctracc", search_path=search_path)
+    if path is None:
+        return "unknown"
+    try:
+        done = subprocess.run([str(path), "-version"], capture_output=True, text=True,
+                              timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("%s -version failed: %s; version unknown", path, exc)
+        return "unknown"
+    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()
+             if line.strip()]
+    if done.returncode not in (0, 255) or not lines:
+        logger.warning("%s -version exited with %d; version unknown", path, done.returncode)
+        return "unknown"
+    return lines[-1]
 
 NIST_MNI_PIPELINES_COMMIT = "cadc7219e79d6edb90742e1e340f8eee76332006"
 """vfonov/nist_mni_pipelines commit pinned by neuropoly/template (scoop era; newer: Ray)."""

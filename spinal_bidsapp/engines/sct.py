@@ -62,6 +62,7 @@ from spinal_bidsapp.engines.tools import (
 )
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError, MissingInputError
 from spinal_bidsapp.image import nifti_stem
+from spinal_bidsapp.templates.sct_layout import read_info_label
 
 logger = logging.getLogger(__name__)
 
@@ -614,8 +615,6 @@ def check_sct_template(template_dir: Path, *, contrast: Contrast, rootlets: bool
     InputDataError
         With ``rootlets``: an ``info_label.txt`` SCT cannot parse.
     """
-    from spinal_bidsapp.templates.sct_layout import read_info_label
-
     folder = Path(template_dir) / "template"
     needed = ["info_label.txt", "PAM50_cord.nii.gz", "PAM50_label_disc.nii.gz",
               f"PAM50_{SCT_CONTRAST[contrast]}.nii.gz"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from spinal_bidsapp.engines.base import DiscLabelResult
 from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
 from spinal_bidsapp.image import Affine, Volume, load_mask, save_volume, vox_to_mm
 
 
@@ -326,8 +327,6 @@ def check_spine_levels(vertebrae: NDArray[np.integer], disc_points: Mapping[int,
     SpineCheck
         "Above" and "below" compare world superior coordinates of centroids.
     """
-    from spinal_bidsapp.geometry.discs import DISC_NAMES, VERTEBRA_NAMES
-
     problems: list[str] = [f"{name} present (transitional anatomy): check the level names"
                            for name in unnumbered]
     values = sorted(int(v) for v in np.unique(vertebrae) if v > 0)
@@ -355,3 +354,36 @@ def check_spine_levels(vertebrae: NDArray[np.integer], disc_points: Mapping[int,
                  if v - 1 in height and v not in disc_points]
     return SpineCheck(vertebrae=tuple(values), discs=tuple(discs), problems=tuple(problems))
 
+
+def pam50_csa_from_sct_csv(rows: Sequence[CordMorphometrics], n_slices: int
+                           ) -> NDArray[np.float64]:
+    """Per-PAM50-slice CSA from the rows of a ``-perslice 1 -normalize-PAM50 1`` CSV.
+
+    Parameters
+    ----------
+    rows : sequence of CordMorphometrics
+        :func:`~spinal_bidsapp.engines.sct_outputs.read_morphometrics_csv` of the CSV; its
+        ``Slice (I->S)`` is the PAM50 slice index.
+    n_slices : int
+        Number of PAM50 slices (the length of
+        :func:`~spinal_bidsapp.participant.morphometrics_pam50.pam50_slice_levels`).
+
+    Returns
+    -------
+    (n_slices,) float64
+        ``MEAN(area)`` in mm² per PAM50 slice; NaN for slices without a row or with an empty cell.
+
+    Raises
+    ------
+    InputDataError
+        A row covers several slices (not a per-slice CSV) or a slice lies outside the template.
+    """
+    out = np.full(n_slices, np.nan)
+    for row in rows:
+        if len(row.slices) != 1 or not 0 <= row.slices[0] < n_slices:
+            raise InputDataError(
+                f"slice {row.slices} is not one PAM50 slice in [0, {n_slices}); expected the CSV "
+                "of 'sct_process_segmentation -perslice 1 -normalize-PAM50 1'")
+        if row.area_mm2 is not None:
+            out[row.slices[0]] = row.area_mm2
+    return out

@@ -46,6 +46,25 @@ def _disc_names() -> dict[int, str]:
 DISC_NAMES: dict[int, str] = _disc_names()
 """Disc value -> anatomical name, e.g. ``DISC_NAMES[3] == 'C2/C3'``."""
 
+_SPINAL_GROUPS = (("C", 1, 8), ("T", 9, 20), ("L", 21, 25), ("S", 26, 30))
+
+
+def spinal_level_name(value: int) -> str:
+    """Name of spinal (neurological) level ``value``: C1..C8 = 1..8, T1..T12 = 9..20, L1 = 21.
+
+    This is the numbering of SCT's rootlet segmentation, *not* the vertebral one (there are
+    eight cervical spinal levels but seven cervical vertebrae). Unknown values get a neutral
+    ``"level N"`` so a figure never fails on an unexpected label.
+
+    >>> [spinal_level_name(v) for v in (1, 8, 9, 20, 21, 0)]
+    ['C1', 'C8', 'T1', 'T12', 'L1', 'level 0']
+    """
+    for letter, first, last in _SPINAL_GROUPS:
+        if first <= value <= last:
+            return f"{letter}{value - first + 1}"
+    return f"level {value}"
+
+
 _ORDER_RANK: dict[int, float] = {PMJ: -2.0, PMG: -1.0, **{v: float(v) for v in range(1, 31)}}
 """Rostro-caudal rank of the vertebral landmarks (smaller is higher). The conus tip is left out:
 its level varies between subjects (T12 to L3), so it is not a vertebral landmark."""

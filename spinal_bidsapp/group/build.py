@@ -9,10 +9,8 @@ from pathlib import Path
 
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines import resolve_template_engine
+from spinal_bidsapp.engines import template_builder as builder_of
 from spinal_bidsapp.engines.base import TemplateBuilder, TemplateBuildResult, TemplateSubject
-from spinal_bidsapp.engines.builtin.protocol import preset_options
-from spinal_bidsapp.engines.builtin.template import BuiltinTemplateBuilder
-from spinal_bidsapp.engines.minc import MincTemplateBuilder, minc_options
 from spinal_bidsapp.group.straighten import StraightenJob
 
 logger = logging.getLogger(__name__)
@@ -40,12 +38,7 @@ def template_builder(config: RunConfig) -> tuple[TemplateBuilder, str, str]:
                     "through its per-subject warps)", " ".join(group.contrasts or ()))
     choice = resolve_template_engine(kind)
     logger.info("Template engine: %s (%s)", choice.name, choice.reason)
-    if choice.name == "minc":
-        minc = MincTemplateBuilder(minc_options(group.template_preset,
-                                                symmetric=group.template_symmetric))
-        return minc, "MINC nist_mni_pipelines", minc.info.version
-    threads = max(1, (config.execution.omp_nthreads or 1))
-    options = preset_options(group.template_preset, symmetric=group.template_symmetric,
-                             seed=config.seeds.random_seed, threads_per_worker=threads)
-    builtin = BuiltinTemplateBuilder(options)
-    return builtin, "spinal_bidsapp template loop", builtin.info.version
+    builder, name = builder_of(choice, preset=group.template_preset,
+                               symmetric=group.template_symmetric, seed=config.seeds.random_seed,
+                               threads_per_worker=max(1, (config.execution.omp_nthreads or 1)))
+    return builder, name, builder.info.version

@@ -41,6 +41,7 @@ from spinal_bidsapp.bids.dataset import choose_anatomy, find_anatomy, index_data
 from spinal_bidsapp.bids.labels import find_manual_labels, labelled_sources
 from spinal_bidsapp.bids.outputs import template_path
 from spinal_bidsapp.config import RunConfig
+from spinal_bidsapp.engines import TEMPLATE_ENGINES_WITHOUT_WARPS
 from spinal_bidsapp.engines.base import TemplateBuildResult
 from spinal_bidsapp.engines.builtin.contrast_registration import (
     REGISTRATION_METHOD,
@@ -129,7 +130,7 @@ def check_contrast_engine(contrasts: Sequence[str], template_engine: str) -> Non
     UsageError
         ``--template-engine minc`` with more than one contrast.
     """
-    if template_engine == "minc" and len(contrasts) > 1:
+    if template_engine in TEMPLATE_ENGINES_WITHOUT_WARPS and len(contrasts) > 1:
         raise UsageError(
             f"--contrasts {' '.join(contrasts)} needs --template-engine builtin (or auto): the "
             "MINC engine returns no per-subject template warps to resample the extra contrasts "

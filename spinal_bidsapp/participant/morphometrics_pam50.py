@@ -4,8 +4,9 @@
 resamples each vertebral level of the subject's per-slice metrics onto the PAM50 slices of the
 same level (SCT 7.3 ``metrics_to_PAM50.interpolate_metrics``), so that subjects of any height
 share one slice axis. :func:`resample_to_pam50` does the same for the builtin engine and
-:func:`pam50_csa_from_sct_csv` reads SCT's own result, so both engines feed
-:func:`summarise_pam50_levels` and :func:`compare_to_normative` the same per-PAM50-slice array.
+:func:`~spinal_bidsapp.engines.sct_outputs.pam50_csa_from_sct_csv` reads SCT's own result, so both
+engines feed :func:`summarise_pam50_levels` and :func:`compare_to_normative` the same
+per-PAM50-slice array.
 
 The normative database is the one SCT downloads to ``$SCT_DIR/data/PAM50_normalized_metrics``
 (PAM50-normalized-metrics r20250321 for SCT 7.3): one ``sub-<site><nn>_<contrast>_PAM50.csv`` per
@@ -191,39 +192,6 @@ Pam50LevelCsa(level=3, name='C3', n_slices=1, csa_mean_mm2=60.0)]
             out.append(Pam50LevelCsa(level=level, name=VERTEBRA_NAMES.get(level, str(level)),
                                      n_slices=int(selected.size),
                                      csa_mean_mm2=float(selected.mean())))
-    return out
-
-
-def pam50_csa_from_sct_csv(rows: Sequence[CordMorphometrics], n_slices: int
-                           ) -> NDArray[np.float64]:
-    """Per-PAM50-slice CSA from the rows of a ``-perslice 1 -normalize-PAM50 1`` CSV.
-
-    Parameters
-    ----------
-    rows : sequence of CordMorphometrics
-        :func:`~spinal_bidsapp.engines.sct_outputs.read_morphometrics_csv` of the CSV; its
-        ``Slice (I->S)`` is the PAM50 slice index.
-    n_slices : int
-        Number of PAM50 slices (the length of :func:`pam50_slice_levels`).
-
-    Returns
-    -------
-    (n_slices,) float64
-        ``MEAN(area)`` in mm² per PAM50 slice; NaN for slices without a row or with an empty cell.
-
-    Raises
-    ------
-    InputDataError
-        A row covers several slices (not a per-slice CSV) or a slice lies outside the template.
-    """
-    out = np.full(n_slices, np.nan)
-    for row in rows:
-        if len(row.slices) != 1 or not 0 <= row.slices[0] < n_slices:
-            raise InputDataError(
-                f"slice {row.slices} is not one PAM50 slice in [0, {n_slices}); expected the CSV "
-                "of 'sct_process_segmentation -perslice 1 -normalize-PAM50 1'")
-        if row.area_mm2 is not None:
-            out[row.slices[0]] = row.area_mm2
     return out
 
 

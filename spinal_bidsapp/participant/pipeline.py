@@ -1,75 +1,96 @@
-"""The per-subject cord reference: an ordered list of resumable steps.
+"""The per-subject cord reference: an ordered list of resumable steps calling the engine.
 
 Each step reads the files the previous steps wrote and is skipped when its ledger says its
-outputs are current (``steps.run_step``):
+outputs are current (``runtime.ledger.run_step``):
 
 1. ``standardize``: the chosen anatomy reoriented to RAS (``desc-preproc``), not resampled.
-2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else ``segment``: SCT's
-   ``sct_deepseg`` on the standardized anatomy (SCT engine), or the builtin segmentation (builtin
-   engine, or auto without SCT), flagged when its confidence is low.
+2. ``cord_mask``: manual mask from ``derivatives/labels`` (always wins), else ``segment``: the
+   engine's cord segmentation (SCT's ``sct_deepseg``, or the builtin one, flagged when its
+   confidence is low).
 3. ``centerline``: dense centerline, cord-coverage check (``--min-cord-coverage``).
-4. ``discs``: manual disc labels (always win), else ``label_discs``: SCT's disc labelling (SCT
-   engine) or the builtin labelling against the PAM50 T2 (``--init-disc`` hint); checked against
-   the centerline; vertebral levels of the cord mask.
-5. ``morphometrics``: length, volume, angle-corrected CSA per slice and per level.
-6. ``register``: to PAM50 (builtin: disc-matched straightening + in-plane SyN; SCT:
-   ``sct_register_to_template``), warps both ways; images and labels are carried across, and the
-   registration scored, by the same code for both engines. Under ``--engine auto`` the builtin
-   registration is computed too (``register_builtin``) and the better-scoring of the two is
-   primary (``registration.choose_engine_registration``).
-7. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
+4. [``spine``: engines that declare it (SCT 7.0+), without manual discs: vertebrae, canal and
+   disc points.]
+5. ``discs``: manual disc labels (always win), else ``label_discs``: the engine's labelling (the
+   ``spine`` step's discs, SCT's labelling, or the builtin one against the PAM50 T2 with the
+   ``--init-disc`` hint), checked against the centerline like manual ones; vertebral levels of
+   the cord mask.
+6. [``rootlets``: engines that declare it (SCT), T2w with cervical levels.]
+7. ``morphometrics``: length, volume, angle-corrected CSA per slice and per level.
+8. ``csa_pam50``: CSA in PAM50 dimensions (the engine's measure or the builtin interpolation).
+9. ``register``: the engine's registration to PAM50 (builtin: disc-matched straightening +
+   in-plane SyN; SCT: ``register_discs`` [+ ``register_rootlets``] [+ the builtin candidate
+   ``register_builtin`` under ``--engine auto``], then the primary warp chosen); images and
+   labels are carried across, and the registration scored, by the same code for every engine
+   (``engines.registration``).
+10. ``report``: QC figures, the subject page, the QC record and the dataset QC index.
 
-The engine is resolved once per unit; the engine-run steps (``segment``, ``label_discs``,
-``register``) record its name and version in their ledger parameters, so switching engine or SCT
-release reruns them. Without disc labels, 6 is skipped with a warning (the report says why).
+The engine (:class:`~spinal_bidsapp.engines.base.ParticipantEngine`) is resolved once per unit;
+the pipeline asks it what it can do (``capabilities``) and never looks at its name. Its steps
+record its name and version in their ledger parameters, so switching engine or SCT release reruns
+them. Without disc labels, the registration is skipped with a warning (the report says why).
 
-With SCT, each engine step degrades on its own (:meth:`_Pipeline._engine_step`, the one place
-where this is decided): a step SCT cannot run here (its deep-learning model is not installed, a
-program or Python module is missing, the network it needs is unreachable) runs the builtin
-implementation instead, or is skipped when it has none (``spine``, ``rootlets``); a failure caused
-by the data stays a failure. Manual labels never trigger a deep-learning step: with manual discs,
-SCT's ``spine`` task does not run.
+Each engine step degrades on its own (:meth:`_Pipeline._engine_step`, the one place where this is
+decided): a step the engine cannot run here (its deep-learning model is not installed, a program
+or Python module is missing, the network it needs is unreachable) runs on the engine's
+``fallback`` (the builtin engine) instead, or is skipped when the fallback lacks that capability
+(``spine``, ``rootlets``); a failure caused by the data stays a failure. Manual labels never
+trigger a deep-learning step: with manual discs, the ``spine`` step does not run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar, cast
+from typing import TypeVar, cast
 
+import nibabel as nib
 import numpy as np
 from filelock import FileLock, Timeout
 
+from spinal_bidsapp import __version__
+from spinal_bidsapp.bids import status
 from spinal_bidsapp.bids.labels import find_manual_labels, manual_label_path
 from spinal_bidsapp.bids.outputs import derivative_path, sidecar_path, subject_report_path
-from spinal_bidsapp.config import SCT_CONTRAST, Contrast, RunConfig, apply_thread_limits
-from spinal_bidsapp.engines import EngineChoice
+from spinal_bidsapp.config import (
+    Contrast,
+    RunConfig,
+    apply_thread_limits,
+    sct_dir_from_environment,
+)
+from spinal_bidsapp.engines import participant_engine, resolve_participant_engine
+from spinal_bidsapp.engines.base import (
+    Capability,
+    Companion,
+    DiscOptions,
+    DiscOutputs,
+    ParticipantEngine,
+    RegistrationPaths,
+    SpinePaths,
+    SpineRecord,
+    UnitFiles,
+)
 from spinal_bidsapp.engines.tools import ExternalToolError
 from spinal_bidsapp.errors import (
     EngineUnavailable,
     InputDataError,
+    InsufficientCoverageError,
     MissingInputError,
     SpinalBidsAppError,
     TemporaryFailure,
 )
 from spinal_bidsapp.participant import steps
-from spinal_bidsapp.participant.registration import (
-    RegistrationLabels,
-    RegistrationPaths,
-    builtin_candidate_paths,
-    register,
-    register_sct_path,
-    select_sct_registration,
-)
+from spinal_bidsapp.participant.morphometrics_pam50 import find_normative_database
+from spinal_bidsapp.participant.records import EngineStep, Quality
+from spinal_bidsapp.participant.report import ReportInputs, build_report
 from spinal_bidsapp.participant.units import ParticipantUnit
+from spinal_bidsapp.reports.model import QcRecord, subject_key
+from spinal_bidsapp.reports.qc import rebuild_qc_index, write_qc_record
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, StepRecord, run_step
-from spinal_bidsapp.templates.pam50 import find_template
-
-if TYPE_CHECKING:
-    from spinal_bidsapp.engines.sct import Capability, SctEngine
-    from spinal_bidsapp.templates.pam50 import Pam50
+from spinal_bidsapp.templates.pam50 import Pam50, find_template
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,9 +101,7 @@ HUMAN_VOXEL_MM = (0.1, 6.0)
 HUMAN_CORD_LENGTH_MM = 600.0
 HUMAN_CSA_MM2 = (15.0, 200.0)
 """Mean cord CSA over the imaged levels: about 40-100 mm2 in adults, wide margins."""
-ROOTLET_LAST_DISC = 9
-"""T1/T2: an image whose highest disc is below it shows no level SCT's rootlet model covers
-(C2-T1)."""
+TEMPLATE_NAME = "PAM50"
 
 
 @dataclass(frozen=True)
@@ -93,23 +112,20 @@ class UnitSummary:
     warnings: tuple[str, ...]
 
 
-def _resolve_engine(config: RunConfig) -> EngineChoice:
-    from spinal_bidsapp.config import sct_dir_from_environment
-    from spinal_bidsapp.engines import resolve_participant_engine
-
-    return resolve_participant_engine(config.participant.engine,
-                                      sct_dir=sct_dir_from_environment())
+def _participant_engine(config: RunConfig, *, threads: int) -> ParticipantEngine:
+    sct_dir = sct_dir_from_environment()
+    kind = config.participant.engine
+    return participant_engine(resolve_participant_engine(kind, sct_dir=sct_dir), kind=kind,
+                              sct_dir=sct_dir, threads=threads)
 
 
 def resolve_participant_engines(config: RunConfig) -> dict[str, str]:
     """Engine names and versions for provenance (raises ``EngineUnavailable`` when missing)."""
-    from spinal_bidsapp import __version__
-
-    choice = _resolve_engine(config)
+    sct_dir = sct_dir_from_environment()
+    kind = config.participant.engine
+    choice = resolve_participant_engine(kind, sct_dir=sct_dir)
     logger.info("Participant engine: %s (%s)", choice.name, choice.reason)
-    if choice.name == "sct":
-        return {"Spinal Cord Toolbox": choice.version or "unknown"}
-    return {"spinal_bidsapp-builtin": __version__}
+    return participant_engine(choice, kind=kind, sct_dir=sct_dir, threads=1).generated_by()
 
 
 def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> UnitSummary:
@@ -133,8 +149,8 @@ def process_unit(unit: ParticipantUnit, *, config: RunConfig, threads: int) -> U
             for leftover in (out / unit.source.subject_dir / folder).glob(".*.tmp*"):
                 leftover.unlink(missing_ok=True)
         if ex.reports_only:
-            return _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
-                             threads=threads).run()
+            return _Pipeline(unit, config, out, work,
+                             engine=_participant_engine(config, threads=threads)).run()
         return _run_recorded(unit, config, out, work, threads=threads)
     finally:
         lock.release()
@@ -144,13 +160,11 @@ def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Pat
                   threads: int) -> UnitSummary:
     """Run the pipeline, recording its state for the group level (``bids.status``); a failed
     unit's files leave the outputs and the QC index lists it as failed."""
-    from spinal_bidsapp.bids import status
-
     key, run_uuid = unit.label, config.execution.run_uuid
     status.record_running(out, key, run_uuid=run_uuid)
     try:
-        summary = _Pipeline(unit, config, out, work, engine=_resolve_engine(config),
-                            threads=threads).run()
+        summary = _Pipeline(unit, config, out, work,
+                            engine=_participant_engine(config, threads=threads)).run()
     except Exception as exc:
         code = exc.exit_code if isinstance(exc, SpinalBidsAppError) else 1
         error = str(exc) if isinstance(exc, SpinalBidsAppError) else \
@@ -169,10 +183,6 @@ def _run_recorded(unit: ParticipantUnit, config: RunConfig, out: Path, work: Pat
 
 def _publish_failure(unit: ParticipantUnit, config: RunConfig, out: Path, error: str) -> None:
     """A QC index entry saying the unit failed, with its error and a link to the run's log."""
-    from spinal_bidsapp import __version__
-    from spinal_bidsapp.reports.model import QcRecord, subject_key
-    from spinal_bidsapp.reports.qc import rebuild_qc_index, write_qc_record
-
     src, ex = unit.source, config.execution
     write_qc_record(QcRecord(
         key=subject_key(f"sub-{src.subject}", f"ses-{src.session}" if src.session else None),
@@ -183,28 +193,31 @@ def _publish_failure(unit: ParticipantUnit, config: RunConfig, out: Path, error:
 
 
 class _Pipeline:
-    """The steps of one unit; holds its paths so each step call stays one readable line."""
+    """The steps of one unit; holds its paths so each step call stays one readable line.
+
+    It is also the :class:`~spinal_bidsapp.engines.base.StepRunner` the engine runs its steps
+    through (:meth:`step`, :meth:`engine_step`, :meth:`record_engine_step`, :meth:`path`,
+    :meth:`warn`)."""
 
     def __init__(self, unit: ParticipantUnit, config: RunConfig, out: Path, work: Path, *,
-                 engine: EngineChoice, threads: int) -> None:
+                 engine: ParticipantEngine) -> None:
         self.unit, self.config, self.out, self.work = unit, config, out, work
-        self.engine, self.threads = engine, threads
+        self.engine = engine
         self.records: list[StepRecord] = []
         self.warnings: list[str] = []
         self.notes: list[str] = []
         """What was not done and why, when that is expected (not a warning)."""
-        self.engine_params: dict[str, str] = {"engine": engine.name}
-        if engine.name == "sct":
-            self.engine_params["sct_version"] = engine.version or "unknown"
-        self.engine_steps: dict[str, steps.EngineStep] = {}
-        """Which engine ran each engine step, and why not SCT when SCT was chosen."""
+        self.engine_steps: dict[str, EngineStep] = {}
+        """Which engine ran each engine step, and why not the run's engine when it could not."""
+
+    # ------------------------------------------------------------------- the engine's runner
 
     def path(self, kind: str, *, template: str | None = None, figure: str | None = None) -> Path:
         return derivative_path(self.out, kind, self.unit.source, template=template,
                                figure=figure)
 
     def step(self, name: str, action: Callable[[], None], *, inputs: Sequence[Path],
-             outputs: Sequence[Path], params: dict | None = None) -> None:
+             outputs: Sequence[Path], params: Mapping[str, object] | None = None) -> None:
         if self.config.execution.reports_only:
             if name != "report":  # reuse what exists, compute nothing
                 missing = [p.name for p in outputs if not p.is_file()]
@@ -216,8 +229,72 @@ class _Pipeline:
                 return
             (self.work / name / LEDGER_NAME).unlink(missing_ok=True)  # always redraw
         self.records.append(run_step(name, action, step_dir=self.work / name, inputs=inputs,
-                                     params=params or {}, outputs=outputs,
+                                     params=dict(params or {}), outputs=outputs,
                                      label=self.unit.label))
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        logger.warning("%s: %s", self.unit.label, message)
+
+    def record_engine_step(self, step: str, engine: ParticipantEngine, method: str) -> None:
+        self.engine_steps[step] = EngineStep(step, engine.info.name, method, label=engine.title)
+
+    def engine_step(self, step: str, capability: Capability,
+                    call: Callable[[ParticipantEngine, str | None], T], *,
+                    fallback: bool = True) -> T | None:
+        return self._engine_step(step, capability, call, fallback=fallback)
+
+    def _engine_step(self, step: str, capability: Capability,
+                     call: Callable[[ParticipantEngine, str | None], T | None], *,
+                     unavailable: str | None = None, fallback: bool = True) -> T | None:
+        """Run one engine step: THE place where a step degrades to another engine.
+
+        An engine without a fallback runs ``call(engine, None)`` as is. Otherwise the engine
+        runs it unless it cannot do ``capability`` here, known beforehand (``unavailable``, given
+        by the pipeline, or :meth:`ParticipantEngine.unavailable`: a model that is not
+        installed) or when it runs (:class:`EngineUnavailable`: a missing program, model, Python
+        module or network); then ``call(engine.fallback, reason)``, or nothing when the fallback
+        lacks the capability (or ``fallback`` is False). Any other failure (the data's)
+        propagates. What ran, and why, is recorded for the log, the sidecars (through
+        ``reason``) and the report.
+        """
+        engine = self.engine
+        if engine.fallback is None:
+            self.record_engine_step(step, engine, engine.method(capability))
+            return call(engine, None)
+        reason = unavailable or engine.unavailable(capability)
+        if reason is None:
+            try:
+                result = call(engine, None)
+            except EngineUnavailable as exc:
+                reason = str(exc)
+            else:
+                self.record_engine_step(step, engine, engine.method(capability))
+                return result
+        stand_in = engine.fallback if fallback and capability in engine.fallback.capabilities \
+            else None
+        ran = stand_in.info.name if stand_in is not None else "skipped"
+        label = f"{stand_in.title} ({engine.title} fallback)" if stand_in is not None else ran
+        self.engine_steps[step] = EngineStep(step, ran, ran, fallback_reason=reason, label=label)
+        logger.warning("%s: %s: %s instead of %s: %s", self.unit.label, step, ran, engine.title,
+                       reason)
+        return call(stand_in, reason) if stand_in is not None else None
+
+    # ------------------------------------------------------------------------- the steps
+
+    @cached_property
+    def template(self) -> Pam50 | None:
+        return find_template(self.config)
+
+    def unit_files(self) -> UnitFiles:
+        src = self.unit.source
+        labels_dir = self.config.execution.labels_dir
+        return UnitFiles(
+            source=src.path, anat=self.path("anat_preproc"), contrast=cast(Contrast, src.suffix),
+            bids_dir=self.config.execution.bids_dir,
+            companions=tuple(Companion(c.path, find_manual_labels(labels_dir, c).cord_mask,
+                                       cast(Contrast, c.suffix))
+                             for c in self.unit.companions))
 
     def run(self) -> UnitSummary:
         src, labels, part = self.unit.source, self.unit.labels, self.config.participant
@@ -243,10 +320,10 @@ class _Pipeline:
         discs = self._discs(cord, spine)
         rootlets = self._rootlets(discs)
         morph, morph_json = self.path("morphometrics"), self.path("morphometrics_json")
-        quality: dict[str, object] = {"cord_mask": steps.read_quality(cord),
-                                      "discs": steps.read_quality(discs) if discs else None,
-                                      "spine": steps.read_spine_check(spine.check if spine
-                                                                      else None)}
+        quality: dict[str, object] = {
+            "cord_mask": Quality.read(cord).to_json(),
+            "discs": Quality.read(discs).to_json() if discs else None,
+            "spine": SpineRecord.read(spine.check).to_json() if spine else None}
         canal = spine.canal if spine is not None else None
         self.step("morphometrics", lambda: steps.morphometrics(cord, discs, morph, morph_json,
                                                                quality=quality, canal=canal),
@@ -254,7 +331,7 @@ class _Pipeline:
                   outputs=[morph, morph_json], params={"quality": quality})
         self._check_human_ranges(anat, morph_json)
         csa_pam50 = self._csa_in_pam50(cord, discs, morph)
-        registration = self._register(anat, cord, discs, rootlets)
+        registration = self._register(cord, discs, rootlets)
         self._report(anat, cord, discs, morph_json, registration, spine=spine,
                      rootlets=rootlets, csa_pam50=csa_pam50)
         return UnitSummary(
@@ -266,10 +343,6 @@ class _Pipeline:
     def _check_human_ranges(self, anat: Path, morph_json: Path) -> None:
         """Warn, with the figures, where the voxel size or the measures fall outside what a
         human spinal cord gives (a wrong header scale, a mask of something else)."""
-        import json
-
-        import nibabel as nib
-
         zooms = cast(nib.Nifti1Image, nib.load(str(anat))).header.get_zooms()[:3]
         measures = json.loads(morph_json.read_text(encoding="utf-8"))
         problems = []
@@ -292,10 +365,6 @@ class _Pipeline:
     def _check_extent(self, anat: Path) -> None:
         """The image must be able to hold ``--min-cord-coverage`` of cord at all (one axial
         slice cannot): said before any cord mask is looked for (exit 66)."""
-        import nibabel as nib
-
-        from spinal_bidsapp.errors import InsufficientCoverageError
-
         img = cast(nib.Nifti1Image, nib.load(str(anat)))  # RAS: axis 2 runs along the cord
         extent = float(img.shape[2] * np.linalg.norm(img.affine[:3, 2]))
         needed = self.config.participant.min_cord_coverage_mm
@@ -305,215 +374,17 @@ class _Pipeline:
                 f"image's length along the cord ({img.shape[2]} axial slice(s)), less than "
                 f"--min-cord-coverage {needed:g} mm; use an image covering more of the cord")
 
-    def _runs_spine_task(self) -> bool:
-        """SCT engine with TotalSpineSeg (SCT 7.0+); 6.x labels discs with label_vertebrae."""
-        from spinal_bidsapp.engines.sct import SctVersion
-
-        return self.engine.sct is not None and self.engine.sct.version >= SctVersion(7, 0)
-
-    def _spine(self) -> steps.SpinePaths | None:
-        """SCT engine without manual discs: vertebrae, discs and canal (step ``spine``). With
-        manual discs it does not run (manual labels never trigger a deep-learning step)."""
-        if self._uses_builtin() or not self._runs_spine_task():
-            return None
-        if self.unit.labels.discs is not None:
-            self.notes.append("vertebrae and canal: not segmented, the disc labels are manual "
-                              "(SCT's spine task runs only to label discs)")
-            return None
-        src, anat, work = self.unit.source, self.path("anat_preproc"), self.work / "spine"
-        paths = steps.SpinePaths(vertebrae=self.path("vertebrae"),
-                                 vertebrae_lut=self.path("vertebrae_lut"),
-                                 canal=self.path("canal_mask"), discs=work / "discs_sct.nii.gz",
-                                 check=work / "spine_check.json")
-
-        def by_sct(engine: SctEngine) -> steps.SpinePaths:
-            self.step("spine", lambda: steps.spine_sct(
-                engine, anat, paths, work_dir=work / "sct", source=src.path,
-                bids_dir=self.config.execution.bids_dir),
-                inputs=[anat], outputs=paths.all(), params=dict(self.engine_params))
-            return paths
-
-        if self._engine_step("spine", "spine", sct=by_sct, builtin=None) is None:
-            return None
-        check = steps.read_spine_check(paths.check) or {}
-        if not check.get("consistent", True):
-            self.warnings.append("SCT vertebra/disc labels are inconsistent ("
-                                 + "; ".join(map(str, cast(list, check["problems"])))
-                                 + "): review them, or add disc labels to derivatives/labels")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
-        return paths
-
-    def _rootlets(self, discs: Path | None) -> Path | None:
-        """SCT engine, T2w, cervical coverage: dorsal rootlets (step ``rootlets``); a failure here
-        is a warning, and the next run tries again."""
-        if self._uses_builtin():
-            return None
-        src = self.unit.source
-        if src.suffix != "T2w":
-            self.notes.append(f"rootlets: not segmented, SCT's rootlet model is trained on T2w, "
-                              f"this anatomy is {src.suffix}")
-            return None
-        if discs is not None and min(steps.read_disc_values(discs)) > ROOTLET_LAST_DISC:
-            self.notes.append("rootlets: not segmented, the image shows no cervical level "
-                              "(rootlets are segmented from C2 to T1)")
-            return None
-        anat, rootlets, lut = (self.path("anat_preproc"), self.path("rootlets"),
-                               self.path("rootlets_lut"))
-
-        def by_sct(engine: SctEngine) -> Path:
-            self.step("rootlets", lambda: steps.rootlets_sct(
-                engine, anat, rootlets, lut, work_dir=self.work / "rootlets" / "sct",
-                source=src.path, bids_dir=self.config.execution.bids_dir),
-                inputs=[anat], outputs=[rootlets, sidecar_path(rootlets), lut],
-                params=dict(self.engine_params))
-            return rootlets
-
-        try:
-            return self._engine_step("rootlets", "rootlets", sct=by_sct, builtin=None)
-        except SpinalBidsAppError as exc:
-            self.warnings.append(f"rootlet segmentation failed, registration uses the discs "
-                                 f"only: {exc}")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
-            return None
-
-    def _csa_in_pam50(self, cord: Path, discs: Path | None, morph: Path) -> Path | None:
-        """Step ``csa_pam50``: CSA in the PAM50 anatomical dimensions (SCT's
-        ``sct_process_segmentation -normalize-PAM50``, else the builtin interpolation), and
-        against SCT's norms when installed; omitted with a note when the levels or PAM50's
-        levels are missing."""
-        from spinal_bidsapp.config import sct_dir_from_environment
-        from spinal_bidsapp.participant.morphometrics_pam50 import find_normative_database
-
-        what = "CSA in PAM50 space"
-        template = find_template(self.config)
-        sct_root = (self.engine.sct.sct_dir if self.engine.sct is not None
-                    else sct_dir_from_environment())
-        reason = ("no disc labels" if discs is None else
-                  "PAM50 not available" if template is None else None)
-        if reason is not None or discs is None or template is None:
-            self.notes.append(f"{what}: not computed, {reason}")
-            return None
-        out_json = self.path("morphometrics_pam50_json", template="PAM50")
-        out_tsv = self.path("morphometrics_pam50", template="PAM50")
-        normative = find_normative_database(sct_root)
-        params = {"normative": str(normative)}
-
-        def run(levels_file: Path, engine: SctEngine | None, step_params: dict[str, object],
-                fallback: str | None) -> Path:
-            self.step("csa_pam50", lambda: steps.csa_in_pam50(
-                morph, discs, cord, levels_file, out_tsv, out_json,
-                contrast=self.unit.source.suffix, engine=engine, normative_root=normative,
-                work_dir=self.work / "csa_pam50" / "sct", fallback_reason=fallback),
-                inputs=[morph, discs, cord, levels_file], outputs=[out_tsv, out_json],
-                params=step_params)
-            return out_json
-
-        def by_sct(engine: SctEngine) -> Path:
-            levels = engine.install.sct_dir / "data" / "PAM50" / "template" / "PAM50_levels.nii.gz"
-            if not levels.is_file():  # -normalize-PAM50 reads SCT's own PAM50, not ours
-                raise EngineUnavailable(f"SCT's own {levels} is missing "
-                                        "(sct_process_segmentation -normalize-PAM50 reads it)")
-            return run(levels, engine, {**self.engine_params, **params}, None)
-
-        def by_builtin(fallback: str | None) -> Path | None:
-            if template.levels is None or not template.levels.is_file():
-                self.notes.append(f"{what}: not computed, the PAM50 folder has no "
-                                  "PAM50_levels.nii.gz")
-                return None
-            return run(template.levels, None, self._builtin_params(params, fallback), fallback)
-
-        try:
-            return self._engine_step("csa_pam50", "measure_cord", sct=by_sct,
-                                     builtin=by_builtin)
-        except InputDataError as exc:
-            self.notes.append(f"{what}: not computed, {exc}")
-        except ExternalToolError as exc:  # an optional summary: SCT failing on it spares the rest
-            self.warnings.append(f"{what}: not computed, {exc}")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
-        return None
-
-    def _engine_step(self, step: str, capability: Capability, *,
-                     sct: Callable[[SctEngine], T] | None,
-                     builtin: Callable[[str | None], T | None] | None,
-                     unavailable: str | None = None) -> T | None:
-        """Run one engine step: THE place where a step degrades from SCT to builtin.
-
-        With the builtin engine, ``builtin(None)``. With SCT, ``sct(engine)`` unless SCT cannot
-        do ``capability`` here, known beforehand (``unavailable``, given by the pipeline, or
-        :meth:`SctEngine.unavailable`: a model that is not installed) or when it runs
-        (:class:`EngineUnavailable`: a missing program, model, Python module or network); then
-        ``builtin(reason)``, or nothing when the step has no builtin implementation. Any other
-        failure (the data's) propagates. What ran, and why, is recorded for the log, the
-        sidecars (through ``reason``) and the report.
-        """
-        if self._uses_builtin():
-            self.engine_steps[step] = steps.EngineStep(step, "builtin", "builtin")
-            return builtin(None) if builtin is not None else None
-        engine = self._sct()
-        reason = unavailable or engine.unavailable(capability)
-        if reason is None and sct is not None:
-            try:
-                result = sct(engine)
-            except EngineUnavailable as exc:
-                reason = str(exc)
-            else:
-                self.engine_steps[step] = steps.EngineStep(step, "sct",
-                                                           engine.method(capability))
-                return result
-        reason = reason or "no SCT implementation"
-        ran: Literal["builtin", "skipped"] = "builtin" if builtin is not None else "skipped"
-        self.engine_steps[step] = steps.EngineStep(step, ran, ran, fallback_reason=reason)
-        logger.warning("%s: %s: %s instead of SCT: %s", self.unit.label, step,
-                       "builtin" if ran == "builtin" else "skipped", reason)
-        return builtin(reason) if builtin is not None else None
-
-    @staticmethod
-    def _builtin_params(params: Mapping[str, object], fallback: str | None
-                        ) -> dict[str, object]:
-        """Ledger parameters of a builtin step (unchanged from the builtin engine's unless it
-        stands in for SCT, so a rerun with the model installed runs SCT again)."""
-        out: dict[str, object] = {"engine": "builtin", **params}
-        if fallback is not None:
-            out["fallback"] = fallback
-        return out
-
-    def _uses_builtin(self) -> bool:
-        """Builtin engine requested, or ``auto`` without a usable SCT."""
-        return self.engine.name == "builtin"
-
-    def _sct(self) -> SctEngine:
-        from spinal_bidsapp.engines.sct import SctEngine
-
-        assert self.engine.sct is not None
-        return SctEngine(self.engine.sct, threads=self.threads)
-
     def _segment(self, cord: Path) -> None:
-        """No manual mask: SCT or builtin segmentation (step ``segment``)."""
-        src = self.unit.source
-        contrast = cast(Contrast, src.suffix)
-        bids_dir = self.config.execution.bids_dir
-        anat = self.path("anat_preproc")
-
-        def by_sct(engine: SctEngine) -> None:
-            self.step("segment", lambda: steps.segment_sct(
-                engine, anat, cord, work_dir=self.work / "segment" / "sct",
-                contrast=contrast, source=src.path, bids_dir=bids_dir),
-                inputs=[anat], outputs=[cord, sidecar_path(cord)],
-                params={**self.engine_params, "contrast": contrast})
-
-        def by_builtin(fallback: str | None) -> None:
-            self.step("segment", lambda: steps.segment(src.path, cord, contrast=contrast,
-                                                       bids_dir=bids_dir,
-                                                       fallback_reason=fallback),
-                      inputs=[src.path], outputs=[cord, sidecar_path(cord)],
-                      params=self._builtin_params({"contrast": contrast}, fallback))
-            self._flag_quality("cord segmentation", cord)
-
-        self._engine_step("segment", "segment_cord", sct=by_sct, builtin=by_builtin)
+        """No manual mask: the engine's segmentation (step ``segment``)."""
+        unit = self.unit_files()
+        self._engine_step("segment", "segment_cord", lambda engine, fallback: engine.segment_cord(
+            self, unit, cord, fallback_reason=fallback))
+        self._flag_quality("cord segmentation", cord)
 
     def _flag_quality(self, what: str, output: Path) -> None:
-        quality = steps.read_quality(output)
-        if not quality.get("low_confidence"):
+        """Warn where a method that reports its confidence was not sure."""
+        quality = Quality.read(output)
+        if not quality.low_confidence:
             return
         if what == "disc labelling":
             advice = steps.disc_review_advice(
@@ -522,68 +393,69 @@ class _Pipeline:
                                               self.unit.source, "discs"))
         else:
             advice = f"review {output.name} before using its measures"
-        self.warnings.append(f"builtin {what} has low confidence ({quality['confidence']} < "
-                             f"{quality['threshold']}): {advice}")
-        logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+        self.warn(f"{quality.source} {what} has low confidence ({quality.confidence} < "
+                  f"{quality.threshold}): {advice}")
 
-    def _automatic_discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
-        """No manual discs: SCT's (from the ``spine`` step) or builtin labelling against PAM50
-        (step ``label_discs``)."""
-        part, src = self.config.participant, self.unit.source
-        anat, discs, lut = self.path("anat_preproc"), self.path("discs"), self.path("discs_lut")
-        levels, levels_lut = self.path("levels"), self.path("levels_lut")
-        contrast = cast(Contrast, src.suffix)
-        outputs = [discs, sidecar_path(discs), lut, levels, levels_lut]
-        limits = {"first_disc": part.first_disc, "last_disc": part.last_disc}
+    def _spine(self) -> SpinePaths | None:
+        """Engines with the ``spine`` capability, without manual discs: vertebrae, discs and
+        canal (step ``spine``). With manual discs it does not run (manual labels never trigger a
+        deep-learning step)."""
+        if "spine" not in self.engine.capabilities:
+            return None
+        if self.unit.labels.discs is not None:
+            self.notes.append("vertebrae and canal: not segmented, the disc labels are manual "
+                              "(SCT's spine task runs only to label discs)")
+            return None
+        work = self.work / "spine"
+        paths = SpinePaths(vertebrae=self.path("vertebrae"),
+                           vertebrae_lut=self.path("vertebrae_lut"),
+                           canal=self.path("canal_mask"), discs=work / "discs_sct.nii.gz",
+                           check=work / "spine_check.json")
+        unit = self.unit_files()
+        if self._engine_step("spine", "spine", lambda engine, _: engine.segment_spine(
+                self, unit, paths)) is None:
+            return None
+        check = SpineRecord.read(paths.check)
+        if not check.consistent:
+            self.warn("SCT vertebra/disc labels are inconsistent (" + "; ".join(check.problems)
+                      + "): review them, or add disc labels to derivatives/labels")
+        return paths
 
-        def by_sct(engine: SctEngine) -> Path:
-            if spine is not None:
-                self.step("label_discs", lambda: steps.label_discs_from_spine(
-                    anat, spine, cord, discs, lut, levels, levels_lut, **limits),
-                    inputs=[anat, cord, spine.discs, spine.check], outputs=outputs,
-                    params={**self.engine_params, **limits})
-                return discs
-            self.step("label_discs", lambda: steps.label_discs_sct(
-                engine, anat, cord, discs, lut, levels, levels_lut,
-                work_dir=self.work / "label_discs" / "sct", contrast=contrast, **limits),
-                inputs=[anat, cord], outputs=outputs,
-                params={**self.engine_params, "contrast": contrast, **limits})
-            return discs
+    def _automatic_discs(self, cord: Path, spine: SpinePaths | None) -> Path | None:
+        """No manual discs: the engine's labelling (step ``label_discs``), checked and used like
+        manual labels."""
+        part = self.config.participant
+        out = DiscOutputs(discs=self.path("discs"), lut=self.path("discs_lut"),
+                          levels=self.path("levels"), levels_lut=self.path("levels_lut"))
+        options = DiscOptions(first_disc=part.first_disc, last_disc=part.last_disc,
+                              init_disc=part.init_disc, init_disc_hint=part.init_disc_hint)
+        unit = self.unit_files()
 
-        def by_builtin(fallback: str | None) -> Path | None:
-            template = find_template(self.config)
-            if template is None or template.t2 is None:
+        def call(engine: ParticipantEngine, fallback: str | None) -> Path | None:
+            labelling = engine.label_discs(unit, cord, work_dir=self.work / "label_discs",
+                                           options=options, template=self.template, spine=spine,
+                                           fallback_reason=fallback)
+            if labelling is None:
                 return None
-            companions = [steps.Companion(c.path, find_manual_labels(
-                self.config.execution.labels_dir, c).cord_mask, cast(Contrast, c.suffix))
-                for c in self.unit.companions]
-            self.step("label_discs", lambda: steps.label_discs(
-                anat, cord, template, self.work / "label_discs" / "discs_auto.nii.gz", discs,
-                lut, levels, levels_lut, contrast=contrast, init_disc=part.init_disc_hint,
-                companions=companions, fallback_reason=fallback, **limits),
-                inputs=[anat, cord, template.t2, template.cord, template.label_disc,
-                        *(p for c in companions for p in (c.image, c.cord_mask)
-                          if p is not None)],
-                outputs=outputs,
-                params=self._builtin_params({"contrast": contrast,
-                                             "init_disc": part.init_disc, **limits}, fallback))
-            self._flag_quality("disc labelling", discs)
-            return discs
+            self.step("label_discs", lambda: steps.import_automatic_discs(
+                unit.anat, labelling, cord, out, options),
+                inputs=labelling.inputs, outputs=out.all(), params=labelling.params)
+            self._flag_quality("disc labelling", out.discs)
+            return out.discs
 
         spine_skipped = (self.engine_steps["spine"].fallback_reason
                          if spine is None and "spine" in self.engine_steps else None)
-        return self._engine_step("label_discs", "label_discs", sct=by_sct, builtin=by_builtin,
-                                 unavailable=spine_skipped)
+        return self._engine_step("label_discs", "label_discs", call, unavailable=spine_skipped)
 
-    def _discs(self, cord: Path, spine: steps.SpinePaths | None) -> Path | None:
+    def _discs(self, cord: Path, spine: SpinePaths | None) -> Path | None:
         manual = self.unit.labels.discs
         if manual is None:
             automatic = self._automatic_discs(cord, spine)
             if automatic is not None:
                 return automatic
-            template = find_template(self.config)
-            if self._uses_builtin() and (template is None or template.t2 is None):
-                self.warnings.append(
+            template = self.template
+            if self.engine.discs_need_template and (template is None or template.t2 is None):
+                self.warn(
                     "PAM50 is not available, so the discs could not be labelled automatically, "
                     "and there are no disc labels in derivatives/labels: per-level metrics and "
                     "the registration to PAM50 were skipped; give a PAM50 folder with "
@@ -591,10 +463,9 @@ class _Pipeline:
                     "docs/troubleshooting.md, Offline machines), or add "
                     "<image>_labels-disc.nii.gz to derivatives/labels")
             else:
-                self.warnings.append(
+                self.warn(
                     "no disc labels in derivatives/labels (add <image>_labels-disc.nii.gz): "
                     "per-level metrics and the registration to PAM50 were skipped")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
             return None
         part = self.config.participant
         discs, lut = self.path("discs"), self.path("discs_lut")
@@ -607,17 +478,76 @@ class _Pipeline:
             params={"first_disc": part.first_disc, "last_disc": part.last_disc})
         return discs
 
-    def _register(self, anat: Path, cord: Path, discs: Path | None,
+    def _rootlets(self, discs: Path | None) -> Path | None:
+        """Engines with the ``rootlets`` capability, T2w, cervical coverage: dorsal rootlets
+        (step ``rootlets``); a failure here is a warning, and the next run tries again."""
+        if "rootlets" not in self.engine.capabilities:
+            return None
+        unit = self.unit_files()
+        why_not = self.engine.rootlets_unsupported(
+            unit.contrast, steps.read_disc_values(discs) if discs is not None else None)
+        if why_not is not None:
+            self.notes.append(f"rootlets: not segmented, {why_not}")
+            return None
+        rootlets, lut = self.path("rootlets"), self.path("rootlets_lut")
+        try:
+            return self._engine_step("rootlets", "rootlets", lambda engine, _: (
+                engine.segment_rootlets(self, unit, rootlets, lut)))
+        except SpinalBidsAppError as exc:
+            self.warn(f"rootlet segmentation failed, registration uses the discs only: {exc}")
+            return None
+
+    def _csa_in_pam50(self, cord: Path, discs: Path | None, morph: Path) -> Path | None:
+        """Step ``csa_pam50``: CSA in the PAM50 anatomical dimensions (the engine's measure,
+        e.g. SCT's ``sct_process_segmentation -normalize-PAM50``, else the builtin
+        interpolation), and against SCT's norms when installed; omitted with a note when the
+        levels or PAM50's levels are missing."""
+        what = "CSA in PAM50 space"
+        template = self.template
+        reason = ("no disc labels" if discs is None else
+                  "PAM50 not available" if template is None else None)
+        if reason is not None or discs is None or template is None:
+            self.notes.append(f"{what}: not computed, {reason}")
+            return None
+        out_json = self.path("morphometrics_pam50_json", template=TEMPLATE_NAME)
+        out_tsv = self.path("morphometrics_pam50", template=TEMPLATE_NAME)
+        normative = find_normative_database(self.engine.sct_dir)
+        params = {"normative": str(normative)}
+
+        def call(engine: ParticipantEngine, fallback: str | None) -> Path | None:
+            levels_file = engine.csa_pam50_levels(template)
+            if levels_file is None:
+                self.notes.append(f"{what}: not computed, the PAM50 folder has no "
+                                  "PAM50_levels.nii.gz")
+                return None
+            self.step("csa_pam50", lambda: steps.csa_in_pam50(
+                morph, discs, cord, levels_file, out_tsv, out_json,
+                contrast=self.unit.source.suffix,
+                measure=lambda n_slices: engine.measure_csa_pam50(
+                    cord, discs, work_dir=self.work / "csa_pam50", n_slices=n_slices),
+                normative_root=normative, fallback_reason=fallback),
+                inputs=[morph, discs, cord, levels_file], outputs=[out_tsv, out_json],
+                params=engine.step_params(params, fallback))
+            return out_json
+
+        try:
+            return self._engine_step("csa_pam50", "csa_pam50", call)
+        except InputDataError as exc:
+            self.notes.append(f"{what}: not computed, {exc}")
+        except ExternalToolError as exc:  # an optional summary: a failure spares the rest
+            self.warn(f"{what}: not computed, {exc}")
+        return None
+
+    def _register(self, cord: Path, discs: Path | None,
                   rootlets: Path | None) -> RegistrationPaths | None:
         if discs is None:
             return None
-        template = find_template(self.config)
+        template = self.template
         if template is None:
-            self.warnings.append(
-                "PAM50 not available (pass --template-dir or pre-fetch it): registration skipped")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
+            self.warn("PAM50 not available (pass --template-dir or pre-fetch it): registration "
+                      "skipped")
             return None
-        name = "PAM50"
+        name = TEMPLATE_NAME
         paths = RegistrationPaths(
             to_template=self.path("xfm_to_template", template=name),
             from_template=self.path("xfm_from_template", template=name),
@@ -626,127 +556,27 @@ class _Pipeline:
             template_levels=self.path("template_levels_native", template=name),
             template_cord=self.path("template_cord_native", template=name),
             metrics=self.work / "register" / "registration_metrics.json")
-        inputs = [anat, cord, discs, template.cord, template.label_disc]
-        inputs += [p for p in (template.levels, template.t2) if p is not None]
-
-        def by_builtin(fallback: str | None) -> RegistrationPaths:
-            self.step("register", lambda: register(anat, cord, discs, template, paths,
-                                                         fallback_reason=fallback),
-                      inputs=inputs, outputs=list(paths.all()),
-                      params=self._builtin_params(template.provenance(), fallback))
-            return paths
-
+        unit = self.unit_files()
         return self._engine_step(
-            "register", "register_to_template", builtin=by_builtin,
-            sct=lambda engine: self._register_sct(anat, cord, discs, rootlets, template, paths,
-                                                  inputs))
-
-    def _register_sct(self, anat: Path, cord: Path, discs: Path, rootlets: Path | None,
-                      template: Pam50, paths: RegistrationPaths,
-                      inputs: list[Path]) -> RegistrationPaths:
-        """SCT registrations (discs, and rootlets when segmented), the primary one chosen; under
-        ``--engine auto`` the builtin registration competes too (:meth:`_register_builtin`)."""
-        name = "PAM50"
-        builtin_inputs = inputs
-        params: dict[str, object] = {**self.engine_params, **template.provenance()}
-        contrast = cast(Contrast, self.unit.source.suffix)
-        image: Path | None = getattr(template, SCT_CONTRAST[contrast])  # Pam50.t2, .t1, .t2s
-        if image is not None and image not in inputs:
-            inputs = [*inputs, image]
-        params = {**params, "contrast": contrast}
-        self._register_sct_path("discs", discs, discs, template, inputs, params)
-        rootlet_dir = None
-
-        def by_rootlets(engine: SctEngine) -> Path:
-            assert rootlets is not None
-            self._register_sct_path("rootlets", rootlets, discs, template, [*inputs, rootlets],
-                                    params)
-            return self.work / "register_rootlets"
-
-        if rootlets is not None:
-            try:
-                rootlet_dir = self._engine_step("register_rootlets", "register_to_template",
-                                                sct=by_rootlets, builtin=None)
-            except SpinalBidsAppError as exc:
-                self.warnings.append(f"rootlet-based registration failed, the disc-based one "
-                                     f"is used: {exc}")
-                logger.warning("%s: %s", self.unit.label, self.warnings[-1])
-        builtin_dir = self._register_builtin(anat, cord, discs, template, builtin_inputs)
-        alternates = {labels: (self.path(f"xfm_to_template_{labels}", template=name),
-                               self.path(f"xfm_from_template_{labels}", template=name))
-                      for labels in ("discs", "rootlets", "builtin")}
-        chosen_inputs = [*inputs, self.work / "register_discs" / "metrics.json"]
-        if rootlet_dir is not None:
-            chosen_inputs += [rootlet_dir / "metrics.json"]
-        select_params = {**params, "rootlets": rootlet_dir is not None}
-        if builtin_dir is not None:
-            chosen_inputs += [builtin_candidate_paths(builtin_dir).metrics]
-            select_params["candidates"] = ["sct", "builtin"]
-        self.step("register", lambda: select_sct_registration(
-            anat, cord, discs, template, paths, alternates,
-            disc_dir=self.work / "register_discs", rootlet_dir=rootlet_dir,
-            rootlets=rootlets if rootlet_dir is not None else None, builtin_dir=builtin_dir),
-            inputs=chosen_inputs, outputs=list(paths.all()), params=select_params)
-        return paths
-
-    def _register_builtin(self, anat: Path, cord: Path, discs: Path, template: Pam50,
-                          inputs: list[Path]) -> Path | None:
-        """``--engine auto`` only: the builtin registration as a candidate (step
-        ``register_builtin``, carried across in its work folder), so that auto is never worse
-        than the builtin engine; its folder, or None when it was not asked for or failed (a
-        warning: SCT's registration stands)."""
-        if self.config.participant.engine != "auto":
-            return None  # --engine sct: the user asked for SCT's registration
-        folder = self.work / "register_builtin"
-        candidate = builtin_candidate_paths(folder)
-        try:
-            self.step("register_builtin", lambda: register(anat, cord, discs, template,
-                                                                 candidate),
-                      inputs=inputs, outputs=list(candidate.all()),
-                      params=self._builtin_params(template.provenance(), None))
-        except SpinalBidsAppError as exc:
-            self.warnings.append(f"the builtin registration (a candidate under --engine auto) "
-                                 f"failed, SCT's is used: {exc}")
-            logger.warning("%s: %s", self.unit.label, self.warnings[-1])
-            return None
-        self.engine_steps["register_builtin"] = steps.EngineStep(
-            "register_builtin", "builtin", "builtin registration, the --engine auto candidate "
-            "against SCT's")
-        return folder
-
-    def _register_sct_path(self, labels: RegistrationLabels, labels_file: Path,
-                           discs: Path, template: Pam50, inputs: list[Path],
-                           params: dict[str, object]) -> None:
-        """``register_discs`` / ``register_rootlets``: one SCT registration and its scores."""
-        from spinal_bidsapp.engines.sct import REGISTRATION_OUTPUTS
-
-        contrast = cast(Contrast, self.unit.source.suffix)
-        folder = self.work / f"register_{labels}"
-        self.step(f"register_{labels}", lambda: register_sct_path(
-            self._sct(), self.path("anat_preproc"), self.path("cord_mask"), labels_file, discs,
-            template, work_dir=folder / "sct", contrast=contrast, labels=labels,
-            metrics_out=folder / "metrics.json"),
-            inputs=[*inputs, labels_file], params=params,
-            outputs=[*(folder / "sct" / n for n in REGISTRATION_OUTPUTS),
-                     folder / "metrics.json"])
+            "register", "register_to_template", lambda engine, fallback: (
+                engine.register_to_template(self, unit, cord, discs, template, paths,
+                                            rootlets=rootlets, fallback_reason=fallback)))
 
     def _report(self, anat: Path, cord: Path, discs: Path | None, morph_json: Path,
                 registration: RegistrationPaths | None, *,
-                spine: steps.SpinePaths | None, rootlets: Path | None,
+                spine: SpinePaths | None, rootlets: Path | None,
                 csa_pam50: Path | None) -> None:
-        from spinal_bidsapp.participant.report import ReportInputs, build_report
-
         page = subject_report_path(self.out, self.unit.source)
         figure = lambda name: self.path("figure", figure=name)  # noqa: E731
+        # which engine ran each step is news only where a step could run on another engine
+        shown = tuple(self.engine_steps.values()) if self.engine.fallback is not None else ()
         inputs = ReportInputs(anat=anat, cord=cord, discs=discs, morph_json=morph_json,
                               registration=registration, spine=spine, rootlets=rootlets,
-                              csa_pam50=csa_pam50,
-                              engine=self.engine.name, notes=tuple(self.notes),
-                              engine_steps=tuple(self.engine_steps.values()))
+                              csa_pam50=csa_pam50, notes=tuple(self.notes),
+                              engine_steps=shown, lacking=tuple(self.engine.lacking.items()))
         self.step("report", lambda: build_report(
             self.unit, self.config, inputs, page=page, figure=figure,
             warnings=tuple(self.warnings)),
             inputs=inputs.files(), outputs=[page],
             params={"warnings": self.warnings, "notes": self.notes,
-                    "engine_steps": [list(e.__dict__.values())
-                                     for e in self.engine_steps.values()]})
+                    "engine_steps": [e.ledger_params() for e in self.engine_steps.values()]})

@@ -13,19 +13,18 @@ import numpy as np
 from spinal_bidsapp import __version__
 from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
-from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array
+from spinal_bidsapp.engines.base import RegistrationPaths, SpinePaths, SpineRecord
+from spinal_bidsapp.engines.registration import RegistrationScores
+from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
+from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array, spinal_level_name
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume
-from spinal_bidsapp.participant.registration import RegistrationPaths
-from spinal_bidsapp.participant.steps import (
-    EngineStep,
-    SpinePaths,
-    disc_review_advice,
-    read_quality,
-    read_slice_table,
-)
+from spinal_bidsapp.participant.records import EngineStep, Quality
+from spinal_bidsapp.participant.steps import disc_review_advice, read_slice_table
 from spinal_bidsapp.participant.units import ParticipantUnit
+from spinal_bidsapp.reports import figures, label_figures
 from spinal_bidsapp.reports.model import MetricRow, Provenance, ReportSection, SubjectReport
+from spinal_bidsapp.reports.qc import publish_subject_report
 from spinal_bidsapp.templates.pam50 import find_template
 
 
@@ -42,12 +41,13 @@ class ReportInputs:
     rootlets: Path | None
     csa_pam50: Path | None
     """CSA in PAM50 dimensions (JSON), when computed."""
-    engine: str
-    """Resolved participant engine (``sct`` or ``builtin``)."""
     notes: tuple[str, ...] = ()
     """What was not done and why, when that is expected."""
     engine_steps: tuple[EngineStep, ...] = ()
-    """Which engine ran each engine step, and why not SCT when SCT could not."""
+    """Which engine ran each engine step, and why not the run's engine where it could not
+    (empty when every step can only run on the run's engine: nothing to say)."""
+    lacking: tuple[tuple[str, str], ...] = ()
+    """What the run's engine never provides, and the advice (its ``lacking``)."""
 
     def files(self) -> list[Path]:
         files = [self.anat, self.cord, self.morph_json]
@@ -62,13 +62,11 @@ class ReportInputs:
 
 def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs, *, page: Path,
                  figure: Callable[[str], Path], warnings: tuple[str, ...]) -> None:
-    from spinal_bidsapp.reports import figures
-    from spinal_bidsapp.reports.qc import publish_subject_report
 
     src = unit.source
     anat_vol, cord_vol = load_volume(inputs.anat), load_mask(inputs.cord)
     disc_vol = load_mask(inputs.discs) if inputs.discs is not None else None
-    origin = _mask_origin(read_quality(inputs.cord))
+    origin = _mask_origin(Quality.read(inputs.cord))
     sections = [
         ReportSection("seg", "Cord segmentation", figures.plot_sagittal(
             anat_vol, figure("cordseg"), mask=cord_vol, title=f"{src.stem}: cord mask"),
@@ -118,32 +116,28 @@ def build_report(unit: ParticipantUnit, config: RunConfig, inputs: ReportInputs,
 
 def _spine_section(anat: Volume, cord: Volume, discs: Volume | None, spine: SpinePaths,
                    out: Path, *, source: Path) -> tuple[ReportSection, list[MetricRow]]:
-    from spinal_bidsapp.reports import label_figures
 
-    check = json.loads(spine.check.read_text(encoding="utf-8"))
-    problems = [str(p) for p in check["problems"]]
+    check = SpineRecord.read(spine.check)
+    problems = [str(p) for p in check.problems]
     image = label_figures.plot_spine_labels(
         anat, out, vertebrae=load_mask(spine.vertebrae, allow_empty=True), discs=discs,
         cord=cord, canal=load_mask(spine.canal, allow_empty=True), flagged=problems)
-    found = check["vertebrae"]
+    found = check.vertebrae
     rows = [MetricRow("vertebrae found (SCT spine task)",
                       f"{found[0]}-{found[-1]}" if found else "none", "",
-                      f"{len(found)} vertebrae, {len(check['discs'])} discs"),
+                      f"{len(found)} vertebrae, {len(check.discs)} discs"),
             MetricRow("vertebra/disc consistency", "flagged" if problems else "consistent", "",
                       "; ".join(problems))]
     return ReportSection(
         "spine", "Vertebrae, discs and canal", image,
         caption="Vertebral bodies coloured by level, discs, cord and canal outlines (SCT "
-                f"{check['method']}). Each level should appear once, in order, with its disc "
+                f"{check.method}). Each level should appear once, in order, with its disc "
                 "above it; a banner lists what the consistency check flagged.",
         source=source), rows
 
 
 def _rootlet_section(anat: Volume, cord: Volume, rootlets: Path, out: Path, *,
                      source: Path) -> tuple[ReportSection, list[MetricRow]]:
-    from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
-    from spinal_bidsapp.reports import label_figures
-    from spinal_bidsapp.reports.views import spinal_level_name
 
     vol = load_mask(rootlets)
     levels = spinal_levels_from_rootlets(vol.data, vol.affine)
@@ -171,19 +165,24 @@ def _registration_rows(reg: dict) -> list[MetricRow]:
         if "sct_selection" in reg:
             rows.append(MetricRow("SCT's registration", reg["sct_selection"].split(":")[0], "",
                                   reg["sct_selection"]))
-        for labels, scores in reg["paths"].items():
-            name = ("builtin registration" if labels == "builtin"
-                    else f"SCT {labels}-based registration" if "sct_selection" in reg
-                    else f"{labels}-based registration")
-            errors = [e["to_template"] for e in scores["disc_error_mm"].values()
+        for labels, scored in reg["paths"].items():
+            scores = RegistrationScores.from_json(scored)
+            name = _OTHER_ENGINE_PATHS.get(labels) or (
+                f"SCT {labels}-based registration" if "sct_selection" in reg
+                else f"{labels}-based registration")
+            errors = [e["to_template"] for e in scores.disc_error_mm.values()
                       if e["to_template"] is not None]
-            note = _no_mapping_note(scores["disc_error_mm"])
+            note = _no_mapping_note(scores.disc_error_mm)
             rows.append(MetricRow(
                 f"{name}: cord Dice in PAM50 space",
-                scores["cord_dice_in_template"], "",
-                f"native {scores['cord_dice_native']:.3f}; max disc error "
+                scores.cord_dice_in_template, "",
+                f"native {scores.cord_dice_native:.3f}; max disc error "
                 f"{max(errors, default=np.nan):.2f} mm" + (f"; {note}" if note else "")))
     return rows
+
+
+_OTHER_ENGINE_PATHS = {"builtin": "builtin registration"}
+"""Registration paths of another engine than SCT in the metrics (``--engine auto``)."""
 
 
 def _no_mapping_note(disc_errors: dict[str, dict[str, float | None]]) -> str:
@@ -209,69 +208,54 @@ def _pam50_csa_rows(summary: dict) -> list[MetricRow]:
     return rows
 
 
-def _engine_label(step: EngineStep) -> str:
-    """``builtin`` alone only for a builtin step SCT did not fail on (the ``--engine auto``
-    registration candidate)."""
-    if step.ran == "builtin":
-        return "builtin (SCT fallback)" if step.fallback_reason is not None else "builtin"
-    return {"sct": "SCT", "skipped": "skipped"}[step.ran]
-
-
 def _engine_rows(inputs: ReportInputs) -> list[MetricRow]:
-    """With SCT, which engine ran each step and, where SCT could not, why (nothing to say with
-    the builtin engine: every step is builtin)."""
-    if inputs.engine == "builtin":
-        return []
-    return [MetricRow(f"engine: {e.step}", _engine_label(e), "",
+    """Which engine ran each engine step (the record's label: ``SCT``, ``builtin (SCT
+    fallback)``, ``skipped``...) and what it ran, or why the run's engine could not."""
+    return [MetricRow(f"engine: {e.step}", e.label, "",
                       e.method if e.fallback_reason is None else e.fallback_reason)
             for e in inputs.engine_steps]
 
 
 def _unavailable_rows(inputs: ReportInputs) -> list[MetricRow]:
-    """Say what this engine does not provide, rather than leave it out silently."""
+    """Say what was not done, and what this engine does not provide, rather than leave it out
+    silently."""
     rows = [MetricRow(note.split(":", 1)[0], "not done", "", note.split(":", 1)[1].strip())
             for note in inputs.notes]
-    if inputs.engine == "builtin":
-        rows += [MetricRow("vertebrae and canal", "not available", "",
-                           "the builtin engine has no vertebra or canal segmentation (SCT's "
-                           "spine task); run with --engine sct"),
-                 MetricRow("rootlets", "not available", "",
-                           "the builtin engine has no rootlet segmentation; run with --engine "
-                           "sct on a T2w image for rootlets and rootlet-based registration")]
-    return rows
+    return rows + [MetricRow(what, "not available", "", why) for what, why in inputs.lacking]
 
 
 def _disc_origin(unit: ParticipantUnit, config: RunConfig, discs: Path) -> str:
     """Where the disc labels come from; for builtin labels their confidence, and when it is
     low, what to check and how to correct them."""
-    quality = read_quality(discs)
-    if quality["source"] != "builtin":
-        return "Manual labels." if quality["source"] == "manual" else (
-            f"{quality['method']} automatic labelling, review the levels.")
-    text = f"Builtin automatic labelling, confidence {quality['confidence']}"
-    anchor = quality.get("c2c3_anchor")
+    quality = Quality.read(discs)
+    if not quality.has_confidence:
+        return "Manual labels." if quality.manual else (
+            f"{quality.method} automatic labelling, review the levels.")
+    text = f"Builtin automatic labelling, confidence {quality.confidence}"
+    anchor = quality.c2c3_anchor
     if isinstance(anchor, dict):
         verdict = "agrees with" if anchor["AgreesWithPattern"] else "overrules"
         text += (f"; C2/C3 at z {anchor['WorldZmm']} mm from the C2 vertebra seen on "
                  f"{anchor['Source']} {verdict} the template match")
-    borrowed = quality.get("discs_from_session")
+    borrowed = quality.discs_from_session
     if isinstance(borrowed, dict):
         names = ", ".join(DISC_NAMES[int(v)] for v in borrowed["Discs"])
         text += (f"; {names} cut by this field of view, placed on the disc band seen on "
                  f"{borrowed['Source']}")
-    if not quality.get("low_confidence"):
+    if not quality.low_confidence:
         return text + "."
     return text + " (low): " + disc_review_advice(
         quality, subject=unit.source.subject,
         labels_path=manual_label_path(config.execution.labels_dir, unit.source, "discs")) + "."
 
 
-def _mask_origin(quality: dict[str, object]) -> str:
-    """Where the cord mask came from, for the figure caption."""
-    if quality["source"] == "manual":
+def _mask_origin(quality: Quality) -> str:
+    """Where the cord mask came from, for the figure caption (SCT's method by name; ours, which
+    reports a confidence, as builtin)."""
+    if quality.manual:
         return "manual"
-    if quality["source"] == "sct":
-        return f"{quality['method']} automatic segmentation, review it"
+    if not quality.has_confidence:
+        return f"{quality.method} automatic segmentation, review it"
     return "builtin automatic segmentation, review it"
 
 
@@ -289,7 +273,6 @@ def _metric_rows(morph: dict) -> list[MetricRow]:
 
 
 def _csa_section(morph_json: Path, disc_vol: Volume | None, out: Path) -> ReportSection:
-    from spinal_bidsapp.reports import figures
 
     table = read_slice_table(morph_json.with_name(morph_json.name.replace(".json", ".tsv")))
     discs = []
@@ -304,7 +287,6 @@ def _csa_section(morph_json: Path, disc_vol: Volume | None, out: Path) -> Report
 
 def _registration_sections(config: RunConfig, reg: RegistrationPaths,
                            figure: Callable[[str], Path]) -> list[ReportSection]:
-    from spinal_bidsapp.reports import figures
 
     template = find_template(config)
     moving = load_volume(reg.anat_in_template)

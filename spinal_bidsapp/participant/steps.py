@@ -1,22 +1,26 @@
-"""The work of each cord-reference step: read its input files, call pure code, write outputs.
+"""The engine-independent work of the cord-reference steps: read the input files, call pure
+code, write outputs.
 
-Every function here is one step of ``pipeline``: paths in, files out (atomically, with sidecars),
-no decisions about skipping (the runner makes those).
+Every function here is one step of ``pipeline`` (or its engine-independent part: the check and
+import of an engine's disc labels, the CSA in PAM50 dimensions around an engine's measure):
+paths in, files out (atomically, with sidecars), no decisions about skipping (the runner makes
+those). What differs per engine lives in the engines (``engines.builtin.participant``,
+``engines.sct_participant``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import cast
 
 import numpy as np
+from numpy.typing import NDArray
 
-from spinal_bidsapp.bids.outputs import raw_uri, sidecar_path, write_lut, write_sidecar
-from spinal_bidsapp.config import Contrast
+from spinal_bidsapp.bids.outputs import raw_uri, write_lut, write_sidecar
+from spinal_bidsapp.engines.base import DiscLabelling, DiscOptions, DiscOutputs
 from spinal_bidsapp.errors import InputDataError, InsufficientCoverageError, MissingInputError
 from spinal_bidsapp.geometry.centerline import Centerline
 from spinal_bidsapp.geometry.coordinates import locate_points
@@ -26,11 +30,11 @@ from spinal_bidsapp.geometry.discs import (
     DiscPositions,
     compute_vertebral_distribution,
     discs_from_label_array,
-    largest_disc_blobs,
     project_discs,
 )
 from spinal_bidsapp.image import (
     Volume,
+    header_has_orientation,
     load_centerline,
     load_mask,
     load_volume,
@@ -43,38 +47,22 @@ from spinal_bidsapp.morphometrics import (
     measure_slices,
     summarise_levels,
 )
+from spinal_bidsapp.participant.morphometrics_pam50 import (
+    compare_to_normative,
+    load_normative_csa,
+    read_pam50_slice_levels,
+    resample_to_pam50,
+    summarise_pam50_levels,
+)
+from spinal_bidsapp.participant.records import Quality
 from spinal_bidsapp.runtime.files import write_json, write_text
-from spinal_bidsapp.templates.pam50 import Pam50
-
-if TYPE_CHECKING:
-    from spinal_bidsapp.engines.builtin.disclabel import SessionCues
-    from spinal_bidsapp.engines.sct import SctEngine
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineStep:
-    """Which engine ran one engine step of a unit (for the log, the sidecars and the report)."""
-
-    step: str
-    ran: Literal["sct", "builtin", "skipped"]
-    method: str
-    """What ran (``'SCT 7.3 sct_deepseg spinalcord'``, ``'builtin'``) or ``'skipped'``."""
-    fallback_reason: str | None = None
-    """Why not SCT, when SCT was the engine and could not run this step here."""
-
-
-def fallback_fields(reason: str | None) -> dict[str, object]:
-    """Sidecar fields of a builtin output made in place of SCT's (none otherwise)."""
-    return {} if reason is None else {"Engine": "builtin", "FallbackReason": reason}
 
 
 def standardize(source: Path, target: Path, *, bids_dir: Path) -> None:
     """The anatomy reoriented to RAS, after the checks that no later step can make: some
     signal, a 3-D extent across the cord, an orientation in the header (warned)."""
-    from spinal_bidsapp.image import header_has_orientation
-
     volume = reorient(load_volume(source))
     if not np.any(volume.data):
         raise InputDataError(f"{source}: every voxel is 0, the image has no signal; re-export "
@@ -108,292 +96,23 @@ def import_label_mask(image: Path, mask: Path, target: Path) -> None:
                            "Description": "spinal cord mask (manual, from derivatives/labels)"})
 
 
-def segment(image: Path, target: Path, *, contrast: Contrast, bids_dir: Path,
-            fallback_reason: str | None = None) -> None:
-    """Builtin cord segmentation (no manual mask), reoriented like the anatomy, with its quality.
-
-    The sidecar records the method, the overall and per-slice confidence and ``LowConfidence``
-    (overall confidence below ``segment.LOW_CONFIDENCE``), and ``FallbackReason`` when it stands
-    in for SCT's.
-    """
-    from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, METHOD, segment_cord
-
-    vol = load_volume(image)
-    result = segment_cord(vol.data, vol.affine, contrast=contrast)
-    if not result.mask.any():
-        raise InputDataError(f"{image.name}: the builtin segmentation found no spinal cord; add a "
-                             "manual cord mask to derivatives/labels")
-    save_volume(reorient(vol.with_data(result.mask)), target, dtype=np.uint8)
-    write_sidecar(target, {
-        "Sources": [raw_uri(bids_dir, image)],
-        "Description": "spinal cord mask (builtin automatic segmentation, review it)",
-        "Method": METHOD, "Confidence": round(result.confidence, 3),
-        "MedianAreaMM2": round(result.median_area_mm2, 1),
-        "ConfidenceThreshold": LOW_CONFIDENCE,
-        "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
-        "SliceConfidence": [round(float(c), 3) for c in result.slice_confidence],
-        **fallback_fields(fallback_reason)})
-
-
-def segment_sct(engine: SctEngine, anat: Path, target: Path, *, work_dir: Path,
-                contrast: Contrast, source: Path, bids_dir: Path) -> None:
-    """SCT cord segmentation of the standardized anatomy, imported as the cord mask.
-
-    SCT writes its mask on the grid of its input, so it must match ``anat`` exactly.
-    """
-    result = engine.segment_cord(anat, contrast=contrast, out_dir=work_dir)
-    reference = load_volume(anat)
-    mask = load_mask(result.cord_mask, reference=reference, reference_path=anat)
-    if not (mask.data > 0).any():
-        raise InputDataError(f"{source.name}: SCT found no spinal cord; add a manual cord mask "
-                             "to derivatives/labels")
-    save_volume(reference.with_data((mask.data > 0).astype(np.uint8)), target, dtype=np.uint8)
-    write_sidecar(target, {
-        "Sources": [raw_uri(bids_dir, source)],
-        "Description": "spinal cord mask (SCT automatic segmentation, review it)",
-        "Method": engine.method("segment_cord")})
-
-
-def label_discs_sct(engine: SctEngine, anat: Path, cord: Path, discs_out: Path, lut_out: Path,
-                    levels_out: Path, levels_lut_out: Path, *, work_dir: Path,
-                    contrast: Contrast, first_disc: int | None, last_disc: int | None) -> None:
-    """SCT disc labels of the standardized anatomy, then checked and used like manual ones."""
-    result = engine.label_discs(anat, cord, contrast=contrast, out_dir=work_dir)
-    import_discs(anat, result.discs, cord, discs_out, lut_out, levels_out, levels_lut_out,
-                 first_disc=first_disc, last_disc=last_disc)
-    write_sidecar(discs_out, {
-        "Description": "disc labels (SCT automatic labelling, review the levels)",
-        "Method": engine.method("label_discs")})
-
-
-def label_discs(anat: Path, cord: Path, template: Pam50, work_labels: Path, discs_out: Path,
-                lut_out: Path, levels_out: Path, levels_lut_out: Path, *, contrast: Contrast,
-                init_disc: tuple[int, float] | None, first_disc: int | None,
-                last_disc: int | None, companions: Sequence[Companion] = (),
-                fallback_reason: str | None = None) -> None:
-    """Builtin disc labels (no manual labels), then checked and used like manual ones
-    (``fallback_reason``: why not SCT's, recorded in the sidecar).
-
-    ``companions``: other images of the session, for a C2 anchor (used only when the anatomy
-    shows no C2 itself and no hint is given) and for the discs whose band the anatomy's field
-    cuts (see :func:`session_cues`)."""
-    from spinal_bidsapp.engines.builtin.disclabel import LOW_CONFIDENCE, METHOD, template_strip
-    from spinal_bidsapp.engines.builtin.disclabel import label_discs as find_discs
-
-    if template.t2 is None:
-        raise MissingInputError(f"{template.template_folder} has no PAM50_t2.nii.gz, which the "
-                                "builtin disc labelling matches against; add the disc labels")
-    t2, tpl_cord, tpl_discs = (load_volume(template.t2), load_mask(template.cord),
-                               load_mask(template.label_disc))
-    pattern = template_strip(t2.data, t2.affine, tpl_cord.data, tpl_cord.affine, tpl_discs.data,
-                             tpl_discs.affine)
-    anat_vol, cord_vol = load_volume(anat), load_mask(cord)
-    source, cues = session_cues(companions)
-    result = find_discs(anat_vol.data, anat_vol.affine, cord_vol.data, pattern,
-                        contrast=contrast, init_disc=init_disc, session=cues)
-    if not result.labels.any():
-        raise InputDataError(f"{anat.name}: the builtin disc labelling found no disc in the "
-                             "field of view; add disc labels to derivatives/labels")
-    save_volume(anat_vol.with_data(result.labels), work_labels, dtype=np.uint8)
-    alt = result.alternative
-    import_discs(anat, work_labels, cord, discs_out, lut_out, levels_out, levels_lut_out,
-                 first_disc=first_disc, last_disc=last_disc)
-    write_sidecar(discs_out, {
-        "Description": "disc labels (builtin automatic labelling, review the levels)",
-        "Method": METHOD, "Confidence": round(result.confidence, 3),
-        "ConfidenceThreshold": LOW_CONFIDENCE,
-        "LowConfidence": bool(result.confidence < LOW_CONFIDENCE),
-        "Correlation": round(result.ncc, 3),
-        "Margin": None if result.margin is None else round(result.margin, 3),
-        "InitDisc": list(init_disc) if init_disc is not None else None,
-        "AlternativeReading": None if alt is None else {
-            "Disc": alt.value, "WorldZmm": round(float(alt.point_mm[2]), 1),
-            "AlternativeDisc": alt.alternative_value, "Correlation": round(alt.ncc, 3)},
-        "C2C3Anchor": None if result.c2c3_anchor_mm is None else {
-            "Source": source if result.anchor_from_session else anat.name,
-            "WorldZmm": round(float(result.c2c3_anchor_mm[2]), 1),
-            "AgreesWithPattern": result.anchor_agrees},
-        "DiscsFromSession": None if not result.discs_from_session else {
-            "Source": source, "Discs": list(result.discs_from_session)},
-        **fallback_fields(fallback_reason)})
-
-
-@dataclass(frozen=True)
-class Companion:
-    """Another image of the session for :func:`session_cues`."""
-
-    image: Path
-    cord_mask: Path | None
-    """Its manual cord mask, if any (else the builtin segmentation is run on it)."""
-    contrast: Contrast
-
-
-def session_cues(companions: Sequence[Companion]) -> tuple[str | None, SessionCues | None]:
-    """``(image name, cues)`` of the companion to use: the first one that shows C2 (a C2/C3
-    anchor), else the first one with a cord long enough to read; ``(None, None)`` if none. A
-    companion that cannot be read or segmented is skipped with a log message: it only ever
-    adds evidence."""
-    from spinal_bidsapp.engines.builtin.disclabel import find_session_cues
-    from spinal_bidsapp.engines.builtin.segment import segment_cord
-
-    found: list[tuple[str, SessionCues]] = []
-    for companion in companions:
-        try:
-            vol = load_volume(companion.image)
-            cord = (load_mask(companion.cord_mask, reference=vol,
-                              reference_path=companion.image).data
-                    if companion.cord_mask is not None else
-                    segment_cord(vol.data, vol.affine, contrast=companion.contrast).mask)
-            cues = find_session_cues(vol.data, vol.affine, cord, contrast=companion.contrast)
-        except (InputDataError, MissingInputError, OSError, ValueError) as exc:
-            logger.info("session cues: %s skipped (%s)", companion.image.name, exc)
-            continue
-        if cues is None:
-            continue
-        if cues.c2c3_mm is not None:
-            logger.info("C2 anchor: C2/C3 at z %.1f mm on %s", cues.c2c3_mm[2],
-                        companion.image.name)
-            return companion.image.name, cues
-        found.append((companion.image.name, cues))
-    return found[0] if found else (None, None)
-
-
-@dataclass(frozen=True)
-class SpinePaths:
-    """Outputs of the ``spine`` step (SCT's TotalSpineSeg)."""
-
-    vertebrae: Path
-    vertebrae_lut: Path
-    canal: Path
-    discs: Path
-    """Posterior-tip disc labels as SCT wrote them (work folder), SCT numbering."""
-    check: Path
-    """Consistency check (work folder, JSON)."""
-
-    def all(self) -> list[Path]:
-        return [self.vertebrae, sidecar_path(self.vertebrae), self.vertebrae_lut, self.canal,
-                sidecar_path(self.canal), self.discs, self.check]
-
-
-def spine_sct(engine: SctEngine, anat: Path, paths: SpinePaths, *, work_dir: Path,
-              source: Path, bids_dir: Path) -> None:
-    """Vertebrae, discs and canal from SCT's spine task, in SCT numbering, with a consistency
-    check (levels complete and unique, discs in order and between their vertebrae)."""
-    import shutil
-
-    from spinal_bidsapp.engines.sct_outputs import (
-        check_spine_levels,
-        spine_labels_from_totalspineseg,
-    )
-
-    result = engine.segment_spine(anat, out_dir=work_dir)
-    reference = load_volume(anat)
-    tss = load_mask(result.labels, reference=reference, reference_path=anat, allow_empty=True)
-    disc_vol = load_mask(result.discs, reference=reference, reference_path=anat,
-                         allow_empty=True)
-    spine = spine_labels_from_totalspineseg(tss.data)
-    points, repeated = largest_disc_blobs(disc_vol.data, disc_vol.affine)
-    check = check_spine_levels(spine.vertebrae, points, reference.affine,
-                               unnumbered=spine.unnumbered)
-    problems = [*(f"disc {DISC_NAMES[d]} labelled at several places" for d in repeated),
-                *check.problems]
-    if not spine.vertebrae.any():
-        problems.insert(0, "no vertebra found")
-    method = engine.method("label_discs")
-    save_volume(reference.with_data(spine.vertebrae), paths.vertebrae, dtype=np.uint8)
-    write_lut(paths.vertebrae_lut, {v: ("sacrum" if v == 25 else VERTEBRA_NAMES[v])
-                                    for v in check.vertebrae})
-    save_volume(reference.with_data(spine.canal.astype(np.uint8)), paths.canal, dtype=np.uint8)
-    for image, what in ((paths.vertebrae, "vertebral bodies, SCT vertebral levels"),
-                        (paths.canal, "spinal canal: cord and CSF")):
-        write_sidecar(image, {"Sources": [raw_uri(bids_dir, source)],
-                              "Description": f"{what} (SCT automatic segmentation, review it)",
-                              "Method": method})
-    shutil.copyfile(result.discs, paths.discs)
-    write_json(paths.check, {
-        "method": method, "vertebrae": [VERTEBRA_NAMES[v] for v in check.vertebrae],
-        "discs": [DISC_NAMES[d] for d in sorted(points)], "problems": problems,
-        "consistent": not problems})
-
-
 def read_disc_values(path: Path) -> list[int]:
     return sorted(int(v) for v in np.unique(load_mask(path).data) if v > 0)
 
 
-def read_spine_check(path: Path | None) -> dict[str, object] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path is not None else None
-
-
-def label_discs_from_spine(anat: Path, spine: SpinePaths, cord: Path, discs_out: Path,
-                           lut_out: Path, levels_out: Path, levels_lut_out: Path, *,
-                           first_disc: int | None, last_disc: int | None) -> None:
-    """SCT's posterior-tip disc labels (from the ``spine`` step), checked and used like manual
-    ones; they stay at the posterior tip, where ``sct_register_to_template -ldisc`` wants them."""
-    check = json.loads(spine.check.read_text(encoding="utf-8"))
-    import_discs(anat, spine.discs, cord, discs_out, lut_out, levels_out, levels_lut_out,
-                 first_disc=first_disc, last_disc=last_disc)
-    write_sidecar(discs_out, {
-        "Description": "disc labels (SCT automatic labelling, review the levels)",
-        "Method": check["method"], "Consistent": check["consistent"],
-        "Problems": check["problems"]})
-
-
-def rootlets_sct(engine: SctEngine, anat: Path, rootlets_out: Path, lut_out: Path, *,
-                 work_dir: Path, source: Path, bids_dir: Path) -> None:
-    """Dorsal rootlets (value = spinal level) on the standardized anatomy."""
-    from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
-    from spinal_bidsapp.reports.views import spinal_level_name
-
-    result = engine.segment_rootlets(anat, contrast="T2w", out_dir=work_dir)
-    reference = load_volume(anat)
-    vol = load_mask(result.rootlets, reference=reference, reference_path=anat, allow_empty=True)
-    data = np.rint(vol.data).astype(np.uint8)
-    levels = spinal_levels_from_rootlets(data, reference.affine)
-    if not levels:
-        raise InputDataError(f"{source.name}: SCT found no rootlet")
-    save_volume(reference.with_data(data), rootlets_out, dtype=np.uint8)
-    write_lut(lut_out, {e.level: spinal_level_name(e.level) for e in levels})
-    write_sidecar(rootlets_out, {
-        "Sources": [raw_uri(bids_dir, source)],
-        "Description": "dorsal nerve rootlets, value = spinal level (SCT automatic "
-                       "segmentation, review it)",
-        "Method": f"SCT {engine.info.version} sct_deepseg rootlets",
-        "SpinalLevels": {spinal_level_name(e.level): {
-            "superior_mm": round(e.superior_mm, 2), "inferior_mm": round(e.inferior_mm, 2),
-            "voxels": e.voxels} for e in levels}})
-
-
-def read_quality(path: Path) -> dict[str, object]:
-    """Method and confidence from the sidecar of an automatic output; ``manual`` otherwise."""
-    sidecar = sidecar_path(path)
-    fields = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
-    if str(fields.get("Method", "")).startswith("SCT "):
-        return {"source": "sct", "method": fields["Method"]}
-    if "Confidence" not in fields:
-        return {"source": "manual"}
-    quality = {"source": "builtin", "method": fields.get("Method"),
-               "confidence": fields["Confidence"], "threshold": fields.get("ConfidenceThreshold"),
-               "low_confidence": bool(fields.get("LowConfidence"))}
-    for field, key in (("AlternativeReading", "alternative_reading"),
-                       ("C2C3Anchor", "c2c3_anchor"), ("DiscsFromSession", "discs_from_session")):
-        if fields.get(field):
-            quality[key] = fields[field]
-    return quality
-
-
-def disc_review_advice(quality: dict[str, object], *, subject: str, labels_path: Path) -> str:
+def disc_review_advice(quality: Quality, *, subject: str, labels_path: Path) -> str:
     """What to check in automatic disc labels, and the two ways to correct them (a hint or
     manual labels), for the warning and the report.
 
-    >>> advice = disc_review_advice({"alternative_reading": {"Disc": 4, "WorldZmm": 14.0,
-    ...     "AlternativeDisc": 5, "Correlation": 0.506}}, subject="01",
+    >>> advice = disc_review_advice(Quality("builtin", alternative_reading={"Disc": 4,
+    ...     "WorldZmm": 14.0, "AlternativeDisc": 5, "Correlation": 0.506}), subject="01",
     ...     labels_path=Path("derivatives/labels/sub-01/anat/sub-01_T2w_labels-disc.nii.gz"))
     >>> advice.split(". ")[0]
     'the disc at z 14.0 mm is read as 4 (C3/C4); the next best match reads it as 5 (C4/C5)'
     >>> "--participant-label 01 --init-disc 4@14.0" in advice and " 5@14.0 " in advice
     True
     """
-    alt = quality.get("alternative_reading")
+    alt = quality.alternative_reading
     fix = f"or put corrected labels in {labels_path}"
     if not isinstance(alt, dict):
         return (f"check the levels in the report; to correct them, rerun with --participant-label "
@@ -455,6 +174,16 @@ def import_discs(image: Path, manual: Path, cord: Path, discs_out: Path, lut_out
     save_volume(cord_vol.with_data(levels), levels_out, dtype=np.uint8)
     present = sorted(int(v) for v in np.unique(levels) if v)
     write_lut(levels_lut_out, {v: VERTEBRA_NAMES[v] for v in present})
+
+
+def import_automatic_discs(anat: Path, labelling: DiscLabelling, cord: Path, out: DiscOutputs,
+                           options: DiscOptions) -> None:
+    """An engine's disc labels (``labelling``), checked and used like manual ones, with the
+    sidecar fields the engine gives."""
+    raw, fields = labelling.label()
+    import_discs(anat, raw, cord, out.discs, out.lut, out.levels, out.levels_lut,
+                 first_disc=options.first_disc, last_disc=options.last_disc)
+    write_sidecar(out.discs, fields)
 
 
 def label_levels(cord: Volume, line: Centerline, discs: DiscPositions) -> np.ndarray:
@@ -572,33 +301,23 @@ def subject_slice_levels(morph_table: Path, disc_values: list[int]
 
 
 def csa_in_pam50(morph_table: Path, discs: Path, cord: Path, pam50_levels_file: Path,
-                 table_out: Path, json_out: Path, *, contrast: str, engine: SctEngine | None,
-                 normative_root: Path | None, work_dir: Path,
-                 fallback_reason: str | None = None) -> None:
+                 table_out: Path, json_out: Path, *, contrast: str,
+                 measure: Callable[[int], tuple[NDArray[np.float64], str] | None],
+                 normative_root: Path | None, fallback_reason: str | None = None) -> None:
     """CSA per PAM50 slice and level (SCT's ``-normalize-PAM50``: each vertebral level stretched
     onto the template's), compared with SCT's healthy-control database when it is installed.
 
-    With ``engine``, ``sct_process_segmentation -perslice 1 -normalize-PAM50 1``, which uses
-    SCT's own PAM50 levels (so ``pam50_levels_file`` must be that file); without, the same
-    interpolation (:mod:`spinal_bidsapp.participant.morphometrics_pam50`) of our per-slice CSA.
+    ``measure(n_slices)``: the engine's own CSA per PAM50 slice and its method (SCT:
+    ``sct_process_segmentation -perslice 1 -normalize-PAM50 1``, which uses SCT's own PAM50
+    levels, so ``pam50_levels_file`` must be that file), or None: the same interpolation
+    (:mod:`spinal_bidsapp.participant.morphometrics_pam50`) of our per-slice CSA.
     """
-    from spinal_bidsapp.participant.morphometrics_pam50 import (
-        compare_to_normative,
-        load_normative_csa,
-        pam50_csa_from_sct_csv,
-        read_pam50_slice_levels,
-        resample_to_pam50,
-        summarise_pam50_levels,
-    )
-
     pam50_levels = read_pam50_slice_levels(pam50_levels_file)
     levels, csa = subject_slice_levels(morph_table, read_disc_values(discs))
     builtin_values = resample_to_pam50(levels, csa, pam50_levels)  # refuses < 3 levels, which
-    if engine is not None:  # SCT would crash on (ValueError: cannot convert float NaN)
-        result = engine.measure_cord(cord, discs, out_dir=work_dir, per="slice",
-                                     normalize_pam50=True)
-        values = pam50_csa_from_sct_csv(result.rows, len(pam50_levels))
-        method = f"SCT {engine.info.version} sct_process_segmentation -normalize-PAM50 1"
+    measured = measure(len(pam50_levels))  # SCT would crash on (cannot convert float NaN)
+    if measured is not None:
+        values, method = measured
     else:
         values = builtin_values
         method = "builtin: SCT's per-level interpolation (metrics_to_PAM50) of our CSA"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from spinal_bidsapp.geometry.discs import spinal_level_name
 from spinal_bidsapp.image import Volume, index_range, reorient
 from spinal_bidsapp.reports.figures import (
     CORD_COLOR,
@@ -42,7 +43,6 @@ from spinal_bidsapp.reports.views import (
     make_panel,
     midcord_index,
     slab_projection,
-    spinal_level_name,
     spread_labels,
 )
 

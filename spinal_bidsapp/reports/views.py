@@ -57,25 +57,6 @@ def disc_name(value: int) -> str:
     return _SHORT_NAMES.get(value) or DISC_NAMES.get(value, f"label {value}")
 
 
-_SPINAL_GROUPS = (("C", 1, 8), ("T", 9, 20), ("L", 21, 25), ("S", 26, 30))
-
-
-def spinal_level_name(value: int) -> str:
-    """Name of spinal (neurological) level ``value``: C1..C8 = 1..8, T1..T12 = 9..20, L1 = 21.
-
-    This is the numbering of SCT's rootlet segmentation, *not* the vertebral one (there are
-    eight cervical spinal levels but seven cervical vertebrae). Unknown values get a neutral
-    ``"level N"`` so a figure never fails on an unexpected label.
-
-    >>> [spinal_level_name(v) for v in (1, 8, 9, 20, 21, 0)]
-    ['C1', 'C8', 'T1', 'T12', 'L1', 'level 0']
-    """
-    for letter, first, last in _SPINAL_GROUPS:
-        if first <= value <= last:
-            return f"{letter}{value - first + 1}"
-    return f"level {value}"
-
-
 def label_name(value: int) -> str:
     """:func:`vertebra_name`, or a neutral ``"label N"`` for values outside the spine (1-30).
 

@@ -13,13 +13,13 @@ import pytest
 from matplotlib.colors import rgb_to_hsv, to_rgb
 from report_phantom import DISCS, SHAPE, ZOOMS_MM, Phantom
 
+from spinal_bidsapp.geometry.discs import spinal_level_name
 from spinal_bidsapp.image import Volume, load_mask, load_volume, reorient, vox_to_mm
 from spinal_bidsapp.reports import figures, label_figures
 from spinal_bidsapp.reports.views import (
     cord_depth,
     make_cord_coronal,
     make_panel,
-    spinal_level_name,
 )
 
 BODY_A = (38, 47)
