@@ -20,11 +20,10 @@ import numpy as np
 from spinal_bidsapp.bids.outputs import sidecar_path, write_sidecar
 from spinal_bidsapp.engines.base import RegistrationPaths, fallback_fields
 from spinal_bidsapp.engines.builtin.registration import TemplateRegistration, disc_errors_mm
-from spinal_bidsapp.image import save_field
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.geometry.metrics import mask_dice
-from spinal_bidsapp.image import Volume, load_mask, save_volume
+from spinal_bidsapp.image import Volume, load_mask, save_field, save_volume
 from spinal_bidsapp.runtime.files import atomic_path, write_json
 from spinal_bidsapp.runtime.records import Record
 from spinal_bidsapp.templates.pam50 import Pam50

@@ -64,14 +64,13 @@ from spinal_bidsapp.engines.sct_outputs import (
     spine_labels_from_totalspineseg,
 )
 from spinal_bidsapp.errors import EngineUnavailable, InputDataError, SpinalBidsAppError
-from spinal_bidsapp.image import load_field, save_field
 from spinal_bidsapp.geometry.discs import (
     DISC_NAMES,
     VERTEBRA_NAMES,
     largest_disc_blobs,
     spinal_level_name,
 )
-from spinal_bidsapp.image import load_mask, load_volume, save_volume
+from spinal_bidsapp.image import load_field, load_mask, load_volume, save_field, save_volume
 from spinal_bidsapp.runtime.files import write_json
 from spinal_bidsapp.templates.pam50 import Pam50
 
