@@ -64,9 +64,10 @@ def app_env(**extra: str) -> dict[str, str]:
 
 
 def doc_block(name: str) -> str:
-    """The code block that ``docs/hpc.md`` introduces with ```name```."""
+    """The code block after the paragraph of ``docs/hpc.md`` that starts with ```name```."""
     text = HPC_DOC.read_text(encoding="utf-8")
-    match = re.search(rf"^`{re.escape(name)}`[^\n]*:\n\n```\n(.*?)^```", text, re.M | re.S)
+    match = re.search(rf"^`{re.escape(name)}`[^\n]*(?:\n[^\n]+)*?:\n\n```\n(.*?)^```", text,
+                      re.M | re.S)
     assert match, f"docs/hpc.md has no code block introduced by `{name}`"
     return match.group(1)
 
@@ -229,7 +230,9 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     sock = root / "munge-run" / "munge.socket"
-    host = socket.gethostname().split(".")[0]
+    # the node's name is this machine's name for scoop (``scoop.utils.localHostnames``: the
+    # short ``getfqdn()``), so the host file of group-scoop.sh starts its workers directly
+    host = socket.getfqdn().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(SLURM_CONF.format(host=host, ctld_port=free_port(), d_port=free_port(),
                                       munge_socket=sock, user=getpass.getuser(), root=root))
@@ -264,7 +267,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
 def write_recipes(folder: Path, *, bids: Path, scratch: Path) -> Path:
     """The job scripts of docs/hpc.md, verbatim, in ``folder``; ``study.env`` is the doc's block
     followed by the test's settings (the native install in this venv, tmp paths)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)  # as submit.sh does
     for name in ("participant.sh", "group.sh", "group-scoop.sh", "submit.sh"):
         (folder / name).write_text(doc_block(name))
         (folder / name).chmod(0o755)
