@@ -5,16 +5,23 @@ A ledger (``<step work dir>/ledger.json``) records the SHA-256 of every input fi
 and every output still exists with the recorded hash, so an output edited by hand, a changed
 input or a new parameter value reruns the step.
 
+The check and the action run under an exclusive lock on ``<step work dir>/ledger.lock``: scoop
+may run one future twice at once (it resends a future it "lost track of" under load, observed
+in the cluster tests), and the second run must wait and reuse the first one's outputs instead of
+deleting its temporaries or scratch files halfway.
+
 The template loop's chained stages (``engines.builtin.ledger.run_stages``) build on the same
 digest, file hashes and ledger reader; see that module for why they need their own runner.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ from spinal_bidsapp.runtime.files import remove_stale_temporaries, sha256_file, 
 logger = logging.getLogger(__name__)
 
 LEDGER_NAME = "ledger.json"
+LOCK_NAME = "ledger.lock"
 
 
 @dataclass(frozen=True)
@@ -72,22 +80,35 @@ def run_step(name: str, action: Callable[[], None], *, step_dir: Path, inputs: S
     ``action`` must create every path in ``outputs`` (atomically); a missing one is an error.
     """
     step_dir.mkdir(parents=True, exist_ok=True)
-    ledger_path = step_dir / LEDGER_NAME
-    digest = params_digest(params)
-    prefix = f"{label}: " if label else ""
-    if _ledger_matches(ledger_path, inputs, digest, outputs):
-        logger.info("%s%s: outputs are current, skipped", prefix, name)
-        return StepRecord(name=name, skipped=True)
-    ledger_path.unlink(missing_ok=True)
-    for output in outputs:  # an interrupted earlier run may have left partial temporaries
-        for leftover in remove_stale_temporaries(output):
-            logger.info("%s%s: removed %s left by an interrupted run", prefix, name, leftover.name)
-    logger.info("%s%s: running", prefix, name)
-    action()
-    missing = [str(p) for p in outputs if not p.is_file()]
-    if missing:
-        raise SpinalBidsAppError(f"step {name} did not produce {', '.join(missing)}")
-    write_json(ledger_path, {"step": name, "params": digest, "inputs": file_hashes(inputs),
-                             "outputs": file_hashes(outputs)})
-    logger.info("%s%s: done", prefix, name)
-    return StepRecord(name=name, skipped=False)
+    with step_lock(step_dir):
+        ledger_path = step_dir / LEDGER_NAME
+        digest = params_digest(params)
+        prefix = f"{label}: " if label else ""
+        if _ledger_matches(ledger_path, inputs, digest, outputs):
+            logger.info("%s%s: outputs are current, skipped", prefix, name)
+            return StepRecord(name=name, skipped=True)
+        ledger_path.unlink(missing_ok=True)
+        for output in outputs:  # an interrupted earlier run may have left partial temporaries
+            for leftover in remove_stale_temporaries(output):
+                logger.info("%s%s: removed %s left by an interrupted run", prefix, name,
+                            leftover.name)
+        logger.info("%s%s: running", prefix, name)
+        action()
+        missing = [str(p) for p in outputs if not p.is_file()]
+        if missing:
+            raise SpinalBidsAppError(f"step {name} did not produce {', '.join(missing)}")
+        write_json(ledger_path, {"step": name, "params": digest, "inputs": file_hashes(inputs),
+                                 "outputs": file_hashes(outputs)})
+        logger.info("%s%s: done", prefix, name)
+        return StepRecord(name=name, skipped=False)
+
+
+@contextlib.contextmanager
+def step_lock(step_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the step's lock file (waits for another holder)."""
+    with open(step_dir / LOCK_NAME, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

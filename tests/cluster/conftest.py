@@ -193,7 +193,7 @@ SlurmctldPidFile={root}/slurmctld.pid
 SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd.log
-ProctrackType=proctrack/linuxproc
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
@@ -210,8 +210,11 @@ NodeName={host} NodeAddr=127.0.0.1 CPUs=16 RealMemory=70000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 """One node that announces 16 CPUs and 70 GB (``config_overrides``: slurmd reports the configured
-figures, not the machine's), so the recipes' ``#SBATCH`` requests fit as printed; no cgroups, no
-accounting database."""
+figures, not the machine's), so the recipes' ``#SBATCH`` requests fit as printed; no accounting
+database. Processes are tracked by process group (``proctrack/pgid``; clusters use cgroups):
+``linuxproc`` follows the parent chain only, so it lost the app once ``scancel`` had killed the
+batch shell, ended the job while the app still ran, and the resubmitted job found the group
+level still locked (exit 75)."""
 
 
 @pytest.fixture(scope="session")
