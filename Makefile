@@ -48,7 +48,7 @@ typecheck: venv
 	$(BIN)/mypy spinal_bidsapp
 
 test: venv system-deps cluster-tools real-tools lint typecheck
-	SPINAL_BIDSAPP_REAL_TOOLS=$(abspath $(TOOLS_CACHE)) $(BIN)/python -m pytest -n $(NPROCS) --dist loadgroup --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
+	SPINAL_BIDSAPP_REAL_TOOLS=$(abspath $(TOOLS_CACHE)) $(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
 
 benchmark: venv
 	$(BIN)/python benchmarks/run_all.py

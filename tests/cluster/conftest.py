@@ -9,6 +9,7 @@ skip, saying so. The job scripts are the ones printed in ``docs/hpc.md``, extrac
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import getpass
 import json
 import os
@@ -124,8 +125,24 @@ class Cohort:
 
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
-    """Three synthetic subjects (spinal_bidsapp-synth), run locally at both levels."""
-    root = tmp_path_factory.mktemp("cluster-cohort")
+    """Three synthetic subjects (spinal_bidsapp-synth), run locally at both levels; built once
+    per session, also when xdist spreads the cluster tests over several workers (their shared
+    session folder, under a lock)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _make_cohort(tmp_path_factory.mktemp("cluster-cohort"))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    with open(shared / "cluster-cohort.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        root = shared / "cluster-cohort"
+        if not (root / "complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            _make_cohort(root)
+            (root / "complete").touch()
+        return Cohort(bids=root / "bids", participant=root / "participant", local=root / "local")
+
+
+def _make_cohort(root: Path) -> Cohort:
+    root.mkdir(parents=True, exist_ok=True)
     env = app_env()
     subprocess.run([str(BIN / "spinal_bidsapp-synth"), "demo", str(root), "--n-subjects", "3",
                     "--seed", "3", "--no-straight-reference"], check=True, env=env,

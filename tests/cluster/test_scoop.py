@@ -27,9 +27,7 @@ from tests.cluster.conftest import (
     assert_same_outputs,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
-"""One xdist worker for every cluster test (``make test`` runs ``--dist loadgroup``): they share
-the session's cohort and cluster, which would otherwise be built once per worker."""
+pytestmark = pytest.mark.cluster
 
 
 class WorkerWatch:

@@ -21,9 +21,7 @@ from tests.cluster.conftest import (
     write_recipes,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
-"""One xdist worker for every cluster test (``make test`` runs ``--dist loadgroup``): they share
-the session's cohort and cluster, which would otherwise be built once per worker."""
+pytestmark = pytest.mark.cluster
 
 
 def _submitted(stdout: str) -> str:
