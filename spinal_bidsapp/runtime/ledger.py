@@ -20,15 +20,22 @@ dir). A step whose action resumes its own partial work (ipl skips what exists) n
 (``Step.resumes_in``): the runner records what the folder is being made from before the action
 starts, and clears it when a rerun is made from something else, or when nothing says what it
 was made from.
+
+An independent step's check and action run under an exclusive lock on
+``<step dir>/ledger.lock``: scoop may run one future twice at once (it resends a future it "lost
+track of" under load, observed in the cluster tests), and the second run must wait and reuse the
+first one's outputs instead of deleting its temporaries or scratch files halfway.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,6 +47,7 @@ from spinal_bidsapp.runtime.files import remove_stale_temporaries, sha256_file, 
 logger = logging.getLogger(__name__)
 
 LEDGER_NAME = "ledger.json"
+LOCK_NAME = "ledger.lock"
 
 
 @dataclass(frozen=True)
@@ -170,10 +178,12 @@ def _run_independent(step: Step, root: Path | None, prefix: str) -> StepRecord:
         return {"step": step.name, "params": params_digest(step.params),
                 "inputs": file_hashes(step.inputs, root=root)}
 
-    if _current_ledger(step, identity, root) is not None:
-        return _skipped(step, prefix)
-    _execute(step, identity, root, prefix)
-    return StepRecord(name=step.name, skipped=False)
+    step.step_dir.mkdir(parents=True, exist_ok=True)
+    with step_lock(step.step_dir):
+        if _current_ledger(step, identity, root) is not None:
+            return _skipped(step, prefix)
+        _execute(step, identity, root, prefix)
+        return StepRecord(name=step.name, skipped=False)
 
 
 def _skipped(step: Step, prefix: str) -> StepRecord:
@@ -246,3 +256,14 @@ def _keep_or_clear(folder: Path, identity: Mapping[str, Any], ledger_path: Path,
                     prefix, folder.name)
         shutil.rmtree(folder)
     write_json(ledger_path, dict(identity))
+
+
+@contextlib.contextmanager
+def step_lock(step_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the step's lock file (waits for another holder)."""
+    with open(step_dir / LOCK_NAME, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

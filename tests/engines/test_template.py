@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from spinal_bidsapp.engines.base import TemplateSubject
 from spinal_bidsapp.engines.builtin import Stage, build_template, preset_options
 from spinal_bidsapp.engines.builtin.averaging import correlation_in_mask, mirror_axis
+from spinal_bidsapp.engines.builtin.jobs import RegistrationJob, register_item
 from spinal_bidsapp.engines.builtin.protocol import (
     TemplateOptions,
     level_pyramid,
@@ -218,3 +219,24 @@ def test_warm_start_resume_recomputes_missing_warps(tmp_path: Path) -> None:
     assert initial.stat().st_mtime_ns == mtime  # steps back to iteration 1 only
     assert (iteration_dir(tmp_path / "w", 2) / "warps").is_dir()
     np.testing.assert_array_equal(_data(resumed.template), reference)
+
+
+def test_a_finished_registration_is_reused_until_its_inputs_change(tmp_path: Path) -> None:
+    """The registration ledger lets a killed iteration resume from its finished registrations."""
+    subjects = make_cohort(tmp_path, 2, seed=2)
+    options = TemplateOptions(protocol=(Stage(4.0, 1),), symmetric=False, coarse_iterations=10,
+                              fine_iterations=5)
+    fixed = tmp_path / "template.nii.gz"
+    shutil.copyfile(subjects[0].image, fixed)
+    pyramid = level_pyramid(4.0, voxel_mm=1.0, shape=SHAPE, options=options)
+    job = RegistrationJob(fixed=fixed, moving=Path(subjects[1].image), initial_warp=None,
+                          out_warp=tmp_path / "registration" / "s1" / "warp.nii",
+                          scratch_dir=tmp_path / "scratch" / "s1", pyramid=pyramid,
+                          options=options)
+    assert register_item(job) > 0
+    written = job.out_warp.stat().st_mtime_ns
+    assert register_item(job) == 0.0
+    assert job.out_warp.stat().st_mtime_ns == written
+    shutil.copyfile(subjects[1].image, fixed)  # another template: the registration reruns
+    assert register_item(job) > 0
+    assert job.out_warp.stat().st_mtime_ns != written

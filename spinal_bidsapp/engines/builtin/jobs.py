@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from spinal_bidsapp.engines.builtin.protocol import Pyramid, TemplateOptions, re
 from spinal_bidsapp.errors import SpinalBidsAppError
 from spinal_bidsapp.geometry.fields import apply_field, compose_fields, invert_field
 from spinal_bidsapp.image import Volume, load_field, load_volume, save_field, save_volume
+from spinal_bidsapp.runtime.ledger import run_step
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ class RegistrationJob:
     initial_warp: Path | None
     """Warm start: the subject's corrected warp from the previous iteration."""
     out_warp: Path
-    """Total template -> subject displacement (pull field on the template grid)."""
+    """Total template -> subject displacement (pull field on the template grid); its folder
+    holds the registration's ledger."""
     scratch_dir: Path
     pyramid: Pyramid
     options: TemplateOptions
@@ -65,7 +68,25 @@ class InverseJob:
 
 
 def register_item(job: RegistrationJob) -> float:
-    """Run one SyN registration; returns its wall time in seconds.
+    """Run one SyN registration unless its ledger says it is done; returns its wall time in
+    seconds (0 when skipped).
+
+    The ledger (in ``out_warp``'s folder) holds the hashes of the template, the subject and the
+    warm start and the registration parameters, so a group run killed mid-iteration (a
+    cancelled cluster job, SIGKILL) resumes from its last finished registration: the rerun
+    repeats the iteration's stage but not the registrations that had finished.
+    """
+    started = time.monotonic()
+    inputs = [job.fixed, job.moving, *([job.initial_warp] if job.initial_warp else [])]
+    record = run_step("registration", partial(_register, job), step_dir=job.out_warp.parent,
+                      inputs=inputs, outputs=[job.out_warp], label=job.moving.name,
+                      params={"pyramid": asdict(job.pyramid),
+                              "options": job.options.ledger_params()})
+    return 0.0 if record.skipped else time.monotonic() - started
+
+
+def _register(job: RegistrationJob) -> None:
+    """antsRegistration of ``job``, its total warp written to ``job.out_warp``.
 
     With a warm start, antsRegistration writes the initial warp and the new increment
     separately; the total is ``increment`` then ``initial`` on template points, composed here.
@@ -73,7 +94,6 @@ def register_item(job: RegistrationJob) -> float:
     apply_thread_limits(job.options.threads_per_worker)
     import ants  # heavy: imported in the worker only
 
-    started = time.monotonic()
     shutil.rmtree(job.scratch_dir, ignore_errors=True)
     job.scratch_dir.mkdir(parents=True)
     prefix = job.scratch_dir / "reg_"
@@ -93,7 +113,6 @@ def register_item(job: RegistrationJob) -> float:
         total = compose_fields(increment, load_field(job.initial_warp))
     save_field(total, job.out_warp)
     shutil.rmtree(job.scratch_dir, ignore_errors=True)
-    return time.monotonic() - started
 
 
 def resample_item(job: ResampleJob) -> None:

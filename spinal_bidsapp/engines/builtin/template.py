@@ -23,9 +23,11 @@ Resume (:func:`~spinal_bidsapp.runtime.ledger.run_steps`, chained): every stage 
 iter-000 ... iter-NNN, final) leaves a ledger with a key chained from the previous stage's ledger
 and the hashes of its outputs; a rerun skips every stage whose ledger matches, so a run
 interrupted at any point and restarted with the same inputs gives the same result as an
-uninterrupted one. Determinism: registrations use a fixed ``--random-seed``
-and dense metric sampling; averages are float64 sums in a fixed order. Results do not depend
-on ``nprocs``; ITK's multi-threaded metric sums could in principle depend on
+uninterrupted one. Within an interrupted iteration, every registration that
+had finished is reused (its own ledger, ``jobs.register_item``), so a killed cluster job loses
+at most the registrations that were running. Determinism: registrations use a fixed
+``--random-seed`` and dense metric sampling; averages are float64 sums in a fixed order. Results
+do not depend on ``nprocs``; ITK's multi-threaded metric sums could in principle depend on
 ``threads_per_worker`` (not observed on the test grids).
 """
 
@@ -299,7 +301,7 @@ def _run_iteration(build: _Build, k: int) -> Written:
     logger.info("template iteration %d/%d: level %g mm, shrink %s, %d images", k,
                 options.n_iterations, level, pyramid.shrink_factors, len(build.items))
     started = time.monotonic()
-    raw = [directory / "registration" / f"{item.label}_warp.nii" for item in build.items]
+    raw = [directory / "registration" / item.label / "warp.nii" for item in build.items]
     jobs = [RegistrationJob(
         fixed=template, moving=item.image,
         initial_warp=_warp(previous, item) if options.refine and k > 1 else None,
