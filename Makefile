@@ -47,6 +47,7 @@ test: venv system-deps real-tools lint typecheck
 	SPINAL_BIDSAPP_REAL_TOOLS=$(abspath $(TOOLS_CACHE)) $(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
 
 benchmark: venv
+	$(BIN)/pip install --quiet -e ".[test,benchmark]"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
