@@ -26,8 +26,10 @@ Steps, each in a fresh process so that ``ru_maxrss`` is that step's peak:
   the largest worker (registration or resampling).
 * ``iteration``: the same for one level on a larger cohort (the per-subject share of the update).
 * ``averaging``: the loop's averaging steps alone (``_write_average`` over images and masks,
-  ``_mean_field`` over displacement fields) and the group contrast average, on ``--sizes``
-  cohorts of the same grid: their peak RSS must not grow with the number of subjects.
+  ``_mean_field`` over displacement fields) and the group contrast average
+  (``_weighted_moments``), on ``--sizes`` cohorts of the same grid: their peak RSS must not grow
+  with the number of subjects. For comparison, last (the peak only grows), the contrast average
+  as it was before it streamed (every subject stacked, as ``np.stack`` did).
 * ``project``: wall time of ``N`` subjects on nodes of ``C`` cores from the measured figures
   (method in :func:`project`).
 """
@@ -245,6 +247,12 @@ def averaging_peak(subjects: list[Any], work: Path) -> dict:
             data = rng.normal(0, 0.1, (*reference.shape, 3)).astype(np.float32)
             save_field(DisplacementField(data=data, affine=reference.affine), path)
         fields.append(path)
+    weight = work / "weight.nii.gz"  # the contrast average's coverage weight: all covered
+    if not weight.is_file():
+        from spinal_bidsapp.image import Volume, save_volume
+
+        save_volume(Volume(np.ones(reference.shape, np.uint8), reference.affine), weight,
+                    dtype=np.uint8)
     code = f"""
 import json, resource, sys
 from pathlib import Path
@@ -259,8 +267,23 @@ out.mkdir(parents=True, exist_ok=True)
 _write_average(build, out, [s.image for s in subjects], [s.cord_mask for s in subjects])
 images = _peak_mb(resource.RUSAGE_SELF)
 _mean_field(build, {[str(p) for p in fields]!r}, None)
+fields = _peak_mb(resource.RUSAGE_SELF)
+from types import SimpleNamespace
+import numpy as np
+from spinal_bidsapp.group.contrasts import _weighted_moments
+from spinal_bidsapp.image import load_volume
+jobs = [SimpleNamespace(outputs={{"image": s.image, "cord": s.cord_mask,
+                                  "weight": Path({str(weight)!r})}}) for s in subjects]
+_weighted_moments(jobs)
+contrast = _peak_mb(resource.RUSAGE_SELF)
+# the contrast average as it was before it streamed (every subject stacked), measured last
+# since the peak only grows
+weights = np.stack([load_volume(j.outputs["weight"]).data for j in jobs]).astype(np.float64)
+stack = np.stack([load_volume(j.outputs["image"]).data for j in jobs]).astype(np.float64)
+mean = (weights * stack).sum(axis=0) / weights.sum(axis=0)
 print(json.dumps({{"baseline_mb": before, "after_image_average_mb": images,
-                  "after_mean_field_mb": _peak_mb(resource.RUSAGE_SELF)}}))
+                  "after_mean_field_mb": fields, "after_contrast_average_mb": contrast,
+                  "after_stacked_contrast_average_mb": _peak_mb(resource.RUSAGE_SELF)}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
