@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                     "from pathlib import Path; from benchmarks.scale import make_inputs, "
                     "one_iteration; "
                     f"print(json.dumps(one_iteration(make_inputs(Path({str(args.work)!r}), "
-                    f"{args.subjects}), Path({str(args.work / 'loop')!r}), {level}, "
+                    f"{args.subjects}), Path({str(args.work / f'loop-{args.step}')!r}), {level}, "
                     f"{args.nprocs})))")
             started = time.monotonic()
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -388,8 +388,12 @@ def project_from_results(args: argparse.Namespace) -> dict:
     for run in runs:
         registration.setdefault(run["level_mm"], []).extend(run["registration_cpu_s"])
     mean_registration = {level: float(np.mean(v)) for level, v in registration.items()}
-    sizes = np.array([run["subjects"] for run in runs], dtype=float)
-    main_cpu = np.array([run["update_cpu_main_s"] for run in runs])
+    # the update's serial part, fixed + per subject, from two cohort sizes at one level (the
+    # level changes the registrations, not the update; comparing levels would add their noise)
+    largest = max(runs, key=lambda r: r["subjects"])
+    same = [r for r in runs if r["level_mm"] == largest["level_mm"]]
+    sizes = np.array([run["subjects"] for run in same], dtype=float)
+    main_cpu = np.array([run["update_cpu_main_s"] for run in same])
     if len(set(sizes)) > 1:
         per_subject, fixed = np.polyfit(sizes, main_cpu, 1)
     else:
