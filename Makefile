@@ -51,6 +51,7 @@ test: venv system-deps cluster-tools real-tools lint typecheck
 	SPINAL_BIDSAPP_REAL_TOOLS=$(abspath $(TOOLS_CACHE)) $(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
 
 benchmark: venv
+	$(BIN)/pip install --quiet -e ".[test,benchmark]"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

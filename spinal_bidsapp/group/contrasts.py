@@ -256,23 +256,14 @@ def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: P
                      root: Path, name: str) -> ContrastTemplate:
     """Coverage-weighted mean and SD of the resampled subjects, and the contrast's cord mask,
     written into template ``name``'s folder under OUTPUT_DIR ``root``."""
-    images = [load_volume(j.outputs["image"]) for j in jobs]
-    weights = np.stack([load_volume(j.outputs["weight"]).data for j in jobs]).astype(np.float64)
-    stack = np.stack([v.data for v in images]).astype(np.float64)
-    total = weights.sum(axis=0)
-    safe = np.where(total > 0, total, 1.0)
-    mean = (weights * stack).sum(axis=0) / safe
-    sd = np.sqrt((weights * (stack - mean) ** 2).sum(axis=0) / safe)
-    affine = images[0].affine
+    affine, shape, total, mean, sd, probability = _weighted_moments(jobs)
     reference = load_mask(driving_mask, allow_empty=True)
-    if reference.shape != images[0].shape or not np.allclose(reference.affine, affine, atol=1e-4):
+    if reference.shape != shape or not np.allclose(reference.affine, affine, atol=1e-4):
         raise InputDataError(f"the {contrast} template is not on the driving template's grid")
     image = save_volume(Volume(mean.astype(np.float32), affine),
                         template_path(root, "template", name, contrast=contrast))
     sd_path = save_volume(Volume(sd.astype(np.float32), affine),
                           template_path(root, "template_sd", name, contrast=contrast))
-    cords = np.stack([load_volume(j.outputs["cord"]).data for j in jobs]).astype(np.float64)
-    probability = np.where(total > 0, (weights * cords).sum(axis=0) / safe, 0.0)
     save_volume(Volume(probability.astype(np.float32), affine),
                 template_path(root, "contrast_probseg", name, contrast=contrast))
     cord = probability >= 0.5
@@ -295,6 +286,39 @@ def average_contrast(jobs: Sequence[ContrastJob], contrast: str, driving_mask: P
     registrations = {j.label: json.loads(j.outputs["overlap"].read_text()) for j in jobs}
     return ContrastTemplate(contrast, image, sd_path, mask, tuple(j.label for j in jobs), manual,
                             dice, registrations, _runs(slices), covered_mm)
+
+
+def _weighted_moments(jobs: Sequence[ContrastJob]) -> tuple[np.ndarray, tuple[int, ...],
+                                                             np.ndarray, np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """Coverage-weighted mean, SD and cord probability of the resampled subjects, streamed:
+    one subject's arrays in memory at a time (float64 sums), whatever the cohort size.
+
+    Returns ``(affine, shape, total weight, mean, sd, cord probability)``; where no subject
+    covers a voxel, its mean, SD and probability are 0.
+    """
+    sums: dict[str, np.ndarray] = {}
+    affine, shape = np.eye(4), (0, 0, 0)
+    for job in jobs:
+        image = load_volume(job.outputs["image"])
+        values = image.data.astype(np.float64)
+        weight = load_volume(job.outputs["weight"]).data.astype(np.float64)
+        cord = load_volume(job.outputs["cord"]).data.astype(np.float64)
+        if not sums:
+            sums = {key: np.zeros_like(values) for key in ("w", "wx", "wxx", "wc")}
+            affine, shape = image.affine, image.shape
+        sums["w"] += weight
+        sums["wx"] += weight * values
+        sums["wxx"] += weight * values * values
+        sums["wc"] += weight * cord
+    if not sums:
+        raise InputDataError("no subject to average")
+    total = sums["w"]
+    safe = np.where(total > 0, total, 1.0)
+    mean = sums["wx"] / safe
+    sd = np.sqrt(np.maximum(sums["wxx"] / safe - mean * mean, 0.0))
+    probability = np.where(total > 0, sums["wc"] / safe, 0.0)
+    return affine, shape, total, mean, sd, probability
 
 
 def covered_slices(covered: np.ndarray, *masks: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ Examples::
 
     spinal_bidsapp-synth demo OUT_DIR --n-subjects 6 --seed 0
     spinal_bidsapp-synth phantom OUT_DIR --n-subjects 8 --seed 0 --pam50 DIR --pam50-small DIR
+    spinal_bidsapp-synth phantom OUT_DIR --n-subjects 16 --fov-discs 1 21   # whole cord
 
 Exit codes follow the package table: 0 ok, 64 usage error, 66 PAM50 files missing,
 73/74 output not writable, 1 anything else.
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="folder with PAM50_small_t2 (1x1x2 mm); default <data>/PAM50_small")
     phantom.add_argument("--truth-warp", action="store_true",
                          help="also write the true subject->PAM50 ITK displacement field")
+    phantom.add_argument("--fov-discs", type=int, nargs=2, default=(2, 8),
+                         metavar=("TOP", "BOTTOM"),
+                         help="discs (SCT numbers, 1..21) bounding every field of view; "
+                              "default 2 8 (C1/C2 to C7/T1); 1 21 is the whole PAM50 cord, "
+                              "C1 to L1/L2, with the conus tip (label 60)")
     return parser
 
 
@@ -79,13 +85,18 @@ def run(args: argparse.Namespace) -> Path:
                                       t1w=args.t1w, straight_reference=args.straight_reference,
                                       t2starw=args.t2starw)
     else:
+        top, bottom = args.fov_discs
+        if not 1 <= top < bottom <= 21:
+            raise UsageError(f"--fov-discs {top} {bottom}: give TOP < BOTTOM within 1..21 "
+                             "(SCT disc numbers, e.g. 1 21 for the whole cord)")
         pam50 = args.pam50 if args.pam50 is not None else _default_data_dir() / "PAM50"
         pam50_small = (args.pam50_small if args.pam50_small is not None
                        else _default_data_dir() / "PAM50_small")
         result = generate_phantom_cohort(args.out_dir, pam50_dir=pam50,
                                          pam50_small_dir=pam50_small,
                                          n_subjects=args.n_subjects, seed=args.seed,
-                                         t1w=args.t1w, truth_warp=args.truth_warp)
+                                         t1w=args.t1w, truth_warp=args.truth_warp,
+                                         fov_discs=(top, bottom))
     logger.info("%s cohort of %d subjects written to %s in %.1f s", args.cohort,
                 len(result.subjects), result.out_dir, result.seconds)
     return result.out_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from spinal_bidsapp import __version__
-from spinal_bidsapp.geometry.discs import DISC_NAMES
+from spinal_bidsapp.geometry.discs import CONUS, DISC_NAMES
 from spinal_bidsapp.synth import writer
 from spinal_bidsapp.synth.acquisition import IMAGE_SCALE, Grid, to_int16
 from spinal_bidsapp.synth.curve import SpineCurve
@@ -202,7 +202,8 @@ def _write_cohort_index(out_dir: Path, *, cohort: str, seed: int, subjects: list
 def generate_phantom_cohort(out_dir: Path, *, pam50_dir: Path, pam50_small_dir: Path,
                             n_subjects: int = 8, seed: int = 0, t1w: bool = False,
                             voxel_mm_range: tuple[float, float] = (0.5, 1.0),
-                            truth_warp: bool = False) -> CohortResult:
+                            truth_warp: bool = False,
+                            fov_discs: tuple[int, int] = (2, 8)) -> CohortResult:
     """Write a PAM50-based phantom cohort to ``out_dir/bids`` and ``out_dir/truth``.
 
     Parameters
@@ -215,6 +216,10 @@ def generate_phantom_cohort(out_dir: Path, *, pam50_dir: Path, pam50_small_dir: 
     truth_warp : also write the true mapping as an ITK displacement field
         ``truth/sub-XX/sub-XX_from-PAM50_to-T2w_mode-image_xfm.nii.gz`` on the subject grid
         ((nx, ny, nz, 1, 3) float32, LPS mm): PAM50 point = p + u(p), RAS-sign corrected.
+    fov_discs : (top, bottom) discs of every subject's field of view, SCT numbers in 1..21;
+        ``(1, 21)`` is the whole PAM50 cord, C1 to L1/L2. When the field of view reaches disc 21,
+        the conus medullaris tip (label 60, where the PAM50 disc file has it) is labelled too,
+        unless it falls in disc 21's voxel (0.5 mm apart in PAM50).
 
     Raises
     ------
@@ -224,16 +229,18 @@ def generate_phantom_cohort(out_dir: Path, *, pam50_dir: Path, pam50_small_dir: 
     start = time.perf_counter()
     out_dir = Path(out_dir).absolute()
     bids_dir = out_dir / "bids"
-    anatomy = load_pam50(Path(pam50_dir), Path(pam50_small_dir))
+    anatomy = load_pam50(Path(pam50_dir), Path(pam50_small_dir), bottom_disc=fov_discs[1])
     subjects = writer.subject_labels(n_subjects)
     truth_files = []
     for index, subject in enumerate(subjects):
         geometry_rng, noise_rng = subject_rngs(seed, index)
-        spec = draw_phantom_subject(geometry_rng, voxel_mm_range=voxel_mm_range)
+        spec = draw_phantom_subject(geometry_rng, voxel_mm_range=voxel_mm_range,
+                                    fov_discs=fov_discs)
         rendered = render_phantom_subject(spec, anatomy, rng=noise_rng, t1w=t1w,
                                           keep_mapping=truth_warp)
         affine = spec.grid.affine
-        disc_labels = disc_label_image(spec.curve, _phantom_labelled_discs(spec), spec.grid)
+        disc_labels = disc_label_image(spec.curve, _phantom_labelled_discs(spec, anatomy),
+                                       spec.grid)
         contrasts = {"T2w": rendered.t2w} if rendered.t1w is None else {
             "T2w": rendered.t2w, "T1w": rendered.t1w}
         files = _write_subject_images(out_dir, subject, contrasts, affine,
@@ -259,26 +266,50 @@ def generate_phantom_cohort(out_dir: Path, *, pam50_dir: Path, pam50_small_dir: 
     _write_cohort_index(out_dir, cohort="phantom", seed=seed, subjects=subjects,
                         truth_files=truth_files,
                         options={"t1w": t1w, "voxel_mm_range": list(voxel_mm_range),
-                                 "truth_warp": truth_warp})
+                                 "truth_warp": truth_warp, "fov_discs": list(fov_discs)})
     return CohortResult(out_dir=out_dir, bids_dir=bids_dir, subjects=tuple(subjects),
                         truth_files=tuple(truth_files), seconds=time.perf_counter() - start)
 
 
-def _phantom_labelled_discs(spec: PhantomSubjectSpec) -> dict[int, float]:
+def _phantom_labelled_discs(spec: PhantomSubjectSpec,
+                            anatomy: Pam50Anatomy | None = None) -> dict[int, float]:
+    """Arc position of every label a rater puts on this subject: the field-of-view discs, plus
+    the conus tip (60) when the field of view reaches it and it has a voxel of its own."""
     arcs = dict(zip(spec.mapping.discs, spec.mapping.disc_arc_mm, strict=True))
-    return labelled_discs(arcs, spec.fov_discs)
+    labelled = labelled_discs(arcs, spec.fov_discs)
+    conus = _conus_arc_mm(spec, anatomy)
+    if conus is not None and arcs[spec.fov_discs[1]] <= conus <= arcs[spec.fov_discs[0]]:
+        voxels = disc_voxels(spec.curve, {**labelled, CONUS: conus}, spec.grid)
+        if CONUS in voxels and voxels[CONUS] not in [voxels.get(d) for d in labelled]:
+            labelled[CONUS] = conus
+    return labelled
+
+
+def _conus_arc_mm(spec: PhantomSubjectSpec, anatomy: Pam50Anatomy | None) -> float | None:
+    """Subject arc position of the PAM50 conus tip; None unless the mapping reaches it (all
+    21 discs) and the PAM50 disc file labels it."""
+    mapping = spec.mapping
+    if anatomy is None or anatomy.conus_z_mm is None or max(mapping.discs) < 21:
+        return None
+    point = np.array([[mapping.template_xy_mm[0], mapping.template_xy_mm[1],
+                       anatomy.conus_z_mm]])
+    return float(mapping.template_to_straight(point)[0, 2])
 
 
 def phantom_truth(spec: PhantomSubjectSpec, anatomy: Pam50Anatomy, *, subject: str, seed: int,
                   files: dict[str, str]) -> SubjectTruth:
     """Ground-truth record of a phantom subject (pure)."""
     mapping = spec.mapping
-    voxels = disc_voxels(spec.curve, _phantom_labelled_discs(spec), spec.grid)
-    positions = spec.curve.curve_to_world(np.array([[0.0, 0.0, s] for s in mapping.disc_arc_mm]))
+    voxels = disc_voxels(spec.curve, _phantom_labelled_discs(spec, anatomy), spec.grid)
+    landmarks = dict(zip(mapping.discs, mapping.disc_arc_mm, strict=True))
+    conus = _conus_arc_mm(spec, anatomy)
+    if conus is not None:
+        landmarks[CONUS] = conus
+    positions = spec.curve.curve_to_world(np.array([[0.0, 0.0, s] for s in landmarks.values()]))
     discs = tuple(DiscTruth(disc=d, name=DISC_NAMES[d], arc_length_mm=s,
                             position_mm=tuple(float(x) for x in p),  # type: ignore[arg-type]
                             voxel=voxels.get(d))
-                  for d, s, p in zip(mapping.discs, mapping.disc_arc_mm, positions, strict=True))
+                  for (d, s), p in zip(landmarks.items(), positions, strict=True))
     z_mm, area = cord_area_profile(anatomy)
     scale = mapping.cross_scale[0] * mapping.cross_scale[1]
     top, bottom = spec.fov_discs

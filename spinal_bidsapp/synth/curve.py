@@ -192,13 +192,16 @@ class SpineCurve:
 
 def draw_curve(rng: np.random.Generator, *, coronal_tilt_deg: float = 5.0,
                sagittal_tilt_deg: float = 10.0, sagittal_amplitude_mm: float = 8.0,
-               coronal_amplitude_mm: float = 2.5, min_radius_mm: float = 90.0) -> SpineCurve:
+               coronal_amplitude_mm: float = 2.5, min_radius_mm: float = 90.0,
+               half_length_mm: float = 250.0, checked_half_mm: float = 100.0) -> SpineCurve:
     """Random smooth spine curve: a tilt plus one or two long sine waves per plane.
 
     Wavelengths are 120-300 mm so that, within a cervical field of view, the curve looks like a
-    lordosis or a gentle scoliotic bend. Amplitudes are reduced if needed so that the radius of
-    curvature stays above ``min_radius_mm`` over +-100 mm, which keeps the nearest-point search
-    unique for everything the generators draw (< 40 mm from the curve).
+    lordosis or a gentle scoliotic bend (over the whole cord, like the alternating lordoses and
+    kyphosis). Amplitudes are reduced if needed so that the radius of curvature stays above
+    ``min_radius_mm`` over ``+-checked_half_mm`` around the curve centre, which keeps the
+    nearest-point search unique for everything the generators draw (< 40 mm from the curve).
+    ``half_length_mm`` is the z range the curve is defined over (its arc-length table).
     """
     def _axis(amplitude: float, max_tilt_deg: float) -> SineSum:
         n_waves = int(rng.integers(1, 3))
@@ -213,15 +216,16 @@ def draw_curve(rng: np.random.Generator, *, coronal_tilt_deg: float = 5.0,
 
     x = _axis(coronal_amplitude_mm, coronal_tilt_deg)
     y = _axis(sagittal_amplitude_mm, sagittal_tilt_deg)
-    z = np.linspace(-100.0, 100.0, 401)
+    z = np.linspace(-checked_half_mm, checked_half_mm, round(2 * checked_half_mm) + 1)
     for _ in range(20):
-        curve = SpineCurve(x=x, y=y)
+        curve = SpineCurve(x=x, y=y, half_length_mm=half_length_mm)
         kappa = float(curve.curvature_at_z(z).max())
         if kappa <= 1.0 / min_radius_mm:
             return curve
         x = _scaled(x, 0.8)
         y = _scaled(y, 0.8)
-    return SpineCurve(x=SineSum(slope=x.slope), y=SineSum(slope=y.slope))
+    return SpineCurve(x=SineSum(slope=x.slope), y=SineSum(slope=y.slope),
+                      half_length_mm=half_length_mm)
 
 
 def _scaled(axis: SineSum, factor: float) -> SineSum:

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from spinal_bidsapp.errors import InputDataError
+from spinal_bidsapp.geometry.discs import CONUS
 from spinal_bidsapp.image import load_volume
 from spinal_bidsapp.synth.acquisition import (
     STORAGE_AXCODES,
@@ -41,10 +42,17 @@ from spinal_bidsapp.synth.truth import TemplateMapping
 logger = logging.getLogger(__name__)
 
 PHANTOM_DISCS = range(1, 12)
-"""Discs carried by the phantom mapping (the cropped PAM50 covers C1 top .. T3/T4)."""
+"""Discs carried by the mapping of cervical phantoms (field of view ending above disc 11)."""
+
+WHOLE_CORD_DISCS = range(1, 22)
+"""Discs carried by the mapping of phantoms whose field of view reaches disc 11 or lower: every
+PAM50 disc, 1 (top of C1) to 21 (L1/L2)."""
+
+_CERVICAL_BOTTOM_DISC = 10  # lowest field-of-view disc of a cervical phantom (PHANTOM_DISCS)
 
 PHANTOM_TISSUES: dict[str, int] = {"cord": 1, "csf": 2, "spine": 3}
-_CROP_Z_VOX = (560, 991)  # PAM50 0.5 mm slices kept in memory (about disc 12 to the top)
+_CERVICAL_CROP_Z_VOX = 560  # first PAM50 slice kept for cervical phantoms (about disc 12)
+_CSF_LEVEL_Z_VOX = 560  # intensity scale: median T2 over the CSF above this PAM50 slice
 _MASKS = ("cord", "csf", "spine", "gm", "wm")
 _OFFSET_TOLERANCE_MM = 1.0
 
@@ -57,10 +65,15 @@ class Pam50Anatomy:
     mask_affine: NDArray[np.float64]  # voxel -> PAM50 world of the cropped masks
     t2: NDArray[np.float32]  # PAM50_small T2, scaled so that CSF is about 1
     t2_affine: NDArray[np.float64]  # voxel -> PAM50_small world
+    conus_z_mm: float | None = None  # PAM50 z of label 60 (conus medullaris tip), if labelled
 
 
-def load_pam50(pam50_dir: Path, pam50_small_dir: Path) -> Pam50Anatomy:
+def load_pam50(pam50_dir: Path, pam50_small_dir: Path, *,
+               bottom_disc: int = _CERVICAL_BOTTOM_DISC) -> Pam50Anatomy:
     """Read the PAM50 masks and the PAM50_small T2, after checking the disc geometry.
+
+    Only the slices the phantoms can reach are kept: from about disc 12 up for fields of view
+    ending at ``bottom_disc`` <= 10, the whole template (down to the sacrum) otherwise.
 
     Raises
     ------
@@ -81,19 +94,26 @@ def load_pam50(pam50_dir: Path, pam50_small_dir: Path) -> Pam50Anatomy:
         raise InputDataError(f"PAM50_small is offset by {offset.round(2)} mm from PAM50, expected "
                              f"{PAM50_SMALL_OFFSET_MM}; check {pam50_small_dir}")
     masks = {}
-    z0, z1 = _CROP_Z_VOX
+    z0 = _CERVICAL_CROP_Z_VOX if bottom_disc <= _CERVICAL_BOTTOM_DISC else 0
     for name in _MASKS:
         volume = load_volume(pam50_dir / f"PAM50_{name}.nii.gz", dtype=np.float32)
         if not np.allclose(volume.affine, PAM50_AFFINE, atol=1e-3):
             raise InputDataError(f"PAM50_{name} is not on the 0.5 mm PAM50 grid")
-        masks[name] = np.ascontiguousarray(volume.data[:, :, z0:z1])
-    crop = np.eye(4)
-    crop[2, 3] = z0
+        masks[name] = np.ascontiguousarray(volume.data[:, :, z0:])
+    crop = _z_shift(z0)
     t2 = load_volume(pam50_small_dir / "PAM50_small_t2.nii.gz", dtype=np.float32)
+    csf = masks["csf"][:, :, _CSF_LEVEL_Z_VOX - z0:]
+    level = _csf_level(t2.data, t2.affine, csf, PAM50_AFFINE @ _z_shift(_CSF_LEVEL_Z_VOX))
+    conus = discs_full.get(CONUS)
     return Pam50Anatomy(masks=masks, mask_affine=PAM50_AFFINE @ crop,
-                        t2=(t2.data / _csf_level(t2.data, t2.affine, masks["csf"],
-                                                 PAM50_AFFINE @ crop)).astype(np.float32),
-                        t2_affine=t2.affine)
+                        t2=(t2.data / level).astype(np.float32), t2_affine=t2.affine,
+                        conus_z_mm=None if conus is None else float(conus[2]))
+
+
+def _z_shift(slices: int) -> NDArray[np.float64]:
+    shift = np.eye(4)
+    shift[2, 3] = slices
+    return shift
 
 
 def _disc_points(path: Path) -> dict[int, NDArray[np.float64]]:
@@ -129,18 +149,34 @@ class PhantomSubjectSpec:
 def draw_phantom_subject(rng: np.random.Generator, *,
                          voxel_mm_range: tuple[float, float] = (0.5, 1.0),
                          fov_discs: tuple[int, int] = (2, 8)) -> PhantomSubjectSpec:
-    """Draw curve, level stretches, cross-section scale and acquisition of one subject."""
-    discs = tuple(PHANTOM_DISCS)
+    """Draw curve, level stretches, cross-section scale and acquisition of one subject.
+
+    ``fov_discs`` (top, bottom), SCT numbers within 1..21, bound the field of view (plus a
+    margin of 5-14 mm). A cervical field of view (bottom disc <= 10) draws exactly what it always
+    drew, so existing cohorts are unchanged; a longer one carries all 21 PAM50 discs and bends
+    along a longer curve (checked over its whole length, with tilts scaled down so that the
+    bounding acquisition grid stays a whole-spine sagittal slab rather than a tilted box).
+    """
+    if not 1 <= fov_discs[0] < fov_discs[1] <= WHOLE_CORD_DISCS[-1]:
+        raise ValueError(f"fov_discs must be two discs top < bottom within 1..21, got "
+                         f"{fov_discs}")
+    levels = PHANTOM_DISCS if fov_discs[1] <= _CERVICAL_BOTTOM_DISC else WHOLE_CORD_DISCS
+    discs = tuple(levels)
     stretch = rng.uniform(0.85, 1.15) * rng.uniform(0.9, 1.1, len(discs) - 1)
-    arc = np.concatenate([[0.0], -np.cumsum(reference_level_lengths_mm(PHANTOM_DISCS)
-                                            * stretch)])
+    arc = np.concatenate([[0.0], -np.cumsum(reference_level_lengths_mm(levels) * stretch)])
     top, bottom = discs.index(fov_discs[0]), discs.index(fov_discs[1])
     arc -= 0.5 * (arc[top] + arc[bottom])
     mapping = TemplateMapping(discs=discs, disc_arc_mm=tuple(float(s) for s in arc),
                               disc_template_z_mm=tuple(PAM50_DISC_Z_MM[d] for d in discs),
                               cross_scale=(float(rng.uniform(0.9, 1.1)),
                                            float(rng.uniform(0.9, 1.1))))
-    curve = draw_curve(rng)
+    if levels is PHANTOM_DISCS:
+        curve = draw_curve(rng)
+    else:
+        checked = 0.5 * float(arc[top] - arc[bottom]) + 25.0  # FOV margin + curve offset
+        shrink = min(1.0, 100.0 / checked)
+        curve = draw_curve(rng, coronal_tilt_deg=5.0 * shrink, sagittal_tilt_deg=10.0 * shrink,
+                           half_length_mm=checked + 60.0, checked_half_mm=checked)
     curve = dataclasses.replace(
         curve, x=dataclasses.replace(curve.x, offset_mm=float(rng.uniform(-10, 10))),
         y=dataclasses.replace(curve.y, offset_mm=float(rng.uniform(-10, 10))),

@@ -19,9 +19,11 @@ PAM50_CORD_XY_MM = (0.0, -46.22)
 
 PAM50_DISC_Z_VOX: dict[int, int] = {
     1: 985, 2: 939, 3: 908, 4: 871, 5: 834, 6: 801, 7: 770, 8: 736, 9: 693, 10: 647, 11: 601,
-    12: 552,
+    12: 552, 13: 501, 14: 450, 15: 397, 16: 343, 17: 290, 18: 232, 19: 169, 20: 106, 21: 39,
 }
-"""Voxel z of the PAM50 ``label_disc`` points (measured; they sit at x = y = 70)."""
+"""Voxel z of the PAM50 ``label_disc`` points 1 (top of C1) to 21 (L1/L2) (measured; they sit
+at x = y = 70). The file also holds 60, the conus medullaris tip, one slice above disc 21; it is
+not a vertebral landmark and is read from the file where needed."""
 
 PAM50_DISC_Z_MM: dict[int, float] = {
     disc: float(PAM50_AFFINE[2, 3] + PAM50_AFFINE[2, 2] * k)

@@ -170,3 +170,53 @@ def test_cli_writes_a_phantom_cohort(pam50_dirs: tuple[Path, Path], tmp_path: Pa
     assert json.loads((out / "truth/cohort.json").read_text())["cohort"] == "phantom"
     assert main(["phantom", str(out), "--pam50", str(tmp_path / "missing"),
                  "--pam50-small", str(pam50_dirs[1])]) == 66
+    assert main(["phantom", str(out), "--fov-discs", "8", "2"]) == 64
+
+
+@pytest.fixture(scope="module")
+def whole_cord_anatomy(pam50_dirs: tuple[Path, Path]) -> Pam50Anatomy:
+    return load_pam50(*pam50_dirs, bottom_disc=21)
+
+
+def test_whole_cord_phantoms_carry_every_pam50_disc_and_the_conus(
+        whole_cord_anatomy: Pam50Anatomy) -> None:
+    anatomy = whole_cord_anatomy
+    assert anatomy.conus_z_mm == pytest.approx(-541.84, abs=0.01)  # PAM50 label 60, z = 40
+    assert anatomy.masks["cord"].shape[2] == 991  # nothing cropped: the template's whole length
+    seen_conus = 0
+    for index in range(3):
+        spec = draw_phantom_subject(subject_rngs(0, index)[0], voxel_mm_range=(0.8, 1.0),
+                                    fov_discs=(1, 21))
+        assert spec.mapping.discs == tuple(range(1, 22))
+        labelled = _phantom_labelled_discs(spec, anatomy)
+        labels = disc_label_image(spec.curve, labelled, spec.grid)
+        ijk = np.argwhere(labels > 0)
+        values = labels[tuple(ijk.T)]
+        discs = sorted(v for v in values.tolist() if v != 60)
+        assert discs == list(range(1, 22))  # every disc has its own voxel inside the grid
+        truth = phantom_truth(spec, anatomy, subject="01", seed=0, files={})
+        conus = next(d for d in truth.discs if d.disc == 60)
+        disc21 = next(d for d in truth.discs if d.disc == 21)
+        # the conus sits 0.5 mm above disc 21 in PAM50, times the subject's lowest stretch
+        stretch = spec.mapping.level_stretch()["20-21"]
+        assert conus.arc_length_mm - disc21.arc_length_mm == pytest.approx(0.5 * stretch,
+                                                                          rel=1e-3)
+        assert (60 in values) == (conus.voxel is not None)
+        if conus.voxel is not None:
+            seen_conus += 1
+            assert conus.voxel != disc21.voxel
+        order = np.argsort([v if v != 60 else 21.5 for v in values])
+        arc = spec.curve.world_to_curve(vox_to_mm(spec.grid.affine, ijk[order]))[:, 2]
+        assert np.all(np.diff(arc[:21]) < -8.0)  # C1 top to L1/L2, top down along the curve
+        span = arc[0] - arc[20]
+        assert 380.0 < span < 560.0  # PAM50: 473 mm from disc 1 to 21, stretched 0.77-1.27x
+        z = spec.curve.z_at_arc_length(np.linspace(arc[20], arc[0], 200))
+        assert 1.0 / spec.curve.curvature_at_z(z).max() >= 90.0
+    assert seen_conus >= 1
+
+
+def test_cervical_phantoms_keep_their_eleven_level_mapping() -> None:
+    spec = draw_phantom_subject(subject_rngs(0, 0)[0])
+    assert spec.mapping.discs == tuple(range(1, 12))
+    with pytest.raises(ValueError, match="fov_discs"):
+        draw_phantom_subject(subject_rngs(0, 0)[0], fov_discs=(3, 22))
