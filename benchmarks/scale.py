@@ -188,8 +188,8 @@ def one_iteration(subjects: list[Any], work: Path, level_mm: float, nprocs: int)
         _warp,
         iteration_dir,
     )
-    from spinal_bidsapp.fieldio import load_field, save_field
     from spinal_bidsapp.geometry.fields import invert_field
+    from spinal_bidsapp.image import load_field, save_field
 
     shutil.rmtree(work, ignore_errors=True)
     build = _build(subjects, work, level_mm, nprocs)
@@ -234,9 +234,8 @@ def build_shape(subjects: list[Any]) -> tuple[int, ...]:
 
 def averaging_peak(subjects: list[Any], work: Path) -> dict:
     """Peak RSS of the averaging steps alone over ``subjects`` (images, masks, fields)."""
-    from spinal_bidsapp.fieldio import save_field
     from spinal_bidsapp.geometry.fields import DisplacementField
-    from spinal_bidsapp.image import load_volume
+    from spinal_bidsapp.image import load_volume, save_field
 
     reference = load_volume(subjects[0].image)
     fields = []

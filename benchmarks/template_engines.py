@@ -137,8 +137,8 @@ def run_builtin(subjects: list[Any], work: Path, coords: list[Path], nprocs: int
 
     from spinal_bidsapp.engines.builtin import build_template
     from spinal_bidsapp.engines.builtin.protocol import Stage, preset_options
-    from spinal_bidsapp.fieldio import load_field
     from spinal_bidsapp.geometry.fields import apply_field
+    from spinal_bidsapp.image import load_field
 
     options = preset_options("seed", symmetric=symmetric,
                              protocol=tuple(Stage(level, n) for level, n in PROTOCOL))
