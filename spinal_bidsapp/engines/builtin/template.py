@@ -294,7 +294,8 @@ def _run_iteration(build: _Build, k: int) -> tuple[list[Path], list[Path]]:
         fixed=template, moving=item.image,
         initial_warp=_warp(previous, item) if options.refine and k > 1 else None,
         out_warp=out, scratch_dir=directory / "scratch" / item.label, pyramid=pyramid,
-        options=options) for item, out in zip(build.items, raw, strict=True)]
+        options=options, cords=(_products(previous)["prob"], item.cord_mask))
+        for item, out in zip(build.items, raw, strict=True)]
     seconds = _map(register_item, jobs, [i.label for i in build.items], build.nprocs)
     registered = time.monotonic()
 
@@ -425,4 +426,5 @@ def protocol_record(options: TemplateOptions) -> dict[str, object]:
                        for s in options.protocol],
             "iterations": options.n_iterations, "symmetric": options.symmetric,
             "refine": options.refine, "metric": options.metric,
+            "cord_weight": options.cord_weight,
             "cord_mask": "mean of the subjects' cord masks through the final warps, >= 0.5"}
