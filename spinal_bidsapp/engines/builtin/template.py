@@ -6,8 +6,10 @@ one template grid:
 0. The population is the N subjects plus, in symmetric mode, their left-right mirrors (2N, as in
    ipl). The first template is the voxelwise mean (ipl starts from subject 0; the mean is
    unbiased); in symmetric mode it is exactly symmetric, and stays so.
-1. Every subject is registered to the current template (SyN only, CC metric, pyramid stopping at
-   the iteration's level, optionally warm-started from its previous corrected warp): ``phi_i``
+1. Every subject is registered to the current template (SyN only, intensity metric plus a
+   mean-squares term between the template's cord probability and the subject's cord mask,
+   ``cord_weight``; pyramid stopping at the iteration's level, optionally warm-started from its
+   previous corrected warp): ``phi_i``
    maps template points to subject points, ``phi_i(p) = p + u_i(p)``. Because the template is
    symmetric, the registration of a mirrored subject is the mirror of its subject's
    registration, ``M u_i(M p)``; it is derived, not computed (ipl registers both copies and
