@@ -198,6 +198,16 @@ def test_registration_command_is_syn_only_with_seed_and_warm_start(tmp_path: Pat
                                options=TemplateOptions(), initial_warp=None)
     assert f"Mattes[{tmp_path}/t.nii.gz,{tmp_path}/s.nii.gz,1,32]" in mattes
     assert "--initial-moving-transform" not in mattes
+    assert "MeanSquares" not in " ".join(registration_argv(
+        fixed=tmp_path / "t.nii.gz", moving=tmp_path / "s.nii.gz", out_prefix=tmp_path / "r_",
+        pyramid=pyramid, options=TemplateOptions(cord_weight=0.0), initial_warp=None,
+        cords=(tmp_path / "p.nii.gz", tmp_path / "c.nii.gz")))
+    cord = registration_argv(fixed=tmp_path / "t.nii.gz", moving=tmp_path / "s.nii.gz",
+                             out_prefix=tmp_path / "r_", pyramid=pyramid,
+                             options=TemplateOptions(cord_weight=2.0), initial_warp=None,
+                             cords=(tmp_path / "p.nii.gz", tmp_path / "c.nii.gz"))
+    assert cord.count("--metric") == 2 and cord.count("--transform") == 1
+    assert f"MeanSquares[{tmp_path}/p.nii.gz,{tmp_path}/c.nii.gz,2,0]" in cord
     with pytest.raises(ValueError, match="cannot take a path"):
         registration_argv(fixed=tmp_path / "a,b.nii.gz", moving=tmp_path / "s.nii.gz",
                           out_prefix=tmp_path / "r_", pyramid=pyramid, options=options,

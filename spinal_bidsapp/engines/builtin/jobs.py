@@ -46,6 +46,8 @@ class RegistrationJob:
     scratch_dir: Path
     pyramid: Pyramid
     options: TemplateOptions
+    cords: tuple[Path, Path] | None = None
+    """Template cord probability and subject cord mask (the cord term, ``options.cord_weight``)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def _register(job: RegistrationJob) -> None:
     prefix = job.scratch_dir / "reg_"
     argv = registration_argv(fixed=job.fixed, moving=job.moving, out_prefix=prefix,
                              pyramid=job.pyramid, options=job.options,
-                             initial_warp=job.initial_warp)
+                             initial_warp=job.initial_warp, cords=job.cords)
     logger.debug("antsRegistration %s", " ".join(argv))
     try:
         ants.registration(fixed=argv, moving=None)

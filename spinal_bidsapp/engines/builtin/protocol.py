@@ -85,6 +85,14 @@ class TemplateOptions:
         local normalised cross-correlation (ANTs' template script; ipl uses minctracc's
         ``corrcoeff``) or mean squares (inputs are intensity-normalised). On straightened
         phantoms all three gave the same template; Mattes was the fastest (docs/benchmarks.md).
+    cord_weight : float
+        Weight of a second similarity term, mean squares between the template's cord probability
+        and the subject's cord mask, next to the intensity metric (weight 1; ANTs normalises the
+        weights to sum 1); 0 registers on intensity alone. The cord mask as a registration
+        channel, as AMU7T's template did: the intensity metric sees the cord boundary as a small
+        part of the field of view, the cord term sees nothing else. On 8 curved phantoms at
+        0.5 mm it raised the cord overlap at the 1 mm level (docs/benchmarks.md, "Group template
+        at the seed preset").
     cc_radius_vox : int
         With ``metric='CC'``: radius of the window, in voxels of the current pyramid level (1: as
         accurate as 2 on straightened phantoms at a third of the cost).
@@ -109,6 +117,7 @@ class TemplateOptions:
     update_variance_vox: float = 3.0
     total_variance_vox: float = 0.0
     metric: MetricName = "Mattes"
+    cord_weight: float = 1.0
     cc_radius_vox: int = 1
     coarse_iterations: int = 40
     fine_iterations: int = 20
@@ -124,6 +133,8 @@ class TemplateOptions:
             raise ValueError("cc_radius_vox >= 1, coarse_iterations >= 0, fine_iterations >= 1")
         if self.metric not in ("CC", "Mattes", "MeanSquares"):
             raise ValueError(f"unknown metric {self.metric!r} (CC, Mattes, MeanSquares)")
+        if self.cord_weight < 0:
+            raise ValueError(f"cord_weight must be >= 0, got {self.cord_weight}")
         if self.threads_per_worker < 1:
             raise ValueError("threads_per_worker must be >= 1")
 
@@ -234,8 +245,12 @@ def _check_path(path: Path) -> str:
 
 
 def registration_argv(*, fixed: Path, moving: Path, out_prefix: Path, pyramid: Pyramid,
-                      options: TemplateOptions, initial_warp: Path | None) -> list[str]:
+                      options: TemplateOptions, initial_warp: Path | None,
+                      cords: tuple[Path, Path] | None = None) -> list[str]:
     """``antsRegistration`` arguments: one SyN stage, CC metric, mm smoothing, fixed seed.
+
+    ``cords`` (template cord probability, subject cord mask) adds the cord term of weight
+    ``options.cord_weight`` (when it is > 0).
 
     The outputs are ``<out_prefix>0Warp.nii.gz`` (fixed -> moving displacement, ITK pull
     convention) without an initial warp, or ``<out_prefix>1Warp.nii.gz`` (the increment, to be
@@ -257,6 +272,11 @@ def registration_argv(*, fixed: Path, moving: Path, out_prefix: Path, pyramid: P
     argv += [
         "--transform", syn,
         "--metric", _metric(options, fixed=fixed, moving=moving),
+    ]
+    if cords is not None and options.cord_weight > 0:
+        argv += ["--metric", f"MeanSquares[{_check_path(cords[0])},{_check_path(cords[1])},"
+                             f"{options.cord_weight:g},0]"]
+    argv += [
         "--convergence",
         f"[{'x'.join(str(i) for i in pyramid.iterations)},{options.convergence_threshold:g},8]",
         "--shrink-factors", "x".join(str(s) for s in pyramid.shrink_factors),

@@ -6,8 +6,10 @@ one template grid:
 0. The population is the N subjects plus, in symmetric mode, their left-right mirrors (2N, as in
    ipl). The first template is the voxelwise mean (ipl starts from subject 0; the mean is
    unbiased); in symmetric mode it is exactly symmetric, and stays so.
-1. Every subject is registered to the current template (SyN only, CC metric, pyramid stopping at
-   the iteration's level, optionally warm-started from its previous corrected warp): ``phi_i``
+1. Every subject is registered to the current template (SyN only, intensity metric plus a
+   mean-squares term between the template's cord probability and the subject's cord mask,
+   ``cord_weight``; pyramid stopping at the iteration's level, optionally warm-started from its
+   previous corrected warp): ``phi_i``
    maps template points to subject points, ``phi_i(p) = p + u_i(p)``. Because the template is
    symmetric, the registration of a mirrored subject is the mirror of its subject's
    registration, ``M u_i(M p)``; it is derived, not computed (ipl registers both copies and
@@ -306,7 +308,8 @@ def _run_iteration(build: _Build, k: int) -> Written:
         fixed=template, moving=item.image,
         initial_warp=_warp(previous, item) if options.refine and k > 1 else None,
         out_warp=out, scratch_dir=directory / "scratch" / item.label, pyramid=pyramid,
-        options=options) for item, out in zip(build.items, raw, strict=True)]
+        options=options, cords=(_products(previous)["prob"], item.cord_mask))
+        for item, out in zip(build.items, raw, strict=True)]
     seconds = _map(register_item, jobs, [i.label for i in build.items], build.nprocs)
     registered = time.monotonic()
 
@@ -437,4 +440,5 @@ def protocol_record(options: TemplateOptions) -> dict[str, object]:
                        for s in options.protocol],
             "iterations": options.n_iterations, "symmetric": options.symmetric,
             "refine": options.refine, "metric": options.metric,
+            "cord_weight": options.cord_weight,
             "cord_mask": "mean of the subjects' cord masks through the final warps, >= 0.5"}
