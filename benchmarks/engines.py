@@ -88,7 +88,7 @@ def _clean(errors: dict) -> dict:
 
 def sct_csa_per_level(env: dict[str, str], cord: Path, discs: Path, work: Path) -> dict:
     """Real ``sct_process_segmentation -perlevel`` on our cord mask and disc labels."""
-    from spinal_bidsapp.engines.sct_outputs import read_morphometrics_csv
+    from spinal_bidsapp.engines.sct.outputs import read_morphometrics_csv
 
     csv = work / "sct_perlevel.csv"
     subprocess.run(["sct_process_segmentation", "-i", str(cord), "-discfile", str(discs), "-o",

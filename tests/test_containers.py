@@ -27,12 +27,12 @@ from spinal_bidsapp.cli.boutiques import ERROR_CODES, container_image, descripto
 from spinal_bidsapp.cli.main import main
 from spinal_bidsapp.cli.parser import build_parser
 from spinal_bidsapp.engines.minc import NIST_MNI_PIPELINES_COMMIT
-from spinal_bidsapp.engines.sct import (
-    SCT_PINNED_VERSION,
+from spinal_bidsapp.engines.sct.commands import (
     build_label_discs_argv,
     build_rootlets_argv,
     build_segment_cord_argv,
 )
+from spinal_bidsapp.engines.sct.install import SCT_PINNED_VERSION
 from spinal_bidsapp.errors import SpinalBidsAppError
 from spinal_bidsapp.templates.pam50 import PAM50_RELEASE, resolve_pam50
 

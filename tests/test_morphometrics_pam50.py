@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.engines.sct_outputs import pam50_csa_from_sct_csv, read_morphometrics_csv
+from spinal_bidsapp.engines.sct.outputs import pam50_csa_from_sct_csv, read_morphometrics_csv
 from spinal_bidsapp.errors import InputDataError, MissingInputError
 from spinal_bidsapp.participant.morphometrics_pam50 import (
     Pam50LevelCsa,

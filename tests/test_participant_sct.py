@@ -56,16 +56,14 @@ from spinal_bidsapp.bids.dataset import SourceImage
 from spinal_bidsapp.bids.outputs import OUTPUTS, derivative_path, sidecar_path
 from spinal_bidsapp.bids.validate import find_validator
 from spinal_bidsapp.cli.main import main
-from spinal_bidsapp.engines.sct import (
-    DEEPSEG_MODELS,
-    INSTALL_HINT,
-    SCT_PINNED_VERSION,
+from spinal_bidsapp.engines.sct.commands import (
     build_process_segmentation_argv,
     build_register_argv,
     build_rootlets_argv,
     build_segment_cord_argv,
     build_spine_argv,
 )
+from spinal_bidsapp.engines.sct.install import DEEPSEG_MODELS, INSTALL_HINT, SCT_PINNED_VERSION
 from spinal_bidsapp.geometry.discs import discs_from_label_array
 from spinal_bidsapp.image import load_field, load_mask, reorient
 from spinal_bidsapp.runtime.ledger import LEDGER_NAME, params_digest
@@ -171,7 +169,7 @@ def run_sct_double(argv: list[str], *, data: Path, log: Path, cache: Path) -> in
                       _option(argv, "-o"))
         return 0
     if program == "sct_deepseg" and argv[1] == "spine":
-        from spinal_bidsapp.engines.sct_outputs import write_discs_from_labeled_segmentation
+        from spinal_bidsapp.engines.sct.outputs import write_discs_from_labeled_segmentation
 
         out, labeled = _option(argv, "-o"), ref / f"{SUBJECT}_T2w_seg-manual_labeled.nii.gz"
         stem = out.name.removesuffix(".nii.gz")
@@ -344,7 +342,7 @@ def latest_log_of(run: Run) -> str:
 
 
 def test_spine_task_gives_vertebrae_canal_and_posterior_tip_discs(automatic_run: Run) -> None:
-    from spinal_bidsapp.engines.sct_outputs import TSS_VERTEBRA_TO_SCT
+    from spinal_bidsapp.engines.sct.outputs import TSS_VERTEBRA_TO_SCT
 
     run = automatic_run
     tss = load_mask(run.work("spine") / "sct" / "spine_totalspineseg_all.nii.gz",
@@ -444,7 +442,7 @@ def rootlet_run(sct_double: SctDouble, unlabelled_bids: Path, rootlet_template: 
 def test_both_registrations_run_and_the_rule_picks_the_primary(rootlet_run: Run,
                                                                rootlet_template: Path) -> None:
     from spinal_bidsapp.engines.registration import RegistrationScores
-    from spinal_bidsapp.engines.sct_participant import choose_registration
+    from spinal_bidsapp.engines.sct.participant import choose_registration
 
     run = rootlet_run
     assert run.code == 0

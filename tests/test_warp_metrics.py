@@ -14,7 +14,7 @@ import pytest
 
 from spinal_bidsapp.engines.builtin.registration import TemplateRegistration
 from spinal_bidsapp.engines.registration import score_registration
-from spinal_bidsapp.engines.sct_participant import choose_registration
+from spinal_bidsapp.engines.sct.participant import choose_registration
 from spinal_bidsapp.image import Volume, load_field
 from spinal_bidsapp.participant.report import _registration_rows
 

@@ -26,8 +26,8 @@ from spinal_bidsapp.engines.builtin.participant import BuiltinParticipantEngine
 from spinal_bidsapp.engines.builtin.protocol import PresetName, preset_options
 from spinal_bidsapp.engines.builtin.template import BuiltinTemplateBuilder
 from spinal_bidsapp.engines.minc import MincTemplateBuilder, minc_options, minctracc_version
-from spinal_bidsapp.engines.sct import SctInstall, locate_sct, sct_unavailable_message
-from spinal_bidsapp.engines.sct_participant import SctParticipantEngine
+from spinal_bidsapp.engines.sct.install import SctInstall, locate_sct, sct_unavailable_message
+from spinal_bidsapp.engines.sct.participant import SctParticipantEngine
 from spinal_bidsapp.engines.tools import find_tool
 from spinal_bidsapp.errors import EngineUnavailable
 
@@ -54,7 +54,8 @@ class EngineChoice:
     reason: str
     """Why this engine: requested, or what auto-detection found."""
     sct: SctInstall | None = None
-    """The SCT installation to construct :class:`~spinal_bidsapp.engines.sct.SctEngine` with."""
+    """The SCT installation to construct
+    :class:`~spinal_bidsapp.engines.sct.commands.SctEngine` with."""
 
 
 def resolve_participant_engine(kind: ParticipantEngineKind, *, sct_dir: Path | None,

@@ -58,7 +58,7 @@ class SpineResult:
     discs: Path
     """Single-voxel disc labels at the posterior tip of each disc, SCT numbering."""
     labels: Path
-    """TotalSpineSeg step-2 labels: cord, canal, each vertebra and disc (``sct_outputs``)."""
+    """TotalSpineSeg step-2 labels: cord, canal, each vertebra and disc (``sct.outputs``)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class DiscLabelling:
 @dataclass(frozen=True)
 class SpineRecord(Record):
     """The ``spine`` step's record (``spine_check.json``): method, what was found, the consistency
-    check's problems (``sct_outputs.check_spine_levels``)."""
+    check's problems (``sct.outputs.check_spine_levels``)."""
 
     method: str
     vertebrae: list[str]

@@ -2,7 +2,7 @@
 across a registration, score it, and (``--engine auto``) keep the better of two engines'.
 
 The engines compute the warps (:mod:`spinal_bidsapp.engines.builtin.participant`,
-:mod:`spinal_bidsapp.engines.sct_participant`); this module is what they share, so whichever
+:mod:`spinal_bidsapp.engines.sct.participant`); this module is what they share, so whichever
 engine registered, the outputs are resampled and scored by one code path.
 """
 

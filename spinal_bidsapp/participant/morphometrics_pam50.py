@@ -4,7 +4,7 @@
 resamples each vertebral level of the subject's per-slice metrics onto the PAM50 slices of the
 same level (SCT 7.3 ``metrics_to_PAM50.interpolate_metrics``), so that subjects of any height
 share one slice axis. :func:`resample_to_pam50` does the same for the builtin engine and
-:func:`~spinal_bidsapp.engines.sct_outputs.pam50_csa_from_sct_csv` reads SCT's own result, so both
+:func:`~spinal_bidsapp.engines.sct.outputs.pam50_csa_from_sct_csv` reads SCT's own result, so both
 engines feed :func:`summarise_pam50_levels` and :func:`compare_to_normative` the same
 per-PAM50-slice array.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from spinal_bidsapp.engines.sct_outputs import (
+from spinal_bidsapp.engines.sct.outputs import (
     CordMorphometrics,
     read_morphometrics_csv,
     superior_axis,

@@ -15,7 +15,7 @@ from spinal_bidsapp.bids.labels import manual_label_path
 from spinal_bidsapp.config import RunConfig
 from spinal_bidsapp.engines.base import RegistrationPaths, SpinePaths, SpineRecord
 from spinal_bidsapp.engines.registration import RegistrationScores
-from spinal_bidsapp.engines.sct_outputs import spinal_levels_from_rootlets
+from spinal_bidsapp.engines.sct.outputs import spinal_levels_from_rootlets
 from spinal_bidsapp.geometry.discs import DISC_NAMES, discs_from_label_array, spinal_level_name
 from spinal_bidsapp.geometry.fields import DisplacementField, apply_field
 from spinal_bidsapp.image import Volume, load_mask, load_volume

@@ -5,7 +5,7 @@ Every function here is one step of ``pipeline`` (or its engine-independent part:
 import of an engine's disc labels, the CSA in PAM50 dimensions around an engine's measure):
 paths in, files out (atomically, with sidecars), no decisions about skipping (the runner makes
 those). What differs per engine lives in the engines (``engines.builtin.participant``,
-``engines.sct_participant``).
+``engines.sct.participant``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from spinal_bidsapp.engines import (
     resolve_participant_engine,
     resolve_template_engine,
 )
-from spinal_bidsapp.engines.sct import REQUIRED_PROGRAMS, SctVersion
+from spinal_bidsapp.engines.sct.install import REQUIRED_PROGRAMS, SctVersion
 from spinal_bidsapp.errors import EngineUnavailable
 
 

@@ -12,11 +12,8 @@ from spinal_bidsapp.engines.base import (
     RootletSegmenter,
     TemplateRegistrar,
 )
-from spinal_bidsapp.engines.sct import (
-    SCT_PINNED_VERSION,
+from spinal_bidsapp.engines.sct.commands import (
     SctEngine,
-    SctInstall,
-    SctVersion,
     build_label_discs_argv,
     build_process_segmentation_argv,
     build_register_argv,
@@ -24,6 +21,11 @@ from spinal_bidsapp.engines.sct import (
     build_segment_cord_argv,
     build_spine_argv,
     check_sct_template,
+)
+from spinal_bidsapp.engines.sct.install import (
+    SCT_PINNED_VERSION,
+    SctInstall,
+    SctVersion,
     disc_method_for,
     parse_sct_version,
 )

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from spinal_bidsapp.engines import resolve_participant_engine
-from spinal_bidsapp.engines.sct import Capability, SctEngine
+from spinal_bidsapp.engines.sct.commands import SctEngine
+from spinal_bidsapp.engines.sct.install import Capability
 from spinal_bidsapp.image import load_mask, load_volume, vox_to_mm
 from spinal_bidsapp.templates.pam50 import resolve_pam50
 from tests.conftest import real_tool_env
@@ -82,7 +83,7 @@ def test_sct_engine_on_errsm30_t2w(engine: SctEngine, bids_real: Path, tmp_path:
 
 def test_sct_spine_rootlets_and_both_registrations_on_errsm30_t2w(
         engine: SctEngine, bids_real: Path, tmp_path: Path) -> None:
-    from spinal_bidsapp.engines.sct_outputs import (
+    from spinal_bidsapp.engines.sct.outputs import (
         check_spine_levels,
         read_rootlet_levels,
         spine_labels_from_totalspineseg,

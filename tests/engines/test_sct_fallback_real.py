@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from spinal_bidsapp.engines import resolve_participant_engine
-from spinal_bidsapp.engines.sct import DEEPSEG_MODELS, SctEngine, missing_models
+from spinal_bidsapp.engines.sct.commands import SctEngine
+from spinal_bidsapp.engines.sct.install import DEEPSEG_MODELS, missing_models
 from spinal_bidsapp.engines.tools import ExternalToolError
 from spinal_bidsapp.errors import EngineUnavailable
 from tests.conftest import real_tool_env

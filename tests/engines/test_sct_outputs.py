@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spinal_bidsapp.engines.sct_outputs import (
+from spinal_bidsapp.engines.sct.outputs import (
     check_spine_levels,
     disc_voxels_from_levels,
     parse_sct_ranges,

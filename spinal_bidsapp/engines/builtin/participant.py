@@ -3,7 +3,7 @@ registration to PAM50 and CSA interpolation, as steps of the participant pipelin
 
 It is the engine of ``--engine builtin`` (and of ``auto`` without SCT), and the fallback of the
 SCT engine for every step SCT cannot run here (:attr:`SctParticipantEngine.fallback
-<spinal_bidsapp.engines.sct_participant.SctParticipantEngine.fallback>`); ``fallback_reason``
+<spinal_bidsapp.engines.sct.participant.SctParticipantEngine.fallback>`); ``fallback_reason``
 says why, in the sidecars and the ledger parameters, so that a rerun with SCT's model installed
 runs SCT again. No vertebra, canal or rootlet segmentation (:attr:`lacking`).
 """

@@ -362,7 +362,7 @@ def pam50_csa_from_sct_csv(rows: Sequence[CordMorphometrics], n_slices: int
     Parameters
     ----------
     rows : sequence of CordMorphometrics
-        :func:`~spinal_bidsapp.engines.sct_outputs.read_morphometrics_csv` of the CSV; its
+        :func:`~spinal_bidsapp.engines.sct.outputs.read_morphometrics_csv` of the CSV; its
         ``Slice (I->S)`` is the PAM50 slice index.
     n_slices : int
         Number of PAM50 slices (the length of

@@ -1,7 +1,7 @@
 """The SCT participant engine: SCT's cord segmentation, spine task (vertebrae, discs, canal),
 rootlets, registration to PAM50 and CSA in PAM50 dimensions, as steps of the participant pipeline.
 
-It runs SCT's programs through :class:`~spinal_bidsapp.engines.sct.SctEngine` (the pinned
+It runs SCT's programs through :class:`~spinal_bidsapp.engines.sct.commands.SctEngine` (the pinned
 release's command lines) and turns their outputs into ours (grids checked, sidecars, LUTs). What
 SCT cannot run here (a model not installed, a missing program, no network) the pipeline hands to
 :attr:`SctParticipantEngine.fallback`, the builtin engine, in one place
@@ -49,14 +49,10 @@ from spinal_bidsapp.engines.registration import (
     registration_inputs,
     score_registration,
 )
-from spinal_bidsapp.engines.sct import (
-    REGISTRATION_OUTPUTS,
-    SctEngine,
-    SctInstall,
-    SctVersion,
-)
-from spinal_bidsapp.engines.sct import Capability as SctCapability
-from spinal_bidsapp.engines.sct_outputs import (
+from spinal_bidsapp.engines.sct.commands import REGISTRATION_OUTPUTS, SctEngine
+from spinal_bidsapp.engines.sct.install import Capability as SctCapability
+from spinal_bidsapp.engines.sct.install import SctInstall, SctVersion
+from spinal_bidsapp.engines.sct.outputs import (
     check_spine_levels,
     pam50_csa_from_sct_csv,
     read_rootlet_levels,
