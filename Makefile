@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # real SCT and MINC for the integration tier (scripts/install-real-tools.sh), reused between runs
 TOOLS_CACHE ?= .cache/real-tools
 
-.PHONY: venv system-deps cluster-tools real-tools demo test lint typecheck benchmark clean
+.PHONY: venv system-deps real-tools demo test lint typecheck benchmark clean
 
 $(BIN)/spinal_bidsapp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,6 @@ venv: $(BIN)/spinal_bidsapp
 
 system-deps:
 	bash scripts/install-system-deps.sh
-
-# SLURM, munge and an SSH server for the `cluster` tests (they start their own daemons)
-cluster-tools:
-	bash scripts/install-cluster-tools.sh
 
 real-tools: venv
 	bash scripts/install-real-tools.sh $(TOOLS_CACHE) $(abspath $(BIN))/python
@@ -47,7 +43,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy spinal_bidsapp
 
-test: venv system-deps cluster-tools real-tools lint typecheck
+test: venv system-deps real-tools lint typecheck
 	SPINAL_BIDSAPP_REAL_TOOLS=$(abspath $(TOOLS_CACHE)) $(BIN)/python -m pytest -n $(NPROCS) --doctest-modules spinal_bidsapp tests $(PYTEST_ARGS)
 
 benchmark: venv

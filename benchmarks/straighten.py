@@ -47,7 +47,7 @@ from spinal_bidsapp.geometry.straighten import (  # noqa: E402
     straighten_to_centerline,
     straighten_to_line,
 )
-from spinal_bidsapp.image import (  # noqa: E402  # noqa: E402
+from spinal_bidsapp.image import (  # noqa: E402
     Volume,
     load_field,
     load_mask,

@@ -2,7 +2,7 @@
 slurmctld, slurmd) and an SSH server, all started here in temporary folders and stopped after.
 
 The daemons come from Debian's ``slurm-wlm``/``munge``/``openssh-server`` packages, installed by
-``scripts/install-cluster-tools.sh`` (``make test`` runs it); where they are absent the tests
+``scripts/install-system-deps.sh`` (``make test`` runs it); where they are absent the tests
 skip, saying so. The job scripts are the ones printed in ``docs/hpc.md``, extracted from it.
 """
 
@@ -49,7 +49,7 @@ def tool(name: str) -> str:
     found = shutil.which(name) or next(
         (f"{d}/{name}" for d in SBIN if os.access(f"{d}/{name}", os.X_OK)), None)
     if found is None:
-        why = (f"{name} is not installed: scripts/install-cluster-tools.sh installs "
+        why = (f"{name} is not installed: scripts/install-system-deps.sh installs "
                "slurm-wlm, munge and openssh-server (make test runs it as root)")
         if os.environ.get("CI"):  # CI installs them: a missing one there is a broken install
             pytest.fail(why)
