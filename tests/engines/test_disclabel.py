@@ -7,18 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spinal_bidsapp.engines.builtin.disclabel import (
+from spinal_bidsapp.engines.builtin.disc_peaks import (
     C2C3,
-    LOW_CONFIDENCE,
-    BuiltinDiscLabeler,
-    DiscTemplate,
-    SessionCues,
     anchor_polarity,
     band_polarity,
     c2c3_anchor,
+    peak_near,
+)
+from spinal_bidsapp.engines.builtin.disc_strip import DiscTemplate
+from spinal_bidsapp.engines.builtin.disclabel import (
+    LOW_CONFIDENCE,
+    BuiltinDiscLabeler,
+    SessionCues,
     find_session_cues,
     label_discs,
-    peak_near,
 )
 from spinal_bidsapp.errors import InputDataError
 from spinal_bidsapp.geometry.discs import discs_from_label_array
