@@ -91,7 +91,13 @@ def band_polarity(band: NDArray, subject_arc: NDArray, guesses: list[float], *,
 def peak_near(band: NDArray, subject_arc: NDArray, guess: float, polarity: float,
               half_width_mm: float = PEAK_MM) -> float | None:
     """Arc of the disc's own band extremum within +-``half_width_mm`` of ``guess`` (parabolic
-    sub-mm position), or None when the extremum is at the edge of the search (no disc there)."""
+    sub-mm position), or None when the extremum is at the edge of the search (no disc there).
+
+    >>> arc = np.arange(0.0, 30.0)
+    >>> band = -((arc - 10.3) ** 2)
+    >>> round(peak_near(band, arc, 8.0, 1.0), 6), peak_near(band, arc, 3.0, 1.0)
+    (10.3, None)
+    """
     lo = max(0, int(np.searchsorted(subject_arc, guess - half_width_mm)))
     hi = min(len(subject_arc), int(np.searchsorted(subject_arc, guess + half_width_mm, "right")))
     if hi - lo < 3:
@@ -179,7 +185,12 @@ def walk_from_surest_disc(band: NDArray, arc: NDArray, guesses: dict[int, float]
 
 
 def band_peaks(values: NDArray, min_height: float) -> NDArray[np.intp]:
-    """Indices of the local maxima of ``values`` at least ``min_height`` high."""
+    """Indices of the local maxima of ``values`` at least ``min_height`` high (the first of a
+    plateau; never an end).
+
+    >>> band_peaks(np.array([0.0, 1.0, 0.2, 0.4, 0.3, 0.9, 0.9]), 0.5)
+    array([1, 5])
+    """
     mid = values[1:-1]
     return np.flatnonzero((mid > values[:-2]) & (mid >= values[2:]) & (mid >= min_height)) + 1
 

@@ -139,6 +139,14 @@ def match_strip(subject: NDArray, subject_arc: NDArray, template: DiscTemplate, 
     middle of the subject more than :data:`AMBIGUITY_MM` away from the best one (another
     level); without a hint, the margin between the two measures how unambiguous the level
     identification is.
+
+    A subject strip cut from the template at arc 70 mm maps back there, scale 1:
+
+    >>> strip = np.random.default_rng(0).standard_normal((3, 200))
+    >>> tpl = DiscTemplate(strip=strip, disc_arc_mm={3: 150.0})
+    >>> match = match_strip(strip[:, 70:130], np.arange(0.0, 60.0), tpl, invert=False)
+    >>> round(match.offset, 6), round(match.scale, 6), round(match.ncc, 3)
+    (70.0, 1.0, 1.0)
     """
     pattern = -template.strip if invert else template.strip
     n_tpl = pattern.shape[1]
