@@ -35,14 +35,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from spinal_bidsapp.engines.builtin.disclabel import (  # noqa: E402
+from spinal_bidsapp.engines.builtin.disc_peaks import disc_band  # noqa: E402
+from spinal_bidsapp.engines.builtin.disc_strip import (  # noqa: E402
     DiscTemplate,
-    disc_band,
-    find_session_cues,
-    label_discs,
     sample_strip,
     template_strip,
 )
+from spinal_bidsapp.engines.builtin.disclabel import find_session_cues, label_discs  # noqa: E402
 from spinal_bidsapp.engines.builtin.segment import LOW_CONFIDENCE, segment_cord  # noqa: E402
 from spinal_bidsapp.geometry.centerline import centerline_from_mask  # noqa: E402
 from spinal_bidsapp.geometry.discs import discs_from_label_array  # noqa: E402

@@ -51,7 +51,7 @@ ALLOWED_ACROSS = {
 DEFERRED_IMPORTS = {
     # the group level imports participant.units, and this package's __init__ runs first: it must
     # not load the participant pipeline and every engine with it
-    ("spinal_bidsapp.participant", "spinal_bidsapp.participant.pipeline"),
+    ("spinal_bidsapp.participant", "spinal_bidsapp.participant.unit_run"),
     # --help, --version and --bids-exec-spec must stay fast: run imports every level, engine
     # and pybids (about 1.5 s measured; the parser and config alone about 0.3 s).
     ("spinal_bidsapp.cli.main", "spinal_bidsapp.run"),

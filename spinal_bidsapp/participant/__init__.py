@@ -1,10 +1,11 @@
 """Participant level: plan the work units, run them in parallel, summarise failures.
 
 A unit is one (subject, session) with its chosen anatomy and manual labels (``units``); the
-per-unit pipeline (``pipeline.process_unit``) is an ordered list of resumable steps calling the
-engine object (``engines.participant_engine``; engine-independent steps in ``steps``, the page in
-``report``). Units never touch each other's files, so several processes (or
-SLURM array tasks) can share one output folder.
+per-unit pipeline (``pipeline``, run under the unit's lock and recorded by
+``unit_run.process_unit``) is an ordered list of resumable steps calling the engine object
+(``engines.participant_engine``; engine-independent steps in ``steps``, the page in
+``report``). Units never touch each other's files, so several processes (or SLURM array tasks)
+can share one output folder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def run_participant_level(config: RunConfig, *, engines: dict[str, str]) -> int:
     """Process every selected unit; exit 0 if all succeeded, else the failure code."""
     # here, not at the top: the group level imports participant.units (this package's
     # __init__ runs first) and must not load the participant pipeline and engines with it
-    from spinal_bidsapp.participant.pipeline import process_unit, resolve_participant_engines
+    from spinal_bidsapp.participant.unit_run import process_unit, resolve_participant_engines
 
     units, problems = plan_units(config)
     engines.update(resolve_participant_engines(config))

@@ -35,7 +35,8 @@ from spinal_bidsapp.engines.base import (
 )
 from spinal_bidsapp.engines.builtin import disclabel
 from spinal_bidsapp.engines.builtin import segment as builtin_segment
-from spinal_bidsapp.engines.builtin.disclabel import SessionCues, find_session_cues, template_strip
+from spinal_bidsapp.engines.builtin.disc_strip import template_strip
+from spinal_bidsapp.engines.builtin.disclabel import SessionCues, find_session_cues
 from spinal_bidsapp.engines.builtin.registration import register_to_template
 from spinal_bidsapp.engines.registration import (
     builtin_candidate_paths,
