@@ -233,8 +233,8 @@ def _products(directory: Path) -> dict[str, Path]:
 
 
 def _write_average(build: _Build, directory: Path, images: Sequence[Path],
-                   masks: Sequence[Path]) -> tuple[Volume, Volume]:
-    """Mean, SD, cord probability and mask of the (resampled) items; returns (mean, mask)."""
+                   masks: Sequence[Path]) -> Volume:
+    """Mean, SD, cord probability and mask of the (resampled) items; returns the mask."""
     intensity = averaging.RunningMoments()
     cord = averaging.RunningMoments()
     affine = None
@@ -257,7 +257,7 @@ def _write_average(build: _Build, directory: Path, images: Sequence[Path],
     save_volume(Volume(sd.astype(np.float32), affine), paths["sd"], dtype=np.float32)
     save_volume(Volume(probability.astype(np.float32), affine), paths["prob"], dtype=np.float32)
     save_volume(Volume(mask, affine), paths["mask"], dtype=np.uint8)
-    return load_volume(paths["avg"]), Volume(mask, affine)
+    return Volume(mask, affine)
 
 
 def _stats(build: _Build, directory: Path, index: int, extra: dict[str, float]) -> Path:
@@ -314,19 +314,21 @@ def _run_iteration(build: _Build, k: int) -> Written:
     registered = time.monotonic()
 
     mean_warp, _ = _mean_field(build, raw, None)
-    mean_inverse = invert_field(mean_warp, mean_warp.shape, mean_warp.affine)
-    save_field(mean_warp, directory / "mean_warp.nii.gz")
-    save_field(mean_inverse, directory / "mean_inverse.nii.gz")
+    # read by this iteration's resampling only, then removed: uncompressed (gzip of a field
+    # costs 10x its write)
+    mean_inverse = directory / "scratch" / "mean_inverse.nii"
+    mean_inverse.parent.mkdir(parents=True, exist_ok=True)
+    save_field(invert_field(mean_warp, mean_warp.shape, mean_warp.affine), mean_inverse)
     warped = directory / "warped"
-    resample = [ResampleJob(warp=r, mean_inverse=directory / "mean_inverse.nii.gz",
+    resample = [ResampleJob(warp=r, mean_inverse=mean_inverse,
                             image=item.image, cord_mask=item.cord_mask,
                             out_warp=_warp(directory, item),
                             out_image=warped / f"{item.label}_image.nii",
                             out_mask=warped / f"{item.label}_cordmask.nii")
                 for item, r in zip(build.items, raw, strict=True)]
     _map(resample_item, resample, [i.label for i in build.items], build.nprocs)
-    _, mask = _write_average(build, directory, [j.out_image for j in resample],
-                             [j.out_mask for j in resample])
+    mask = _write_average(build, directory, [j.out_image for j in resample],
+                          [j.out_mask for j in resample])
     corrected_mean, subject_rms = _mean_field(build, [j.out_warp for j in resample], mask.data)
     extra = {
         "mean_warp_rms_mm": averaging.rms_in_mask(mean_warp.data, mask.data),
