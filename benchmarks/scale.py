@@ -7,6 +7,7 @@ Not a test: run by hand (``nice``-d on a shared machine); results go to
     nice -n 10 .venv/bin/python benchmarks/scale.py levels --subjects 2 --nprocs 2
     nice -n 10 .venv/bin/python benchmarks/scale.py iteration --subjects 4 --level 1 --nprocs 2
     nice -n 10 .venv/bin/python benchmarks/scale.py averaging --sizes 4 16
+    .venv/bin/python benchmarks/scale.py template --subjects 16 --nprocs 2
     .venv/bin/python benchmarks/scale.py project --nodes 1 2 4
 
 Inputs (``inputs``): straightened whole-cord subjects on the template grid the group level would
@@ -30,6 +31,12 @@ Steps, each in a fresh process so that ``ru_maxrss`` is that step's peak:
   (``_weighted_moments``), on ``--sizes`` cohorts of the same grid: their peak RSS must not grow
   with the number of subjects. For comparison, last (the peak only grows), the contrast average
   as it was before it streamed (every subject stacked, as ``np.stack`` did).
+* ``template``: the whole build (``build_template``, seed preset unless ``--preset``) on
+  ``--subjects`` subjects: wall time per iteration (registrations, update), CPU seconds of
+  every registration, peak RSS of the main process and of the largest worker; then scored
+  against the truth the subjects were drawn from (:func:`score_whole_cord`: disc spread, cord
+  Dice, correlation; the same for iteration 0, the straighten-and-average baseline). ``score``
+  re-scores the newest record.
 * ``project``: wall time of ``N`` subjects on nodes of ``C`` cores from the measured figures
   (method in :func:`project`).
 """
@@ -37,7 +44,6 @@ Steps, each in a fresh process so that ``ru_maxrss`` is that step's peak:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -95,14 +101,39 @@ def _data_dir() -> Path:
     return data_dir_from_environment(REPO.parent / "shared" / "data")
 
 
+def subject_truth(index: int, *, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """What straightening left in subject ``index``: its mapping to PAM50 and its wander.
+
+    Returns the :class:`~spinal_bidsapp.synth.truth.TemplateMapping` (disc positions along the
+    straight cord, cross-section scale) and the in-plane wander of the cord centre (amplitude mm,
+    wavelength mm, phase per axis), drawn in that order from one generator, then the noise.
+    """
+    from spinal_bidsapp.synth.spine import PAM50_DISC_Z_MM
+    from spinal_bidsapp.synth.truth import TemplateMapping
+
+    space = template_space()
+    rng = np.random.default_rng([seed, index])
+    disc_z = space.disc_z_mm + rng.normal(0.0, 0.7, len(DISCS))
+    mapping = TemplateMapping(discs=DISCS, disc_arc_mm=tuple(np.sort(disc_z)[::-1]),
+                              disc_template_z_mm=tuple(PAM50_DISC_Z_MM[d] for d in DISCS),
+                              cross_scale=(float(rng.uniform(0.9, 1.1)),
+                                           float(rng.uniform(0.9, 1.1))))
+    wander = [(float(rng.uniform(0.5, 1.0)), float(rng.uniform(60.0, 200.0)),
+               float(rng.uniform(0, 2 * np.pi))) for _ in (0, 1)]
+    return mapping, {"wander": wander, "rng": rng}
+
+
+def wander_mm(wander: list[tuple[float, float, float]], z_mm: np.ndarray) -> np.ndarray:
+    """In-plane offset ``(N, 2)`` of the subject's cord centre at heights ``z_mm``."""
+    return np.column_stack([a * np.sin(2 * np.pi * z_mm / w + phase) for a, w, phase in wander])
+
+
 def make_inputs(work: Path, n_subjects: int, *, seed: int = 0) -> list[Any]:
     """Write (or reuse) ``n_subjects`` straightened whole-cord subjects (TemplateSubjects)."""
     from spinal_bidsapp.engines.base import TemplateSubject
     from spinal_bidsapp.image import Volume, save_volume
     from spinal_bidsapp.synth.acquisition import add_rician_noise
     from spinal_bidsapp.synth.phantom import _sample_template, load_pam50
-    from spinal_bidsapp.synth.spine import PAM50_DISC_Z_MM
-    from spinal_bidsapp.synth.truth import TemplateMapping
 
     space = template_space()
     folder = work / "inputs"
@@ -120,19 +151,11 @@ def make_inputs(work: Path, n_subjects: int, *, seed: int = 0) -> list[Any]:
         if anatomy is None:
             data = _data_dir()
             anatomy = load_pam50(data / "PAM50", data / "PAM50_small", bottom_disc=21)
-        rng = np.random.default_rng([seed, index])
-        disc_z = space.disc_z_mm + rng.normal(0.0, 0.7, len(DISCS))
-        mapping = TemplateMapping(discs=DISCS, disc_arc_mm=tuple(np.sort(disc_z)[::-1]),
-                                  disc_template_z_mm=tuple(PAM50_DISC_Z_MM[d] for d in DISCS),
-                                  cross_scale=(float(rng.uniform(0.9, 1.1)),
-                                               float(rng.uniform(0.9, 1.1))))
-        wander = np.zeros_like(world)
-        for axis in (0, 1):
-            amplitude, wavelength = rng.uniform(0.5, 1.0), rng.uniform(60.0, 200.0)
-            wander[:, axis] = amplitude * np.sin(2 * np.pi * world[:, 2] / wavelength
-                                                 + rng.uniform(0, 2 * np.pi))
-        values = _sample_template(anatomy, mapping.straight_to_template(world - wander))
-        t2 = add_rician_noise(values["t2"], sigma=0.03, rng=rng).reshape(space.shape)
+        mapping, drawn = subject_truth(index, seed=seed)
+        offset = np.zeros_like(world)
+        offset[:, :2] = wander_mm(drawn["wander"], world[:, 2])
+        values = _sample_template(anatomy, mapping.straight_to_template(world - offset))
+        t2 = add_rician_noise(values["t2"], sigma=0.03, rng=drawn["rng"]).reshape(space.shape)
         save_volume(Volume((1000.0 * t2).astype(np.float32), space.affine), image,
                     dtype=np.float32)
         save_volume(Volume(np.clip(values["cord"], 0, 1).reshape(space.shape)
@@ -224,6 +247,147 @@ def one_iteration(subjects: list[Any], work: Path, level_mm: float, nprocs: int)
             "peak_rss_main_mb": main_peak,
             "peak_rss_main_with_inverse_mb": _peak_mb(resource.RUSAGE_SELF),
             "peak_rss_largest_worker_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
+
+
+def _register_recording_cpu(job: Any) -> float:
+    """``register_item``, also writing the worker's CPU seconds under ``<work>/cpu/<iteration>``
+    (the full build runs every iteration; the folder tells them apart)."""
+    from spinal_bidsapp.engines.builtin.jobs import register_item
+
+    started = time.process_time()
+    wall = register_item(job)
+    iteration = job.scratch_dir.parents[1]
+    folder = iteration.parent / "cpu" / iteration.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job.scratch_dir.name}.json").write_text(json.dumps(
+        {"wall_s": wall, "cpu_s": time.process_time() - started}))
+    return wall
+
+
+def full_template(subjects: list[Any], work: Path, nprocs: int, preset: str) -> dict:
+    """The loop's whole build (``build_template``, as the group level calls it) on ``subjects``.
+
+    Per iteration: its level, registration and update wall times (the loop's ``timing.json``)
+    and each registration's CPU seconds; for the whole build: wall time, CPU of the main process
+    and of all workers, the peak RSS of the main process and of the largest worker.
+    """
+    import ants  # noqa: F401  (as build_template: loaded once, inherited by forked workers)
+
+    from spinal_bidsapp.engines.builtin import template
+    from spinal_bidsapp.engines.builtin.protocol import preset_options
+
+    options = preset_options(preset, symmetric=True)  # type: ignore[arg-type]
+    template.register_item = _register_recording_cpu  # type: ignore[assignment]
+    started = time.monotonic()
+    main_cpu, workers_cpu = _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN)
+    loads = [os.getloadavg()]
+    result = template.build_template(subjects, work_dir=work, options=options, nprocs=nprocs)
+    loads.append(os.getloadavg())
+    wall = time.monotonic() - started
+    levels = [None, *options.iteration_levels()]
+    iterations = []
+    for k in range(1, options.n_iterations + 1):
+        directory = template.iteration_dir(work, k)
+        timing = json.loads((directory / "timing.json").read_text())
+        cpu = [json.loads(p.read_text())["cpu_s"]
+               for p in sorted((work / "cpu" / directory.name).glob("*.json"))]
+        iterations.append({"iteration": k, "level_mm": levels[k],
+                           "registration_wall_s": timing["registration_wall_s"],
+                           "update_wall_s": timing["update_wall_s"],
+                           "registration_cpu_s": cpu})
+    return {"subjects": len(subjects), "nprocs": nprocs, "preset": preset,
+            "grid": list(build_shape(subjects)), "wall_s": wall,
+            "main_cpu_s": _cpu_s(resource.RUSAGE_SELF) - main_cpu,
+            "workers_cpu_s": _cpu_s(resource.RUSAGE_CHILDREN) - workers_cpu,
+            "peak_rss_main_mb": _peak_mb(resource.RUSAGE_SELF),
+            "peak_rss_largest_worker_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+            "load_average_start_end": loads, "iterations": iterations,
+            "template": str(result.template), "mask": str(result.mask),
+            "warps": {w.label: [str(w.subject_to_template), str(w.template_to_subject)]
+                      for w in result.warps}}
+
+
+def score_whole_cord(subjects: list[Any], run: dict, *, seed: int = 0) -> dict:
+    """The issue's three figures for a whole-cord template, and for iteration 0 (the baseline).
+
+    The truth is what every subject was drawn around: PAM50 carried onto the straight grid
+    through the subjects' mean disc positions and mean cross-section scale, without wander or
+    noise. Figures:
+
+    * disc spread: each subject's true disc centres (its own disc heights and wander) mapped
+      into template space by its template -> subject inverse warp; RMS distance to the mean
+      position, per disc (the baseline: the subjects' own disc positions, nothing moved); and
+      split into along the cord (z) and in plane (x-y);
+    * cord Dice: each subject's cord mask resampled by its final warp onto the template grid
+      against the template's cord mask, averaged; and the template mask against the true cord;
+    * correlation of the template with the true T2 within 8 mm of the cord axis, between the
+      first and last disc.
+    """
+    from benchmarks.scoring import dice, disc_spread_mm, masked_correlation
+    from spinal_bidsapp.geometry.fields import apply_field, transform_points
+    from spinal_bidsapp.image import load_field, load_volume
+    from spinal_bidsapp.synth.phantom import _sample_template, load_pam50
+    from spinal_bidsapp.synth.truth import TemplateMapping
+
+    space = template_space()
+    truths = [subject_truth(i, seed=seed) for i in range(len(subjects))]
+    mean = truths[0][0]
+    mean = TemplateMapping(
+        discs=mean.discs, disc_template_z_mm=mean.disc_template_z_mm,
+        disc_arc_mm=tuple(np.mean([t[0].disc_arc_mm for t in truths], axis=0)),
+        cross_scale=tuple(np.mean([t[0].cross_scale for t in truths], axis=0)))
+    data = _data_dir()
+    anatomy = load_pam50(data / "PAM50", data / "PAM50_small", bottom_disc=21)
+    ijk = np.indices(space.shape).reshape(3, -1).T
+    world = ijk @ space.affine[:3, :3].T + space.affine[:3, 3]
+    values = _sample_template(anatomy, mean.straight_to_template(world))
+    truth_t2 = values["t2"].reshape(space.shape)
+    truth_cord = values["cord"].reshape(space.shape) >= 0.5
+    arc = np.asarray(mean.disc_arc_mm)
+    region = ((np.hypot(world[:, 0], world[:, 1]) <= 8.0) & (world[:, 2] <= arc.max())
+              & (world[:, 2] >= arc.min())).reshape(space.shape)
+
+    def disc_points(mapping: Any, drawn: dict) -> np.ndarray:
+        z = np.asarray(mapping.disc_arc_mm)
+        return np.column_stack([wander_mm(drawn["wander"], z), z])
+
+    work = Path(run["template"]).parents[1]
+    iteration0 = work / "iter-000"
+    figures = {}
+    for name, average, mask_path in (
+            ("baseline (iteration 0: straighten-and-average)", iteration0 / "avg.nii.gz",
+             iteration0 / "mask.nii.gz"),
+            ("template (seed preset)", Path(run["template"]), Path(run["mask"]))):
+        mask = load_volume(mask_path).data > 0
+        positions, dices = [], []
+        for subject, (mapping, drawn) in zip(subjects, truths, strict=True):
+            points = disc_points(mapping, drawn)
+            cord = load_volume(subject.cord_mask)
+            if name.startswith("baseline"):
+                mapped, warped = points, cord.data >= 0.5
+            else:
+                to_template, to_subject = (load_field(Path(p))
+                                           for p in run["warps"][subject.label])
+                mapped = transform_points(points, to_subject)
+                warped = apply_field(cord.data, cord.affine, to_template, order=1) >= 0.5
+            positions.append(dict(zip(DISCS, mapped, strict=True)))
+            dices.append(dice(warped, mask))
+        spread = disc_spread_mm(positions)
+        points = np.array([[p[d] for d in DISCS] for p in positions])  # subjects x discs x 3
+        deviation = points - points.mean(axis=0)
+        along = np.sqrt((deviation[..., 2] ** 2).mean(axis=0))
+        in_plane = np.sqrt((deviation[..., :2] ** 2).sum(axis=-1).mean(axis=0))
+        figures[name] = {
+            "disc_spread_mm": {str(k): v for k, v in spread.items()},
+            "max_disc_spread_mm": max(spread.values()),
+            "disc_spread_along_cord_mm": dict(zip(map(str, DISCS), along.tolist(), strict=True)),
+            "mean_disc_spread_along_cord_mm": float(along.mean()),
+            "max_disc_spread_in_plane_mm": float(in_plane.max()),
+            "mean_cord_dice": float(np.mean(dices)), "cord_dice": dices,
+            "template_mask_dice_with_true_cord": dice(mask, truth_cord),
+            "correlation_with_truth": masked_correlation(load_volume(average).data, truth_t2,
+                                                         region)}
+    return figures
 
 
 def build_shape(subjects: list[Any]) -> tuple[int, ...]:
@@ -322,7 +486,7 @@ def project(registration_cpu_s: dict[float, float], n_subjects: int, cores: int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("step", choices=["inputs", "levels", "iteration", "averaging",
-                                         "project"])
+                                         "template", "score", "project"])
     parser.add_argument("--subjects", type=int, default=2)
     parser.add_argument("--level", type=float, default=1.0)
     parser.add_argument("--levels", type=float, nargs="*", default=list(SEED_LEVELS_MM))
@@ -331,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--cores", type=int, default=16)
     parser.add_argument("--target-subjects", type=int, default=50)
+    parser.add_argument("--preset", choices=["seed", "fast"], default="seed")
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args(argv)
     os.environ.update({"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "OMP_NUM_THREADS": "1",
@@ -361,6 +526,22 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             print(json.dumps(run))
         _record(args.step, {"runs": runs})
+    elif args.step == "template":
+        subjects = make_inputs(args.work, args.subjects)
+        run = full_template(subjects, args.work / f"template-{args.subjects}-{args.preset}",
+                            args.nprocs, args.preset)
+        for row in run["iterations"]:
+            print(f"iteration {row['iteration']:2d} at {row['level_mm']:g} mm: registrations "
+                  f"{row['registration_wall_s']:.0f} s wall, "
+                  f"{np.mean(row['registration_cpu_s']):.1f} s CPU each; "
+                  f"update {row['update_wall_s']:.0f} s")
+        print(f"build {run['wall_s'] / 60:.1f} min; peak RSS main "
+              f"{run['peak_rss_main_mb']:.0f} MB, largest worker "
+              f"{run['peak_rss_largest_worker_mb']:.0f} MB")
+        record = _record("template", run)  # before scoring: the build's figures are kept
+        _score_record(record, args.work)
+    elif args.step == "score":  # (re-)score the newest template record
+        _score_record(sorted(RESULTS.glob("scale-template-*.json"))[-1], args.work)
     elif args.step == "averaging":
         rows = [averaging_peak(make_inputs(args.work, n), args.work / f"avg-{n}")
                 for n in args.sizes]
@@ -372,23 +553,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def project_from_results(args: argparse.Namespace) -> dict:
-    """Projection from the newest ``levels`` and ``iteration`` records (CPU seconds)."""
-    def newest(step: str) -> dict:
-        paths = sorted(RESULTS.glob(f"scale-{step}-*.json"))
-        if not paths:
-            raise SystemExit(f"no scale-{step} results in {RESULTS}: run that step first")
-        return json.loads(paths[-1].read_text())
+def _score_record(path: Path, work: Path = WORK) -> None:
+    record = json.loads(path.read_text())
+    subjects = make_inputs(work, record["subjects"])
+    record["scores"] = score_whole_cord(subjects, record)
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    for name, figures in record["scores"].items():
+        print(f"{name}: max disc spread {figures['max_disc_spread_mm']:.2f} mm (along the cord, "
+              f"mean {figures['mean_disc_spread_along_cord_mm']:.2f} mm; in plane, max "
+              f"{figures['max_disc_spread_in_plane_mm']:.2f} mm), mean cord Dice "
+              f"{figures['mean_cord_dice']:.3f} (template mask vs true cord "
+              f"{figures['template_mask_dice_with_true_cord']:.3f}), correlation "
+              f"{figures['correlation_with_truth']:.4f}")
+    print(f"scores added to {path}")
 
-    runs = newest("levels")["runs"]
-    with contextlib.suppress(SystemExit):  # optional: a larger cohort at one level
-        runs = runs + newest("iteration")["runs"]
-    registration = {}
-    for run in runs:
-        registration.setdefault(run["level_mm"], []).extend(run["registration_cpu_s"])
+
+def project_from_results(args: argparse.Namespace) -> dict:
+    """Projection from the measured records (CPU seconds).
+
+    Registration time per level: the newest full ``template`` run when there is one (every
+    registration of a real build, cord term included), else the ``levels`` and ``iteration``
+    runs. The update's serial part (fixed + per subject) and the resampling per subject: a
+    straight-line fit over the ``iteration`` and ``levels`` runs at one level with different
+    cohort sizes (the level changes the registrations, not the update).
+    """
+    runs = []
+    for step in ("levels", "iteration"):
+        for path in sorted(RESULTS.glob(f"scale-{step}-*.json")):
+            runs += json.loads(path.read_text())["runs"]
+    if not runs:
+        raise SystemExit(f"no scale-levels or scale-iteration results in {RESULTS}: run "
+                         "`scale.py iteration --level 8` on two cohort sizes first")
+    registration: dict[float, list[float]] = {}
+    templates = sorted(RESULTS.glob("scale-template-*.json"))
+    source = str(templates[-1].name) if templates else "levels and iteration runs"
+    if templates:
+        for row in json.loads(templates[-1].read_text())["iterations"]:
+            registration.setdefault(row["level_mm"], []).extend(row["registration_cpu_s"])
+    else:
+        for run in runs:
+            registration.setdefault(run["level_mm"], []).extend(run["registration_cpu_s"])
     mean_registration = {level: float(np.mean(v)) for level, v in registration.items()}
-    # the update's serial part, fixed + per subject, from two cohort sizes at one level (the
-    # level changes the registrations, not the update; comparing levels would add their noise)
     largest = max(runs, key=lambda r: r["subjects"])
     same = [r for r in runs if r["level_mm"] == largest["level_mm"]]
     sizes = np.array([run["subjects"] for run in same], dtype=float)
@@ -399,7 +604,7 @@ def project_from_results(args: argparse.Namespace) -> dict:
         per_subject, fixed = float(np.mean(main_cpu / sizes)), 0.0
     resample = float(np.mean([run["resample_cpu_workers_s"] / run["subjects"] for run in runs]))
     inverse = float(np.mean([run["final_inverse_cpu_s"] for run in runs]))
-    fit = {"registration_cpu_s_per_level": mean_registration,
+    fit = {"registration_cpu_s_per_level": mean_registration, "registration_source": source,
            "update_main_cpu_s": {"fixed": float(fixed), "per_subject": float(per_subject)},
            "resample_cpu_s_per_subject": resample, "final_inverse_cpu_s": inverse,
            "measured_runs": [(r["level_mm"], r["subjects"]) for r in runs]}
