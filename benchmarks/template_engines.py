@@ -50,6 +50,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ from benchmarks.template import (  # noqa: E402
     write_record,
 )
 
-PROTOCOL = ((2.0, 2), (1.0, 2))
+Protocol = tuple[tuple[float, int], ...]
+PROTOCOL: Protocol = ((2.0, 2), (1.0, 2))
 LANDMARK_Z_MM = tuple(float(z) for z in range(4, 29, 4))
 
 
@@ -132,42 +134,45 @@ def correspondence_spread(maps: list[NDArray], displacements: list[NDArray]) -> 
 # ------------------------------------------------------------------------------- methods
 
 def run_builtin(subjects: list[Any], work: Path, coords: list[Path], nprocs: int,
-                symmetric: bool) -> dict:
-    import ants  # noqa: F401  (import time excluded, as for the others)
-
+                symmetric: bool, protocol: Protocol = PROTOCOL, **overrides: Any) -> dict:
     from spinal_bidsapp.engines.builtin import build_template
     from spinal_bidsapp.engines.builtin.protocol import Stage, preset_options
     from spinal_bidsapp.geometry.fields import apply_field
     from spinal_bidsapp.image import load_field
 
     options = preset_options("seed", symmetric=symmetric,
-                             protocol=tuple(Stage(level, n) for level, n in PROTOCOL))
+                             protocol=tuple(Stage(level, n) for level, n in protocol),
+                             **overrides)
     shutil.rmtree(work, ignore_errors=True)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _cpu_s()
     result = build_template(subjects, work_dir=work, options=options, nprocs=nprocs)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, _cpu_s() - cpu  # the build writes the final warps
     masks, maps = [], []
     coordinates = [_load(c) for c in coords]
     for subject, warps in zip(subjects, result.warps, strict=True):
         field = load_field(warps.subject_to_template)
         masks.append(apply_field(_load(subject.cord_mask), AFFINE, field, order=1))
         maps.append(np.stack([apply_field(c, AFFINE, field, order=1) for c in coordinates]))
-    return {"wall_s": wall, "template": _load(result.template), "masks": masks, "maps": maps}
+    return {"wall_s": wall, "build_cpu_s": cpu, "template": _load(result.template),
+            "masks": masks, "maps": maps}
 
 
-def run_ants(subjects: list[Any], work: Path, coords: list[Path], nprocs: int) -> dict:
+def run_ants(subjects: list[Any], work: Path, coords: list[Path], nprocs: int,
+             protocol: Protocol = PROTOCOL) -> dict:
     import ants
 
     images = [ants.image_read(str(s.image)) for s in subjects]
-    started = time.monotonic()
-    template = ants.build_template(image_list=images, iterations=len(_levels()),
-                                   type_of_transform="SyNOnly")
+    started, cpu = time.monotonic(), _cpu_s()
+    template = ants.build_template(image_list=images, iterations=len(_levels(protocol)),
+                                  type_of_transform="SyNOnly")
     wall = time.monotonic() - started
     started = time.monotonic()
+    registrations = [ants.registration(template, image, type_of_transform="SyNOnly")
+                     for image in images]
+    warps_wall, cpu = time.monotonic() - started, _cpu_s() - cpu
     masks, maps = [], []
     coordinates = [ants.image_read(str(c)) for c in coords]
-    for subject, image in zip(subjects, images, strict=True):
-        reg = ants.registration(template, image, type_of_transform="SyNOnly")
+    for subject, reg in zip(subjects, registrations, strict=True):
 
         def warp(moving: Any, reg: Any = reg) -> NDArray:
             return ants.apply_transforms(template, moving, reg["fwdtransforms"],
@@ -175,12 +180,12 @@ def run_ants(subjects: list[Any], work: Path, coords: list[Path], nprocs: int) -
 
         masks.append(warp(ants.image_read(str(subject.cord_mask))))
         maps.append(np.stack([warp(c) for c in coordinates]))
-    return {"wall_s": wall, "warp_export_s": time.monotonic() - started,
+    return {"wall_s": wall, "warp_export_s": warps_wall, "build_cpu_s": cpu,
             "template": template.numpy().astype(np.float64), "masks": masks, "maps": maps}
 
 
-def _levels() -> list[float]:
-    return [level for level, n in PROTOCOL for _ in range(n)]
+def _levels(protocol: Protocol = PROTOCOL) -> list[float]:
+    return [level for level, n in protocol for _ in range(n)]
 
 
 def greedy_schedule(level_mm: float) -> str:
@@ -201,7 +206,8 @@ def greedy_schedule(level_mm: float) -> str:
     return "x".join(str(n) for n in iterations)
 
 
-def run_greedy(subjects: list[Any], work: Path, coords: list[Path], nprocs: int) -> dict:
+def run_greedy(subjects: list[Any], work: Path, coords: list[Path], nprocs: int,
+               protocol: Protocol = PROTOCOL) -> dict:
     from picsl_greedy import Greedy3D
 
     shutil.rmtree(work, ignore_errors=True)
@@ -216,11 +222,11 @@ def run_greedy(subjects: list[Any], work: Path, coords: list[Path], nprocs: int)
         Greedy3D().execute(f"{threads} -rf {fixed} -rm {moving} {out} -r "
                            + " ".join(map(str, warps)))
 
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _cpu_s()
     template = work / "template_000.nii.gz"
     _mean_image([s.image for s in subjects], template)
     schedules = []
-    for k, level in enumerate(_levels(), start=1):
+    for k, level in enumerate(_levels(protocol), start=1):
         schedule = greedy_schedule(level)
         schedules.append(schedule)
         folder = work / f"iter-{k:03d}"
@@ -241,12 +247,15 @@ def run_greedy(subjects: list[Any], work: Path, coords: list[Path], nprocs: int)
         reslice(average, average, template, inverse)
     wall = time.monotonic() - started
     started = time.monotonic()
-    masks, maps = [], []
     final = work / "final"
     final.mkdir()
     for subject in subjects:
+        register(template, Path(subject.image), final / f"{subject.label}_warp.nii.gz",
+                 schedules[-1])
+    warps_wall, cpu = time.monotonic() - started, _cpu_s() - cpu
+    masks, maps = [], []
+    for subject in subjects:
         warp = final / f"{subject.label}_warp.nii.gz"
-        register(template, Path(subject.image), warp, schedules[-1])
         outs = []
         for source, name in ((Path(subject.cord_mask), "cord"),
                              *((c, c.name.removesuffix(".nii.gz")) for c in coords)):
@@ -255,7 +264,7 @@ def run_greedy(subjects: list[Any], work: Path, coords: list[Path], nprocs: int)
             outs.append(_load(out))
         masks.append(outs[0])
         maps.append(np.stack(outs[1:]))
-    return {"wall_s": wall, "warp_export_s": time.monotonic() - started,
+    return {"wall_s": wall, "warp_export_s": warps_wall, "build_cpu_s": cpu,
             "template": _load(template), "masks": masks, "maps": maps, "schedules": schedules}
 
 
@@ -270,7 +279,8 @@ def _mean_image(paths: list[Path], out: Path) -> None:
     nib.save(nib.Nifti1Image((total / len(paths)).astype(np.float32), first.affine, header), out)
 
 
-def run_minc(subjects: list[Any], work: Path, coords: list[Path], nprocs: int) -> dict:
+def run_minc(subjects: list[Any], work: Path, coords: list[Path], nprocs: int,
+             protocol: Protocol = PROTOCOL) -> dict:
     from spinal_bidsapp.engines.builtin.protocol import Stage
     from spinal_bidsapp.engines.minc import (
         MINC_ENVIRONMENT,
@@ -283,13 +293,13 @@ def run_minc(subjects: list[Any], work: Path, coords: list[Path], nprocs: int) -
     from spinal_bidsapp.engines.tools import run_tool
     from spinal_bidsapp.image import load_volume
 
-    options = MincTemplateOptions(protocol=tuple(Stage(level, n) for level, n in PROTOCOL),
+    options = MincTemplateOptions(protocol=tuple(Stage(level, n) for level, n in protocol),
                                   symmetric=False)
     builder = MincTemplateBuilder(options)
     shutil.rmtree(work, ignore_errors=True)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _cpu_s()
     result = builder.build_template(subjects, work_dir=work, nprocs=nprocs)
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, _cpu_s() - cpu  # its final transforms included
     started = time.monotonic()
     reference = load_volume(subjects[0].image)
     shift = centre_x_shift(reference.affine, reference.shape)
@@ -317,22 +327,28 @@ def run_minc(subjects: list[Any], work: Path, coords: list[Path], nprocs: int) -
                                  log_file=work / "logs" / "mnc2nii_coord.log", shift_mm=shift)
             channels.append(_load(back))
         maps.append(np.stack(channels))
-    return {"wall_s": wall, "warp_export_s": time.monotonic() - started,
-            "template": _load(result.template), "masks": masks, "maps": maps}
+    return {"wall_s": wall, "build_cpu_s": cpu, "template": _load(result.template),
+            "masks": masks, "maps": maps}
 
 
-def _child(method: str, nprocs: int, *args: Any) -> dict:
+def _child(method: str, nprocs: int, variant: Variant, *args: Any) -> dict:
     threads = "1" if method in ("builtin", "builtin_symmetric", "minc") else str(nprocs)
     os.environ.update({"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": threads,
                        "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads})
-    before = _cpu_s()
-    if method == "builtin_symmetric":
-        out = run_builtin(*args, nprocs, True)
-    elif method == "builtin":
-        out = run_builtin(*args, nprocs, False)
+    # the method's library is loaded before the clock starts: import time is no method's cost
+    if method == "greedy":
+        import picsl_greedy  # noqa: F401
     else:
-        out = {"ants": run_ants, "greedy": run_greedy, "minc": run_minc}[method](*args, nprocs)
-    out["cpu_s"] = _cpu_s() - before  # build and warp export together
+        import ants  # noqa: F401
+    before = _cpu_s()
+    protocol = variant.protocol
+    if method in ("builtin_symmetric", "builtin"):
+        out = run_builtin(*args, nprocs, method == "builtin_symmetric", protocol,
+                          **variant.overrides)
+    else:
+        out = {"ants": run_ants, "greedy": run_greedy, "minc": run_minc}[method](
+            *args, nprocs, protocol)
+    out["cpu_s"] = _cpu_s() - before  # build, warps and the scores' resampling together
     return out
 
 
@@ -342,10 +358,94 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def in_fresh_process(method: str, nprocs: int, *args: Any) -> dict:
+def in_fresh_process(method: str, nprocs: int, variant: Variant, *args: Any) -> dict:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_child, method, nprocs, *args).result()
+        return pool.submit(_child, method, nprocs, variant, *args).result()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of a method: its template protocol and (ours only) option overrides."""
+
+    method: str
+    protocol: Protocol = PROTOCOL
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``METHOD[:PROTOCOL[:KEY=VALUE,...]]``, PROTOCOL as ``2x2+1x2`` (level mm x iterations).
+
+        >>> v = Variant.parse("builtin_symmetric:2x1+1x1:cord_weight=2")
+        >>> v.protocol, v.overrides
+        (((2.0, 1), (1.0, 1)), {'cord_weight': 2})
+        """
+        method, _, rest = text.partition(":")
+        if method not in NAMES:
+            raise SystemExit(f"unknown method {method!r} in {text!r}: one of {', '.join(NAMES)}")
+        protocol_text, _, options_text = rest.partition(":")
+        protocol = PROTOCOL
+        if protocol_text:
+            protocol = tuple((float(level), int(n)) for level, n in
+                             (stage.split("x") for stage in protocol_text.split("+")))
+        overrides = {key: json.loads(value) for key, value in
+                     (item.split("=") for item in options_text.split(",") if item)}
+        return cls(method, protocol, overrides)
+
+    @property
+    def name(self) -> str:
+        if self.protocol == PROTOCOL and not self.overrides:
+            return NAMES[self.method]
+        stages = ", ".join(f"{level:g} mm x {n}" for level, n in self.protocol)
+        extra = "".join(f", {k} {v:g}" if isinstance(v, (int, float)) else f", {k} {v}"
+                        for k, v in self.overrides.items())
+        return f"{NAMES[self.method]} [{stages}{extra}]"
+
+
+QUALITY = (("correlation_with_truth", 1), ("rms_error_vs_truth", -1),
+           ("mean_dice_subjects_vs_template_mask", 1), ("dice_template_mask_vs_true_cord", 1),
+           ("max_landmark_spread_mm", -1), ("dense_spread_in_cord_mm", -1))
+"""The quality figures, with the direction that is better (+1 higher, -1 lower)."""
+
+
+def at_least_as_good(a: dict, b: dict, tolerance: dict[str, float] | None = None) -> bool:
+    """Whether row ``a`` is as good as row ``b`` on every quality figure (within ``tolerance``,
+    per figure, in its units: what a second seed moves, stated where it is used)."""
+    tolerance = tolerance or {}
+    return all(sign * (a[key] - b[key]) >= -tolerance.get(key, 0.0) for key, sign in QUALITY)
+
+
+def equal_quality(rows: dict[str, dict]) -> list[str]:
+    """"No slower at equal quality", read off one run: for every other method's configuration,
+    our cheapest configuration at least as good on every quality figure, and the cost ratios.
+
+    Two costs: build CPU (build and final warps, every process and thread; the scores'
+    resampling excluded) and wall time on the run's cores (build plus warp export). Ours is "no
+    slower" against a configuration when a configuration of ours that is at least as good costs
+    no more; the cheapest such configuration is chosen by CPU.
+    """
+    def wall(row: dict) -> float:
+        return float(row["wall_s"] + row.get("warp_export_s", 0.0))
+
+    ours = {name: r for name, r in rows.items() if r.get("method", "").startswith("builtin")}
+    lines = []
+    for name, row in rows.items():
+        if "build_cpu_s" not in row or name in ours:
+            continue
+        matching = sorted((r["build_cpu_s"], n) for n, r in ours.items()
+                          if at_least_as_good(r, row))
+        if not matching:
+            lines.append(f"- {name} ({row['build_cpu_s']:.1f} s CPU, {wall(row):.1f} s wall): "
+                         "no configuration of ours is at least as good on every figure")
+            continue
+        cpu, best = matching[0]
+        verdicts = ", ".join(
+            f"{kind} {mine:.1f} s against {theirs:.1f} s = {mine / theirs:.2f}x, "
+            + ("no slower" if mine <= theirs else "SLOWER")
+            for kind, mine, theirs in (("CPU", cpu, row["build_cpu_s"]),
+                                       ("wall", wall(ours[best]), wall(row))))
+        lines.append(f"- {name}: ours at least as good on every figure with {best}: {verdicts}")
+    return lines
 
 
 NAMES = {"builtin_symmetric": "builtin, symmetric (app default)", "builtin": "builtin",
@@ -359,11 +459,15 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="*", default=list(NAMES), choices=list(NAMES))
+    parser.add_argument("--variants", nargs="*", default=[], metavar="METHOD[:PROTOCOL[:K=V]]",
+                        help="more configurations, e.g. builtin_symmetric:2x1+1x1 or "
+                             "greedy:2x2+1x4 or builtin_symmetric:2x2+1x2:cord_weight=2")
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench-template-engines")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
-    methods = [m for m in args.methods if m != "minc" or shutil.which("minctracc")]
-    if len(methods) < len(args.methods):
+    variants = [Variant(m) for m in args.methods] + [Variant.parse(v) for v in args.variants]
+    kept = [v for v in variants if v.method != "minc" or shutil.which("minctracc")]
+    if len(kept) < len(variants):
         print("minctracc is not on PATH: the MINC engine is left out (source minc.env)")
     subjects = make_cohort(args.work / "inputs", args.subjects, seed=args.seed)
     coords = coordinate_images(args.work / "coords")
@@ -375,24 +479,31 @@ def main() -> None:
                                   [_load(s.cord_mask) for s in subjects]),
         **correspondence_spread(identity, displacements)}
     extra: dict[str, Any] = {}
-    for method in methods:
-        run = in_fresh_process(method, args.nprocs, subjects, args.work / method, coords)
-        rows[NAMES[method]] = {k: run[k] for k in ("wall_s", "warp_export_s", "cpu_s")
-                               if k in run} | evaluate(run["template"], run["masks"]) \
+    for variant in kept:
+        run = in_fresh_process(variant.method, args.nprocs, variant, subjects,
+                               args.work / variant.method, coords)
+        rows[variant.name] = {k: run[k] for k in ("wall_s", "warp_export_s", "cpu_s",
+                                                  "build_cpu_s") if k in run} \
+            | {"method": variant.method, "protocol": variant.protocol,
+               "overrides": variant.overrides} \
+            | evaluate(run["template"], run["masks"]) \
             | correspondence_spread(run["maps"], displacements)
         if "schedules" in run:
-            extra["greedy_schedules"] = run["schedules"]
-        print(NAMES[method], json.dumps({k: v for k, v in rows[NAMES[method]].items()
-                                         if not isinstance(v, dict)}, default=float))
+            extra.setdefault("greedy_schedules", {})[variant.name] = run["schedules"]
+        print(variant.name, json.dumps({k: v for k, v in rows[variant.name].items()
+                                        if not isinstance(v, dict)}, default=float))
+    extra["equal_quality"] = equal_quality(rows)
     write_record(args, "template-engines", {"protocol": PROTOCOL, "results": rows, **extra})
-    print("| method | build wall s | CPU s | corr. with truth | RMS | sharpness / truth | "
+    for line in extra["equal_quality"]:
+        print(line)
+    print("| method | build wall s | build CPU s | corr. with truth | RMS | sharpness / truth | "
           "Dice subj. vs tpl mask | Dice tpl mask vs true cord | max landmark spread mm | "
           "dense spread in cord mm |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         wall = f"{r['wall_s']:.1f}" + (f" (+{r['warp_export_s']:.1f} warps)"
                                        if "warp_export_s" in r else "")
-        cpu = f"{r['cpu_s']:.0f}" if "cpu_s" in r else ""
+        cpu = f"{r['build_cpu_s']:.1f}" if "build_cpu_s" in r else ""
         print(f"| {name} | {wall} | {cpu} | {r['correlation_with_truth']:.4f} | "
               f"{r['rms_error_vs_truth']:.1f} | {r['sharpness_relative_to_truth']:.3f} | "
               f"{r['mean_dice_subjects_vs_template_mask']:.3f} | "
