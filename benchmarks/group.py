@@ -220,7 +220,7 @@ def write_docs(results: dict, command: str) -> None:
     lines = [
         heading, "",
         f"Machine: {results['machine']}. Command: `{command}`. {results['n_subjects']} curved "
-        f"phantoms (seed 0), template preset `{results['preset']}`, "
+        f"phantoms (seed {results.get('seed', 0)}), template preset `{results['preset']}`, "
         f"{results['resolution_mm']} mm, symmetric. Participant and group levels run for real, "
         "each in its own process.", "",
         "| measure | value | target |", "|---|---|---|",
@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--n-subjects", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed (phantoms differ)")
     parser.add_argument("--preset", choices=["fast", "seed"], default="fast")
     parser.add_argument("--resolution", type=float, default=1.0)
     parser.add_argument("--nprocs", type=int, default=2)
@@ -298,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the outputs already in WORK/out (no run; no timings)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-group-"))
-    cohort = ensure_cohort(work / "cohort", kind="phantom", n_subjects=args.n_subjects, seed=0,
-                           data_dir=args.data)
+    cohort = ensure_cohort(work / "cohort", kind="phantom", n_subjects=args.n_subjects,
+                           seed=args.seed, data_dir=args.data)
     out = work / "out"
     participant = group = {}
     if not args.score_only:
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
                    f"Python {platform.python_version()}",
-        "n_subjects": args.n_subjects, "preset": args.preset,
+        "n_subjects": args.n_subjects, "seed": args.seed, "preset": args.preset,
         "resolution_mm": args.resolution, "participant_level": participant,
         "group_level": group, "quality": score(cohort, out, args.data),
         "straight_average": straight_average_baseline(cohort, out, args.data),
@@ -327,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         iterations = 4 if args.preset == "fast" else 16
         results["ants"] = ants_baseline(out, args.data, iterations, args.nprocs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "group.json").write_text(json.dumps(results, indent=2, default=float))
+    name = "group.json" if args.seed == 0 else f"group-seed{args.seed}.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
     if args.write_docs:
         write_docs(results, "python benchmarks/group.py " + " ".join(
