@@ -175,15 +175,17 @@ def _build(subjects: list[Any], work: Path, level_mm: float, nprocs: int) -> Any
 
 
 def _register_with_cpu(job: Any) -> float:
-    """The loop's ``register_item``, also writing the worker's CPU seconds (all its threads)
-    next to the work folder: a cost figure that a loaded machine does not inflate."""
+    """The loop's ``register_item``, also writing the worker's CPU seconds (all its threads) to
+    ``<work>/cpu/<iteration>/<label>.json``: a cost figure that a loaded machine does not
+    inflate, kept per iteration for the full build."""
     from spinal_bidsapp.engines.builtin.jobs import register_item
 
     started = time.process_time()
     wall = register_item(job)
-    folder = job.scratch_dir.parents[2] / "cpu"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{job.moving.name}.json").write_text(json.dumps(
+    iteration = job.scratch_dir.parents[1]
+    folder = iteration.parent / "cpu" / iteration.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job.scratch_dir.name}.json").write_text(json.dumps(
         {"wall_s": wall, "cpu_s": time.process_time() - started}))
     return wall
 
@@ -227,7 +229,8 @@ def one_iteration(subjects: list[Any], work: Path, level_mm: float, nprocs: int)
     workers_cpu = _cpu_s(resource.RUSAGE_CHILDREN) - workers_cpu
     timing = json.loads((iteration_dir(work, 1) / "timing.json").read_text())
     registration_cpu = [json.loads(p.read_text())["cpu_s"]
-                        for p in sorted((work / "cpu").glob("*.json"))]
+                        for p in sorted((work / "cpu" / iteration_dir(work, 1).name)
+                                        .glob("*.json"))]
     main_peak = _peak_mb(resource.RUSAGE_SELF)
     inverse_started = time.monotonic()
     inverse_cpu = _cpu_s(resource.RUSAGE_SELF)
@@ -249,21 +252,6 @@ def one_iteration(subjects: list[Any], work: Path, level_mm: float, nprocs: int)
             "peak_rss_largest_worker_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
 
 
-def _register_recording_cpu(job: Any) -> float:
-    """``register_item``, also writing the worker's CPU seconds under ``<work>/cpu/<iteration>``
-    (the full build runs every iteration; the folder tells them apart)."""
-    from spinal_bidsapp.engines.builtin.jobs import register_item
-
-    started = time.process_time()
-    wall = register_item(job)
-    iteration = job.scratch_dir.parents[1]
-    folder = iteration.parent / "cpu" / iteration.name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{job.scratch_dir.name}.json").write_text(json.dumps(
-        {"wall_s": wall, "cpu_s": time.process_time() - started}))
-    return wall
-
-
 def full_template(subjects: list[Any], work: Path, nprocs: int, preset: str) -> dict:
     """The loop's whole build (``build_template``, as the group level calls it) on ``subjects``.
 
@@ -277,7 +265,7 @@ def full_template(subjects: list[Any], work: Path, nprocs: int, preset: str) -> 
     from spinal_bidsapp.engines.builtin.protocol import preset_options
 
     options = preset_options(preset, symmetric=True)  # type: ignore[arg-type]
-    template.register_item = _register_recording_cpu  # type: ignore[assignment]
+    template.register_item = _register_with_cpu  # type: ignore[assignment]
     started = time.monotonic()
     main_cpu, workers_cpu = _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN)
     loads = [os.getloadavg()]
